@@ -1,0 +1,145 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong opening, writing or reading a backlog.
+///
+/// Normal outcomes (a PSYNC answer, what recovery found) are values, not errors.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    Io {
+        /// What the crate was doing, e.g. "mapping the backlog file".
+        op: &'static str,
+        /// The file involved, if any.
+        path: Option<PathBuf>,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Another handle (in this or another process) holds the backlog open for writing.
+    AlreadyOpen {
+        /// The file that is locked.
+        path: PathBuf,
+    },
+    /// `create` found a file already at the path.
+    AlreadyExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// The file is not a backlog, is damaged beyond what recovery may repair, or is truncated.
+    Corrupt {
+        /// The file (or "<simulated>").
+        path: PathBuf,
+        /// Where in the file, in bytes from its start.
+        at: u64,
+        /// What was expected there.
+        expected: String,
+        /// What was found.
+        found: String,
+    },
+    /// The file is a backlog of a format version this build does not read.
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in the header.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// An earlier flush failed, so nothing written since can be promised durable.
+    ///
+    /// Every later write fails with this error; reopen the file to recover.
+    Poisoned {
+        /// The failure that poisoned the handle.
+        cause: String,
+    },
+    /// The bytes at `requested` were already overwritten by the ring (or dropped).
+    Overwritten {
+        /// The replication offset asked for.
+        requested: u64,
+        /// The oldest offset still held.
+        first: u64,
+    },
+    /// The bytes at `requested` have not been written yet.
+    NotWritten {
+        /// The replication offset asked for.
+        requested: u64,
+        /// The offset of the last byte written (`master_repl_offset`).
+        end: u64,
+    },
+    /// The history changed under a reader (reset, truncation, resize): its position means
+    /// nothing in the new history.
+    HistoryChanged,
+    /// An argument is out of its documented range.
+    InvalidArgument(String),
+    /// A string is not a run ID (40 lowercase hexadecimal characters).
+    InvalidRunId(String),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: Option<&std::path::Path>, source: io::Error) -> Self {
+        Error::Io { op, path: path.map(std::path::Path::to_path_buf), source }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path: Some(p), source } => {
+                write!(f, "{op} ({}): {source}", p.display())
+            }
+            Error::Io { op, path: None, source } => write!(f, "{op}: {source}"),
+            Error::AlreadyOpen { path } => write!(
+                f,
+                "{} is already open for writing by another handle or process",
+                path.display()
+            ),
+            Error::AlreadyExists { path } => write!(f, "{} already exists", path.display()),
+            Error::Corrupt { path, at, expected, found } => write!(
+                f,
+                "{} is corrupt at byte {at}: expected {expected}, found {found}",
+                path.display()
+            ),
+            Error::UnsupportedVersion { path, found, supported } => write!(
+                f,
+                "{} has backlog format version {found}; this build reads version {supported}",
+                path.display()
+            ),
+            Error::Poisoned { cause } => write!(
+                f,
+                "backlog is poisoned by an earlier failed flush ({cause}); reopen it to recover"
+            ),
+            Error::Overwritten { requested, first } => write!(
+                f,
+                "offset {requested} is no longer in the backlog (oldest held: {first})"
+            ),
+            Error::NotWritten { requested, end } => write!(
+                f,
+                "offset {requested} has not been written yet (last written: {end})"
+            ),
+            Error::HistoryChanged => {
+                write!(f, "the backlog's history was reset or truncated during the read")
+            }
+            Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            Error::InvalidRunId(s) => write!(
+                f,
+                "invalid run ID {s:?}: expected 40 lowercase hexadecimal characters"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The live page: the writer's current state, updated with plain atomic stores on every
+//! append and never synced on purpose.
+//!
+//! After a process crash the page cache still holds it, so recovery on the same boot trusts
+//! it (nothing `append` returned is lost). After an OS crash or power loss its boot ID no
+//! longer matches and recovery ignores it, falling back to verified, committed data.
+
+/// Field offsets within the live page. All fields are 8-byte aligned `u64`s accessed atomically.
+pub(crate) const L_MAGIC: usize = 0;
+/// Kernel boot ID, first half.
+pub(crate) const L_BOOT0: usize = L_MAGIC + 8;
+/// Kernel boot ID, second half.
+pub(crate) const L_BOOT1: usize = L_BOOT0 + 8;
+/// Epoch of the history the start/end below extend.
+pub(crate) const L_EPOCH: usize = L_BOOT1 + 8;
+/// `first_offset` (oldest byte held). Published before overwriting older bytes.
+pub(crate) const L_START: usize = L_EPOCH + 8;
+/// `offset` (newest byte). Published after the bytes are in place.
+pub(crate) const L_END: usize = L_START + 8;
+/// Sequence counter for rare history changes (odd while one is in progress).
+pub(crate) const L_CHANGE: usize = L_END + 8;
+/// Durable (committed) offset, for observers.
+pub(crate) const L_DURABLE: usize = L_CHANGE + 8;
+/// Number of tailing waiters asleep (so the writer wakes nobody when nobody waits).
+pub(crate) const L_WAITERS: usize = L_DURABLE + 8;
+/// Encoded length.
+pub(crate) const LIVE_LEN: usize = L_WAITERS + 8;
+
+/// Magic value of an initialised live page ("DBLIVE01" little-endian).
+pub(crate) const LIVE_MAGIC: u64 = u64::from_le_bytes(*b"DBLIVE01");
+
+const _: () = assert!(L_START % 8 == 0 && L_END % 8 == 0 && L_CHANGE % 8 == 0);

@@ -1,0 +1,60 @@
+//! # durable-backlog
+//!
+//! A persistent, crash-safe replication backlog for Redis-style masters.
+//!
+//! A Redis master keeps the last N bytes of its replication stream in an in-memory ring so a
+//! replica that lost its link can `PSYNC` and receive only what it missed. That ring dies with
+//! the process, so every restart — and every crash — forces every replica into a full resync.
+//! [`Backlog`] keeps the ring in a memory-mapped file whose checksummed header holds the run ID,
+//! its predecessors and the offsets, so a master that restarts, cleanly or after `kill -9` or a
+//! power loss, keeps answering `+CONTINUE` — and never serves a byte that differs from what it
+//! originally streamed.
+//!
+//! ```
+//! use durable_backlog::{Backlog, Durability, Options};
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("backlog");
+//! let mut master = Backlog::create(&path, Options::new().durability(Durability::Always)).unwrap();
+//! master.append(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n").unwrap();
+//! let old_id = master.run_id();
+//! drop(master); // or a crash
+//! let master = Backlog::open(&path, Options::new()).unwrap();
+//! let reply = master.psync(old_id.as_str(), 1);
+//! assert!(reply.is_continue());
+//! ```
+//!
+//! ## Safety model
+//! - The file is mapped shared. Its contents are only ever copied in and out through raw
+//!   pointers in one module (`region`); no reference into the mapping is handed out.
+//! - One writer: enforced by the type (`append` takes `&mut self`, [`Backlog`] is not `Clone`)
+//!   and by an exclusive `flock` on the file.
+//! - Remaining hazards, outside what the crate can prevent: another process truncating the
+//!   file while it is mapped (accesses would raise SIGBUS), or writing to it without the
+//!   lock (readers would return what it wrote if it passes validation; recovery after a power
+//!   loss still verifies checksums). Don't edit a live backlog file.
+//! - Checksums are CRC-32: recovery after a power loss rejects a damaged block except with
+//!   probability 2^-32 per block.
+
+#![deny(unsafe_code)]
+
+mod commit;
+mod error;
+mod format;
+mod psync;
+mod reader;
+mod recovery;
+mod region;
+mod ring;
+mod runid;
+mod shared;
+#[cfg(feature = "sim")]
+pub mod sim;
+mod writer;
+
+pub use error::{Error, Result};
+pub use format::{MAX_CAPACITY, MIN_CAPACITY};
+pub use psync::{FullResyncReason, PsyncReply};
+pub use reader::Reader;
+pub use recovery::{RecoveryKind, RecoveryReport};
+pub use runid::RunId;
+pub use writer::{Backlog, DEFAULT_CAPACITY, Durability, Options, Stats};

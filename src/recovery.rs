@@ -1,0 +1,335 @@
+//! Open-time recovery: choose the header slot, decide which bytes are trustworthy, report.
+//!
+//! The rule (docs/FORMAT.md, "Recovery"):
+//! 1. Decode both slots; take the valid one with the highest sequence number.
+//! 2. If it was written by a clean close, its range is exact.
+//! 3. Else, if the live page was written on this boot (the kernel's boot ID matches) and
+//!    extends that slot's epoch, the page cache survived the crash: the live start/end are
+//!    exact (a process crash loses nothing `append` returned).
+//! 4. Else (OS crash, power loss, or an inconsistent live page): a slot is accepted only if
+//!    every block of its delta verifies against the block checksums; the range is then
+//!    extended backwards over blocks that verify. If neither slot verifies, the backlog is
+//!    recovered empty at the newest slot's end. Because bytes after the recovered end may
+//!    have reached replicas, the history is cut there: new epoch, past IDs limited to it.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use crate::commit::{BlockState, CommitState, Meta};
+use crate::error::{Error, Result};
+use crate::format::entry::{Entry, ENTRY_LEN};
+use crate::format::live::{LIVE_MAGIC, L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC};
+use crate::format::slot::{Slot, SlotError, SLOT_LEN};
+use crate::format::{Geometry, LIVE_OFFSET, PAGE, SLOT_OFFSETS, VERSION};
+use crate::region::Medium;
+use crate::ring::run_base;
+use crate::shared::Shared;
+
+/// How the backlog was found when it was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryKind {
+    /// The file was just created.
+    Created,
+    /// The previous writer closed it cleanly.
+    Clean,
+    /// The previous writer died (kill -9, panic, abort) but the machine did not: every byte
+    /// `append` returned was recovered from the page cache.
+    ProcessCrash,
+    /// The machine crashed or lost power (or the live state was unusable): only committed
+    /// bytes whose checksums verified were kept.
+    Verified,
+}
+
+impl fmt::Display for RecoveryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecoveryKind::Created => "created",
+            RecoveryKind::Clean => "clean shutdown",
+            RecoveryKind::ProcessCrash => "process crash (page cache intact)",
+            RecoveryKind::Verified => "unclean shutdown (verified committed data)",
+        })
+    }
+}
+
+/// What `open` found and kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Which path recovery took.
+    pub kind: RecoveryKind,
+    /// Sequence number of the header slot it started from.
+    pub slot_seq: u64,
+    /// Whether the newest slot was rejected and the older one used.
+    pub used_older_slot: bool,
+    /// Offset of the last byte before the crash, as far as recovery can tell: the committed
+    /// end for verified recovery, the live end otherwise.
+    pub recorded_end: u64,
+    /// First and last offset recovered (`first > last` when empty).
+    pub first: u64,
+    /// Last offset recovered (the new `master_repl_offset`).
+    pub last: u64,
+    /// Bytes whose checksums were verified.
+    pub verified_bytes: u64,
+    /// Whether the history was cut (replicas beyond `last` must fully resync).
+    pub history_cut: bool,
+    /// The backlog was resized from this capacity.
+    pub resized_from: Option<u64>,
+}
+
+/// The result of recovery: what to commit next.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) state: CommitState,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) report: RecoveryReport,
+}
+
+pub(crate) fn corrupt(path: &Path, at: u64, expected: impl Into<String>, found: impl Into<String>) -> Error {
+    Error::Corrupt { path: path.to_path_buf(), at, expected: expected.into(), found: found.into() }
+}
+
+fn slot_error(path: &Path, page: usize, e: SlotError) -> Error {
+    if let Some(found) = e.version {
+        return Error::UnsupportedVersion { path: path.to_path_buf(), found, supported: VERSION };
+    }
+    corrupt(path, SLOT_OFFSETS[page] + e.at as u64, e.expected, e.found)
+}
+
+/// Reads and decodes both header slots from a medium of any length (never panics).
+pub(crate) fn read_slots(medium: &Medium) -> [Result<Slot, SlotError>; 2] {
+    let len = medium.len();
+    SLOT_OFFSETS.map(|off| {
+        let mut buf = [0u8; SLOT_LEN];
+        let n = len.saturating_sub(off).min(SLOT_LEN as u64) as usize;
+        medium.read(off, &mut buf[..n]);
+        Slot::decode(&buf[..n])
+    })
+}
+
+/// The geometry the newest valid slot describes, checked against the medium's length.
+pub(crate) fn probe(medium: &Medium, path: &Path) -> Result<Geometry> {
+    let (newest, _, _) = newest_slot(medium, path)?;
+    newest.check_geometry(medium.len()).map_err(|e| corrupt(path, e.at as u64, e.expected, e.found))
+}
+
+/// The newest valid slot and its page, or the clearest error about why there is none.
+pub(crate) fn newest_slot(medium: &Medium, path: &Path) -> Result<(Slot, usize, Option<(Slot, usize)>)> {
+    let [a, b] = read_slots(medium);
+    let mut valid: Vec<(Slot, usize)> = Vec::new();
+    let mut errs = Vec::new();
+    for (page, r) in [a, b].into_iter().enumerate() {
+        match r {
+            Ok(s) => valid.push((s, page)),
+            Err(e) => errs.push((page, e)),
+        }
+    }
+    valid.sort_by_key(|(s, _)| std::cmp::Reverse(s.seq));
+    let mut it = valid.into_iter();
+    match it.next() {
+        Some(newest) => Ok((newest.0, newest.1, it.next())),
+        None => {
+            // Prefer the error that says the most: a version mismatch, then slot 0's.
+            let pick = errs.iter().position(|(_, e)| e.version.is_some()).unwrap_or(0);
+            let (page, e) = errs.swap_remove(pick);
+            if medium.len() < 2 * PAGE {
+                return Err(corrupt(path, 0, format!("a backlog file of at least {} bytes", 2 * PAGE), format!("{} bytes", medium.len())));
+            }
+            Err(slot_error(path, page, e))
+        }
+    }
+}
+
+fn read_entries(sh: &Shared, g: &Geometry) -> Vec<[Option<Entry>; 2]> {
+    let mut out = Vec::with_capacity(g.nblocks as usize);
+    let mut buf = [0u8; 2 * ENTRY_LEN];
+    for block in 0..g.nblocks {
+        sh.medium.read(g.entry_offset(block, 0), &mut buf);
+        let mut pair = [[0u8; ENTRY_LEN]; 2];
+        pair[0].copy_from_slice(&buf[..ENTRY_LEN]);
+        pair[1].copy_from_slice(&buf[ENTRY_LEN..]);
+        out.push(pair.map(|b| Entry::decode(&b)));
+    }
+    out
+}
+
+fn newest_copy(pair: &[Option<Entry>; 2]) -> (usize, Option<Entry>) {
+    match pair {
+        [Some(a), Some(b)] => {
+            if b.newer_than(a) {
+                (1, Some(*b))
+            } else {
+                (0, Some(*a))
+            }
+        }
+        [Some(a), None] => (0, Some(*a)),
+        [None, Some(b)] => (1, Some(*b)),
+        [None, None] => (1, None),
+    }
+}
+
+/// Verifies `slot`'s bytes backwards from its end. Returns the first verified offset and the
+/// verified copy of each block, or `None` when a block of the slot's delta fails.
+fn verify(sh: &Shared, g: &Geometry, table: &[[Option<Entry>; 2]], slot: &Slot) -> Option<(u64, Vec<Option<usize>>, u64)> {
+    let mut verified: Vec<Option<usize>> = vec![None; table.len()];
+    let mut checked: Vec<[Option<bool>; 2]> = vec![[None; 2]; table.len()];
+    let mut o = slot.end;
+    let mut bytes = 0u64;
+    while o >= slot.start && o > 0 {
+        let block = g.block_of_pos(g.pos(o)) as usize;
+        let base = run_base(g, o);
+        let chunk_first = base.max(slot.start);
+        let pair = &table[block];
+        let mut order = [0usize, 1];
+        if let [Some(a), Some(b)] = pair {
+            if a.newer_than(b) {
+                order = [0, 1];
+            } else {
+                order = [1, 0];
+            }
+        }
+        let mut ok = false;
+        for c in order {
+            let Some(e) = pair[c] else { continue };
+            let fits = e.len > 0
+                && e.first <= chunk_first
+                && e.first >= base
+                && e.last() >= o
+                && run_base(g, e.last()) == base
+                && slot.epoch_until(e.epoch).is_some_and(|until| until >= o);
+            if !fits {
+                continue;
+            }
+            let good = *checked[block][c].get_or_insert_with(|| sh.crc_range(0, e.first, e.last()) == e.crc);
+            if good {
+                ok = true;
+                verified[block] = Some(c);
+                break;
+            }
+        }
+        if !ok {
+            if o > slot.prev_end {
+                return None;
+            }
+            return Some((o + 1, verified, bytes));
+        }
+        bytes += o - chunk_first + 1;
+        if chunk_first == 0 {
+            break;
+        }
+        o = chunk_first - 1;
+    }
+    Some((slot.start.max(o + 1).min(slot.end + 1), verified, bytes))
+}
+
+/// Recovers the state of an existing backlog. Writes nothing.
+pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
+    let (newest, page, older) = newest_slot(&sh.medium, &sh.path)?;
+    let g = newest.check_geometry(sh.medium.len()).map_err(|e| corrupt(&sh.path, e.at as u64, e.expected, e.found))?;
+    if g != sh.geo {
+        return Err(corrupt(&sh.path, 0, format!("geometry {:?}", sh.geo), format!("{g:?}")));
+    }
+    let table = read_entries(sh, &g);
+    let mut blocks: Vec<BlockState> = table
+        .iter()
+        .map(|pair| {
+            let (copy, entry) = newest_copy(pair);
+            BlockState { entry, copy, seq: entry.map_or(0, |e| e.seq) }
+        })
+        .collect();
+
+    let live = |f: usize| sh.medium.atomic_u64(LIVE_OFFSET + f as u64).load(Ordering::Acquire);
+    let boot = sh.medium.boot_id();
+    let live_boot = [live(L_BOOT0).to_le_bytes(), live(L_BOOT1).to_le_bytes()].concat();
+    let same_boot = boot != [0u8; 16] && live_boot == boot && live(L_MAGIC) == LIVE_MAGIC;
+    let (lstart, lend) = (sh.start().load(Ordering::Acquire), sh.end().load(Ordering::Acquire));
+    let live_ok = same_boot
+        && live(L_EPOCH) == newest.epoch
+        && lend >= newest.end
+        && lend <= crate::format::slot::MAX_OFFSET
+        && lstart >= newest.start
+        && lstart <= lend + 1
+        && lend + 1 - lstart <= g.capacity;
+
+    let mut report = RecoveryReport {
+        kind: RecoveryKind::Clean,
+        slot_seq: newest.seq,
+        used_older_slot: false,
+        recorded_end: newest.end,
+        first: newest.start,
+        last: newest.end,
+        verified_bytes: 0,
+        history_cut: false,
+        resized_from: None,
+    };
+    let mut meta = Meta::from_slot(&newest);
+    let max_seq = newest.seq;
+    let (start, end, base_slot, base_page);
+
+    if (newest.clean || live_ok) && !verify_always {
+        if newest.clean {
+            (start, end) = (newest.start, newest.end);
+        } else {
+            report.kind = RecoveryKind::ProcessCrash;
+            (start, end) = (lstart, lend);
+            report.recorded_end = lend;
+        }
+        base_slot = newest;
+        base_page = page;
+    } else {
+        report.kind = if newest.clean { RecoveryKind::Clean } else { RecoveryKind::Verified };
+        let mut candidates = vec![(newest, page)];
+        candidates.extend(older);
+        let mut chosen = None;
+        for (i, (slot, p)) in candidates.iter().enumerate() {
+            if let Some((first, verified, bytes)) = verify(sh, &g, &table, slot) {
+                chosen = Some((i, slot.clone(), *p, first, verified, bytes));
+                break;
+            }
+        }
+        let newest = candidates[0].0.clone();
+        match chosen {
+            Some((i, slot, p, first, verified, bytes)) => {
+                report.used_older_slot = i > 0;
+                report.verified_bytes = bytes;
+                for (b, v) in verified.iter().enumerate() {
+                    blocks[b].entry = v.and_then(|c| table[b][c]);
+                    if let Some(c) = v {
+                        blocks[b].copy = *c;
+                    }
+                }
+                for (b, st) in blocks.iter_mut().enumerate() {
+                    if verified[b].is_none() {
+                        st.entry = None;
+                    }
+                }
+                (start, end) = (first, slot.end);
+                meta = Meta::from_slot(&slot);
+                base_slot = slot;
+                base_page = p;
+            }
+            None => {
+                for st in &mut blocks {
+                    st.entry = None;
+                }
+                (start, end) = (newest.end + 1, newest.end);
+                meta = Meta::from_slot(&newest);
+                base_slot = newest;
+                base_page = page;
+            }
+        }
+        if report.kind == RecoveryKind::Verified || end != candidates[0].0.end {
+            // Bytes after `end` may have been streamed before the crash: cut the history there.
+            let floor = table.iter().flatten().flatten().map(|e| e.epoch).max().unwrap_or(0).max(meta.epoch);
+            meta.cut(end, floor);
+            report.history_cut = report.kind == RecoveryKind::Verified;
+        }
+    }
+    report.first = start;
+    report.last = end;
+    let mut last = base_slot;
+    last.seq = max_seq;
+    Ok(Recovered { state: CommitState { last, page: base_page, meta, blocks }, start, end, report })
+}

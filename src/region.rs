@@ -1,0 +1,176 @@
+//! The storage medium under the engine: the only module with `unsafe` code.
+//!
+//! A [`Medium`] is a fixed-length byte region shared by one writer and any number of
+//! readers (in this process through an `Arc`, in others through their own mapping):
+//! - [`Medium::Map`]: a shared memory mapping of the backlog file (the product);
+//! - [`Medium::Sim`] (feature `sim`): simulated storage that records every write and sync so
+//!   tests can materialize the crash images a real disk may leave, and fail the Nth operation.
+//!
+//! Both run the same engine code: the engine only ever calls `write`, `read`, `atomic_u64` and
+//! `sync`. Bytes are copied in and out through raw pointers; no `&[u8]` into the shared region
+//! is ever handed out, because the writer may change those bytes at any moment.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::AtomicU64;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+#[cfg(feature = "sim")]
+use crate::sim::SimDisk;
+
+/// A byte region the engine reads and writes.
+#[derive(Debug)]
+pub(crate) enum Medium {
+    Map(MapMedium),
+    #[cfg(feature = "sim")]
+    Sim(SimDisk),
+}
+
+/// A shared mapping of a whole backlog file.
+#[derive(Debug)]
+pub(crate) struct MapMedium {
+    raw: MmapRaw,
+    len: u64,
+    writable: bool,
+}
+
+impl MapMedium {
+    /// Maps the whole of `file`, which must be exactly `len` bytes long.
+    pub(crate) fn map(file: &File, len: u64, writable: bool) -> io::Result<Self> {
+        let size = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
+        let mut opts = MmapOptions::new();
+        opts.len(size);
+        let raw = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
+        // Reads and writes land wherever the ring's head is: read-ahead and large-folio
+        // write-back would only add I/O (measured in the performance notes).
+        let _ = raw.advise(memmap2::Advice::Random);
+        Ok(MapMedium { raw, len, writable })
+    }
+
+    /// Faults every page in now, so the first lap of appends does not pay a fault per page.
+    pub(crate) fn prefault(&self) {
+        let _ = self.raw.advise(memmap2::Advice::WillNeed);
+        let _ = self.raw.advise(memmap2::Advice::PopulateWrite);
+    }
+}
+
+impl Medium {
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Medium::Map(m) => m.len,
+            #[cfg(feature = "sim")]
+            Medium::Sim(s) => s.len(),
+        }
+    }
+
+    fn base(&self) -> *mut u8 {
+        match self {
+            Medium::Map(m) => m.raw.as_mut_ptr(),
+            #[cfg(feature = "sim")]
+            Medium::Sim(s) => s.base(),
+        }
+    }
+
+    fn check(&self, pos: u64, n: usize) {
+        // Positions come from the verified geometry, never straight from disk bytes: a miss
+        // here is a bug in the engine, not bad input.
+        assert!(
+            (n as u64) <= self.len() && pos <= self.len() - n as u64,
+            "region access {pos}+{n} outside {}",
+            self.len()
+        );
+    }
+
+    /// Copies `src` to `pos`. Only the single writer calls this.
+    pub(crate) fn write(&self, pos: u64, src: &[u8]) {
+        if src.is_empty() {
+            return;
+        }
+        self.check(pos, src.len());
+        if let Medium::Map(m) = self {
+            assert!(m.writable, "write to a read-only mapping");
+        }
+        // SAFETY: `check` proved `pos..pos + len` lies inside the live mapping/buffer, which
+        // outlives `self`. `src` is caller memory, so the ranges cannot overlap. Concurrent
+        // readers may copy these bytes while they change; they validate afterwards (see
+        // reader.rs) and discard torn copies.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.base().add(pos as usize), src.len());
+        }
+        #[cfg(feature = "sim")]
+        if let Medium::Sim(s) = self {
+            s.record_write(pos, src);
+        }
+    }
+
+    /// Copies bytes at `pos` into `dst`. The bytes may be changing: callers validate.
+    pub(crate) fn read(&self, pos: u64, dst: &mut [u8]) {
+        if dst.is_empty() {
+            return;
+        }
+        self.check(pos, dst.len());
+        // SAFETY: `check` proved the source range is inside the region; `dst` is exclusive
+        // caller memory. A racing writer can only make the copied bytes stale, which the
+        // seqlock validation in reader.rs detects.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base().add(pos as usize), dst.as_mut_ptr(), dst.len());
+        }
+    }
+
+    /// The 8-byte aligned word at `pos`, as an atomic.
+    pub(crate) fn atomic_u64(&self, pos: u64) -> &AtomicU64 {
+        self.check(pos, 8);
+        assert!(pos % 8 == 0, "unaligned atomic at {pos}");
+        // SAFETY: in bounds (checked), 8-aligned (checked; the mapping and the simulated
+        // buffer are page/u64 aligned), and the region lives as long as `&self`. Every access
+        // to these words, in every process, is atomic.
+        unsafe { &*(self.base().add(pos as usize).cast::<AtomicU64>()) }
+    }
+
+    /// Makes every write so far durable.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        match self {
+            Medium::Map(m) => m.raw.flush(),
+            #[cfg(feature = "sim")]
+            Medium::Sim(s) => s.record_sync(),
+        }
+    }
+
+    /// The boot this medium's page cache belongs to.
+    pub(crate) fn boot_id(&self) -> [u8; 16] {
+        match self {
+            Medium::Map(_) => current_boot_id(),
+            #[cfg(feature = "sim")]
+            Medium::Sim(s) => s.boot_id(),
+        }
+    }
+}
+
+/// The kernel's boot ID (`/proc/sys/kernel/random/boot_id`), or zeros where there is none —
+/// in which case the live page is never trusted and only committed data survives a crash.
+pub(crate) fn current_boot_id() -> [u8; 16] {
+    static BOOT: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let mut out = [0u8; 16];
+        if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+            let hexs: String = s.trim().chars().filter(char::is_ascii_hexdigit).collect();
+            if hex::decode_to_slice(&hexs, &mut out).is_err() {
+                out = [0; 16];
+            }
+        }
+        out
+    })
+}
+
+/// Reserves every block of `file` up to `len` so that a full disk fails here, not as a
+/// SIGBUS when a page of the mapping is first written.
+pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("file too large"))?;
+    // SAFETY: plain syscall on a valid, open descriptor owned by `file`; no memory is passed.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
+}

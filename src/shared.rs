@@ -1,0 +1,122 @@
+//! State shared by the writer, its background flusher and every reader: the medium, its
+//! geometry, the live page's atomics and the poison flag.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::Error;
+use crate::format::live::{L_CHANGE, L_DURABLE, L_END, L_START, L_WAITERS};
+use crate::format::{Geometry, LIVE_OFFSET};
+use crate::region::Medium;
+use crate::ring::spans;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) medium: Medium,
+    pub(crate) geo: Geometry,
+    pub(crate) path: PathBuf,
+    poisoned: AtomicBool,
+    poison_cause: Mutex<Option<String>>,
+    /// Tailing readers sleep here; the writer only touches it when `L_WAITERS` is non-zero.
+    pub(crate) wake_lock: Mutex<()>,
+    pub(crate) wake: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn new(medium: Medium, geo: Geometry, path: PathBuf) -> Self {
+        Shared {
+            medium,
+            geo,
+            path,
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
+            wake_lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn live(&self, field: usize) -> &AtomicU64 {
+        self.medium.atomic_u64(LIVE_OFFSET + field as u64)
+    }
+
+    pub(crate) fn start(&self) -> &AtomicU64 {
+        self.live(L_START)
+    }
+
+    pub(crate) fn end(&self) -> &AtomicU64 {
+        self.live(L_END)
+    }
+
+    pub(crate) fn change(&self) -> &AtomicU64 {
+        self.live(L_CHANGE)
+    }
+
+    pub(crate) fn durable(&self) -> &AtomicU64 {
+        self.live(L_DURABLE)
+    }
+
+    pub(crate) fn waiters(&self) -> &AtomicU64 {
+        self.live(L_WAITERS)
+    }
+
+    /// Writes `bytes` as the stream bytes starting at replication offset `first`
+    /// (`bytes.len() <= capacity`).
+    pub(crate) fn write_ring(&self, first: u64, bytes: &[u8]) {
+        let (a, b) = spans(self.geo.capacity, first, bytes.len() as u64);
+        let (head, tail) = bytes.split_at(a.len as usize);
+        self.medium.write(self.geo.data_offset + a.pos, head);
+        self.medium.write(self.geo.data_offset + b.pos, tail);
+    }
+
+    /// Copies the stream bytes starting at `first` into `dst` (`dst.len() <= capacity`).
+    /// Unvalidated: the caller checks afterwards that they were not overwritten meanwhile.
+    pub(crate) fn read_ring(&self, first: u64, dst: &mut [u8]) {
+        let (a, b) = spans(self.geo.capacity, first, dst.len() as u64);
+        let (head, tail) = dst.split_at_mut(a.len as usize);
+        self.medium.read(self.geo.data_offset + a.pos, head);
+        self.medium.read(self.geo.data_offset + b.pos, tail);
+    }
+
+    /// CRC-32 of stream bytes `first..=last`, continuing from `init` (a CRC of what precedes).
+    pub(crate) fn crc_range(&self, init: u32, first: u64, last: u64) -> u32 {
+        let mut h = crc32fast::Hasher::new_with_initial(init);
+        let mut buf = [0u8; 16 * 1024];
+        let mut o = first;
+        while o <= last {
+            let n = (last - o + 1).min(buf.len() as u64) as usize;
+            self.read_ring(o, &mut buf[..n]);
+            h.update(&buf[..n]);
+            o += n as u64;
+        }
+        h.finalize()
+    }
+
+    pub(crate) fn poison(&self, cause: String) {
+        let mut c = self.poison_cause.lock();
+        if c.is_none() {
+            *c = Some(cause);
+        }
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn check_poison(&self) -> Result<(), Error> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let cause = self.poison_cause.lock().clone().unwrap_or_default();
+            return Err(Error::Poisoned { cause });
+        }
+        Ok(())
+    }
+
+    /// Wakes tailing readers, paying for the lock only when one is asleep.
+    /// The fence pairs with the one a waiter issues between registering itself and
+    /// re-checking `end` (Dekker-style): either the waiter sees the new end or we see it.
+    pub(crate) fn wake_waiters(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.waiters().load(Ordering::Relaxed) != 0 {
+            let _g = self.wake_lock.lock();
+            self.wake.notify_all();
+        }
+    }
+}
