@@ -10,9 +10,9 @@
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::format::entry::Entry;
-use crate::format::slot::{EpochLimit, Generation, Slot, MAX_EPOCHS, MAX_GENERATIONS};
 use crate::format::SLOT_OFFSETS;
+use crate::format::entry::Entry;
+use crate::format::slot::{EpochLimit, Generation, MAX_EPOCHS, MAX_GENERATIONS, Slot};
 use crate::ring::{chunks, run_base};
 use crate::runid::RunId;
 use crate::shared::Shared;
@@ -41,13 +41,24 @@ pub(crate) struct Meta {
 
 impl Meta {
     pub(crate) fn from_slot(s: &Slot) -> Self {
-        Meta { run_id: s.run_id, gens: s.gens.clone(), epoch: s.epoch, epochs: s.epochs.clone() }
+        Meta {
+            run_id: s.run_id,
+            gens: s.gens.clone(),
+            epoch: s.epoch,
+            epochs: s.epochs.clone(),
+        }
     }
 
     /// Redis's `shiftReplicationId`: the current ID becomes a past one, valid for PSYNC
     /// offsets up to `end + 1`.
     pub(crate) fn shift(&mut self, end: u64) {
-        self.gens.insert(0, Generation { id: self.run_id, second_offset: end + 1 });
+        self.gens.insert(
+            0,
+            Generation {
+                id: self.run_id,
+                second_offset: end + 1,
+            },
+        );
         self.gens.truncate(MAX_GENERATIONS);
         self.run_id = RunId::random();
     }
@@ -62,7 +73,13 @@ impl Meta {
         for e in &mut self.epochs {
             e.until = e.until.min(end);
         }
-        self.epochs.insert(0, EpochLimit { epoch: self.epoch, until: end });
+        self.epochs.insert(
+            0,
+            EpochLimit {
+                epoch: self.epoch,
+                until: end,
+            },
+        );
         self.epochs.truncate(MAX_EPOCHS);
         self.epoch = self.epoch.max(floor) + 1;
     }
@@ -84,7 +101,14 @@ impl CommitState {
     ///
     /// `racy` says the writer may be appending concurrently (the background flusher): the
     /// start is then re-read after hashing, so bytes lapped meanwhile are not claimed.
-    pub(crate) fn commit(&mut self, sh: &Shared, start: u64, end: u64, clean: bool, racy: bool) -> Result<u64> {
+    pub(crate) fn commit(
+        &mut self,
+        sh: &Shared,
+        start: u64,
+        end: u64,
+        clean: bool,
+        racy: bool,
+    ) -> Result<u64> {
         let g = sh.geo;
         let prev_end = self.last.end.min(end);
         let lo = (prev_end + 1).max(start);
@@ -100,7 +124,11 @@ impl CommitState {
                 self.update_block(sh, c.block, c.first, c.last, start);
             }
         }
-        let start = if racy { start.max(sh.start().load(Ordering::Acquire)).min(end + 1) } else { start };
+        let start = if racy {
+            start.max(sh.start().load(Ordering::Acquire)).min(end + 1)
+        } else {
+            start
+        };
         let slot = Slot {
             seq: self.last.seq + 1,
             clean,
@@ -116,7 +144,9 @@ impl CommitState {
         };
         let page = 1 - self.page;
         sh.medium.write(SLOT_OFFSETS[page], &slot.encode());
-        sh.medium.sync().map_err(|e| Error::io("syncing the backlog", Some(&sh.path), e))?;
+        sh.medium
+            .sync()
+            .map_err(|e| Error::io("syncing the backlog", Some(&sh.path), e))?;
         self.last = slot;
         self.page = page;
         sh.durable().store(end, Ordering::Release);
@@ -128,15 +158,31 @@ impl CommitState {
         let base = run_base(&g, a).max(start);
         let st = &mut self.blocks[block as usize];
         let crc = match st.entry {
-            Some(e) if e.epoch == self.meta.epoch && e.first == base && e.len > 0 && e.last() + 1 == a => {
+            Some(e)
+                if e.epoch == self.meta.epoch
+                    && e.first == base
+                    && e.len > 0
+                    && e.last() + 1 == a =>
+            {
                 sh.crc_range(e.crc, a, b)
             }
             _ => sh.crc_range(0, base, b),
         };
         let seq = st.seq.wrapping_add(1);
-        let entry = Entry { first: base, epoch: self.meta.epoch, len: (b - base + 1) as u32, crc, seq };
+        let entry = Entry {
+            first: base,
+            epoch: self.meta.epoch,
+            len: (b - base + 1) as u32,
+            crc,
+            seq,
+        };
         let copy = 1 - st.copy;
-        sh.medium.write(g.entry_offset(block, copy), &entry.encode());
-        *st = BlockState { entry: Some(entry), copy, seq };
+        sh.medium
+            .write(g.entry_offset(block, copy), &entry.encode());
+        *st = BlockState {
+            entry: Some(entry),
+            copy,
+            seq,
+        };
     }
 }

@@ -84,29 +84,50 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: Option<&std::path::Path>, source: io::Error) -> Self {
-        Error::Io { op, path: path.map(std::path::Path::to_path_buf), source }
+        Error::Io {
+            op,
+            path: path.map(std::path::Path::to_path_buf),
+            source,
+        }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { op, path: Some(p), source } => {
+            Error::Io {
+                op,
+                path: Some(p),
+                source,
+            } => {
                 write!(f, "{op} ({}): {source}", p.display())
             }
-            Error::Io { op, path: None, source } => write!(f, "{op}: {source}"),
+            Error::Io {
+                op,
+                path: None,
+                source,
+            } => write!(f, "{op}: {source}"),
             Error::AlreadyOpen { path } => write!(
                 f,
                 "{} is already open for writing by another handle or process",
                 path.display()
             ),
             Error::AlreadyExists { path } => write!(f, "{} already exists", path.display()),
-            Error::Corrupt { path, at, expected, found } => write!(
+            Error::Corrupt {
+                path,
+                at,
+                expected,
+                found,
+            } => write!(
                 f,
                 "{} is corrupt at byte {at}: expected {expected}, found {found}",
                 path.display()
             ),
-            Error::UnsupportedVersion { path, found, supported } => write!(
+            Error::UnsupportedVersion {
+                path,
+                found,
+                supported,
+            } => write!(
                 f,
                 "{} has backlog format version {found}; this build reads version {supported}",
                 path.display()
@@ -124,7 +145,10 @@ impl fmt::Display for Error {
                 "offset {requested} has not been written yet (last written: {end})"
             ),
             Error::HistoryChanged => {
-                write!(f, "the backlog's history was reset or truncated during the read")
+                write!(
+                    f,
+                    "the backlog's history was reset or truncated during the read"
+                )
             }
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::InvalidRunId(s) => write!(

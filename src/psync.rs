@@ -131,7 +131,11 @@ impl PsyncReply {
 
 /// Decides the answer to `PSYNC replid offset`.
 pub(crate) fn decide(h: &History<'_>, replid: &str, offset: i64) -> PsyncReply {
-    let full = |reason| PsyncReply::FullResync { run_id: h.run_id, offset: h.end, reason };
+    let full = |reason| PsyncReply::FullResync {
+        run_id: h.run_id,
+        offset: h.end,
+        reason,
+    };
     if replid == "?" {
         return full(FullResyncReason::Requested);
     }
@@ -142,28 +146,41 @@ pub(crate) fn decide(h: &History<'_>, replid: &str, offset: i64) -> PsyncReply {
         match h.past.iter().find(|(id, _)| id.matches_wire(replid)) {
             None => return full(FullResyncReason::UnknownId),
             Some(&(_, limit)) => {
-                if offset < 0 || offset as u64 > limit {
+                if u64::try_from(offset).map_or(true, |o| o > limit) {
                     return full(FullResyncReason::BeyondPastIdOffset { limit });
                 }
             }
         }
     }
-    if offset < 0 || (offset as u64) < h.first {
-        return full(FullResyncReason::BeforeBacklog { first: h.first });
-    }
-    let o = offset as u64;
+    let o = match u64::try_from(offset) {
+        Ok(o) if o >= h.first => o,
+        _ => return full(FullResyncReason::BeforeBacklog { first: h.first }),
+    };
     if o > h.end + 1 {
         return full(FullResyncReason::AfterBacklog { end: h.end });
     }
-    PsyncReply::Continue { run_id: h.run_id, from: o, len: h.end + 1 - o }
+    PsyncReply::Continue {
+        run_id: h.run_id,
+        from: o,
+        len: h.end + 1 - o,
+    }
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
 
     /// Redis 7.0's rule, transcribed literally (one replid2 only), to check `decide` against.
-    fn redis_rule(cur: &str, id2: &str, off2: i64, first: i64, histlen: i64, replid: &str, o: i64) -> bool {
+    fn redis_rule(
+        cur: &str,
+        id2: &str,
+        off2: i64,
+        first: i64,
+        histlen: i64,
+        replid: &str,
+        o: i64,
+    ) -> bool {
         if !replid.eq_ignore_ascii_case(cur) && (!replid.eq_ignore_ascii_case(id2) || o > off2) {
             return false;
         }
@@ -179,15 +196,28 @@ mod tests {
             for end in [first - 1, first, first + 10, first + 50] {
                 for off2 in [1u64, first, end, end + 1] {
                     let past = [(old, off2)];
-                    let h = History { run_id: cur, past: &past, first, end };
+                    let h = History {
+                        run_id: cur,
+                        past: &past,
+                        first,
+                        end,
+                    };
                     for id in [cur, old, other] {
                         for o in -2i64..(end as i64 + 4) {
                             let got = decide(&h, id.as_str(), o).is_continue();
                             let want = redis_rule(
-                                cur.as_str(), old.as_str(), off2 as i64, first as i64,
-                                (end + 1 - first) as i64, id.as_str(), o,
+                                cur.as_str(),
+                                old.as_str(),
+                                off2 as i64,
+                                first as i64,
+                                (end + 1 - first) as i64,
+                                id.as_str(),
+                                o,
                             );
-                            assert_eq!(got, want, "id {id} o {o} first {first} end {end} off2 {off2}");
+                            assert_eq!(
+                                got, want,
+                                "id {id} o {o} first {first} end {end} off2 {off2}"
+                            );
                         }
                     }
                 }
@@ -198,16 +228,40 @@ mod tests {
     #[test]
     fn classic_scenario_continue_sends_missing_bytes() {
         let cur = RunId::random();
-        let h = History { run_id: cur, past: &[], first: 1, end: 10_043 };
-        assert_eq!(decide(&h, cur.as_str(), 10_011), PsyncReply::Continue { run_id: cur, from: 10_011, len: 33 });
-        assert_eq!(decide(&h, cur.as_str(), 10_044), PsyncReply::Continue { run_id: cur, from: 10_044, len: 0 });
+        let h = History {
+            run_id: cur,
+            past: &[],
+            first: 1,
+            end: 10_043,
+        };
+        assert_eq!(
+            decide(&h, cur.as_str(), 10_011),
+            PsyncReply::Continue {
+                run_id: cur,
+                from: 10_011,
+                len: 33
+            }
+        );
+        assert_eq!(
+            decide(&h, cur.as_str(), 10_044),
+            PsyncReply::Continue {
+                run_id: cur,
+                from: 10_044,
+                len: 0
+            }
+        );
         assert!(!decide(&h, cur.as_str(), 10_045).is_continue());
     }
 
     #[test]
     fn question_mark_and_malformed_ids_get_full_resync() {
         let cur = RunId::random();
-        let h = History { run_id: cur, past: &[], first: 1, end: 100 };
+        let h = History {
+            run_id: cur,
+            past: &[],
+            first: 1,
+            end: 100,
+        };
         let reason = |r: PsyncReply| match r {
             PsyncReply::FullResync { reason, offset, .. } => {
                 assert_eq!(offset, 100);
@@ -217,15 +271,29 @@ mod tests {
         };
         assert_eq!(reason(decide(&h, "?", -1)), FullResyncReason::Requested);
         assert_eq!(reason(decide(&h, "abc", 5)), FullResyncReason::MalformedId);
-        assert_eq!(reason(decide(&h, &"z".repeat(40), 5)), FullResyncReason::UnknownId);
-        assert_eq!(reason(decide(&h, cur.as_str(), -7)), FullResyncReason::BeforeBacklog { first: 1 });
-        assert_eq!(reason(decide(&h, cur.as_str(), i64::MAX)), FullResyncReason::AfterBacklog { end: 100 });
+        assert_eq!(
+            reason(decide(&h, &"z".repeat(40), 5)),
+            FullResyncReason::UnknownId
+        );
+        assert_eq!(
+            reason(decide(&h, cur.as_str(), -7)),
+            FullResyncReason::BeforeBacklog { first: 1 }
+        );
+        assert_eq!(
+            reason(decide(&h, cur.as_str(), i64::MAX)),
+            FullResyncReason::AfterBacklog { end: 100 }
+        );
     }
 
     #[test]
     fn uppercase_id_matches_like_strcasecmp() {
         let cur = RunId::random();
-        let h = History { run_id: cur, past: &[], first: 1, end: 100 };
+        let h = History {
+            run_id: cur,
+            past: &[],
+            first: 1,
+            end: 100,
+        };
         assert!(decide(&h, &cur.as_str().to_uppercase(), 50).is_continue());
     }
 
@@ -233,7 +301,12 @@ mod tests {
     fn older_generations_in_the_chain_continue_up_to_their_limit() {
         let (cur, g1, g2) = (RunId::random(), RunId::random(), RunId::random());
         let past = [(g1, 500), (g2, 300)];
-        let h = History { run_id: cur, past: &past, first: 100, end: 900 };
+        let h = History {
+            run_id: cur,
+            past: &past,
+            first: 100,
+            end: 900,
+        };
         assert!(decide(&h, g2.as_str(), 300).is_continue());
         assert!(!decide(&h, g2.as_str(), 301).is_continue());
         assert!(decide(&h, g1.as_str(), 500).is_continue());
@@ -243,9 +316,20 @@ mod tests {
     #[test]
     fn wire_lines_are_byte_exact() {
         let id: RunId = "8de1787ba490483314a4d30f1c628bc5025eb761".parse().unwrap();
-        let f = PsyncReply::FullResync { run_id: id, offset: 10_043, reason: FullResyncReason::Requested };
-        assert_eq!(f.to_wire(), b"+FULLRESYNC 8de1787ba490483314a4d30f1c628bc5025eb761 10043\r\n");
-        let c = PsyncReply::Continue { run_id: id, from: 1, len: 0 };
+        let f = PsyncReply::FullResync {
+            run_id: id,
+            offset: 10_043,
+            reason: FullResyncReason::Requested,
+        };
+        assert_eq!(
+            f.to_wire(),
+            b"+FULLRESYNC 8de1787ba490483314a4d30f1c628bc5025eb761 10043\r\n"
+        );
+        let c = PsyncReply::Continue {
+            run_id: id,
+            from: 1,
+            len: 0,
+        };
         assert_eq!(c.to_wire_legacy(), b"+CONTINUE\r\n");
     }
 }

@@ -6,8 +6,8 @@
 //! - `start` (oldest offset held). Before an append overwrites ring bytes, the writer stores
 //!   the new `start` (Relaxed) and issues a Release fence; only then does it copy the bytes.
 //! - `end` (newest offset). After the bytes are in place the writer stores `end` (Release).
-//! - `change`: incremented (SeqCst) before and after a rare history change (reset,
-//!   truncate, recovery); odd while one is in progress.
+//! - `change`: incremented (`SeqCst`) before and after a rare history change (reset,
+//!   `truncate_to`, recovery); odd while one is in progress.
 //!
 //! A reader loads `change` (Acquire; retries while odd) and `end` (Acquire), so every byte up
 //! to `end` is visible; copies the bytes it wants; issues an Acquire fence; then re-loads
@@ -25,8 +25,8 @@
 //! processes anyway, where only the hardware's (byte-granular, coherent) model applies. The
 //! `benches/` suite measures the plain copy against the in-memory baseline.
 
-use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 
 use crate::error::{Error, Result};
 use crate::shared::Shared;
@@ -67,7 +67,7 @@ impl Reader {
         let mut spins = 0u32;
         loop {
             let change = self.sh.change().load(Ordering::Acquire);
-            if change % 2 == 0 {
+            if change.is_multiple_of(2) {
                 let end = self.sh.end().load(Ordering::Acquire);
                 let start = self.sh.start().load(Ordering::Acquire);
                 if self.sh.change().load(Ordering::Acquire) == change {
@@ -102,12 +102,23 @@ impl Reader {
     }
 
     /// One seqlock read against `snap`: copy, fence, re-check.
-    pub(crate) fn copy_validated(&self, snap: &Snapshot, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    pub(crate) fn copy_validated(
+        &self,
+        snap: &Snapshot,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
         if offset < snap.start {
-            return Err(Error::Overwritten { requested: offset, first: snap.start });
+            return Err(Error::Overwritten {
+                requested: offset,
+                first: snap.start,
+            });
         }
         if offset > snap.end + 1 {
-            return Err(Error::NotWritten { requested: offset, end: snap.end });
+            return Err(Error::NotWritten {
+                requested: offset,
+                end: snap.end,
+            });
         }
         let n = (snap.end + 1 - offset).min(buf.len() as u64) as usize;
         self.sh.read_ring(offset, &mut buf[..n]);
@@ -117,7 +128,10 @@ impl Reader {
             return Err(Error::HistoryChanged);
         }
         if start > offset {
-            return Err(Error::Overwritten { requested: offset, first: start });
+            return Err(Error::Overwritten {
+                requested: offset,
+                first: start,
+            });
         }
         Ok(n)
     }

@@ -18,9 +18,9 @@ use std::sync::atomic::Ordering;
 
 use crate::commit::{BlockState, CommitState, Meta};
 use crate::error::{Error, Result};
-use crate::format::entry::{Entry, ENTRY_LEN};
-use crate::format::live::{LIVE_MAGIC, L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC};
-use crate::format::slot::{Slot, SlotError, SLOT_LEN};
+use crate::format::entry::{ENTRY_LEN, Entry};
+use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
+use crate::format::slot::{SLOT_LEN, Slot, SlotError};
 use crate::format::{Geometry, LIVE_OFFSET, PAGE, SLOT_OFFSETS, VERSION};
 use crate::region::Medium;
 use crate::ring::run_base;
@@ -87,13 +87,27 @@ pub(crate) struct Recovered {
     pub(crate) report: RecoveryReport,
 }
 
-pub(crate) fn corrupt(path: &Path, at: u64, expected: impl Into<String>, found: impl Into<String>) -> Error {
-    Error::Corrupt { path: path.to_path_buf(), at, expected: expected.into(), found: found.into() }
+pub(crate) fn corrupt(
+    path: &Path,
+    at: u64,
+    expected: impl Into<String>,
+    found: impl Into<String>,
+) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        at,
+        expected: expected.into(),
+        found: found.into(),
+    }
 }
 
 fn slot_error(path: &Path, page: usize, e: SlotError) -> Error {
     if let Some(found) = e.version {
-        return Error::UnsupportedVersion { path: path.to_path_buf(), found, supported: VERSION };
+        return Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: VERSION,
+        };
     }
     corrupt(path, SLOT_OFFSETS[page] + e.at as u64, e.expected, e.found)
 }
@@ -112,11 +126,16 @@ pub(crate) fn read_slots(medium: &Medium) -> [Result<Slot, SlotError>; 2] {
 /// The geometry the newest valid slot describes, checked against the medium's length.
 pub(crate) fn probe(medium: &Medium, path: &Path) -> Result<Geometry> {
     let (newest, _, _) = newest_slot(medium, path)?;
-    newest.check_geometry(medium.len()).map_err(|e| corrupt(path, e.at as u64, e.expected, e.found))
+    newest
+        .check_geometry(medium.len())
+        .map_err(|e| corrupt(path, e.at as u64, e.expected, e.found))
 }
 
+/// The newest valid slot and its page, and the other slot if it is valid too.
+type SlotChoice = (Slot, usize, Option<(Slot, usize)>);
+
 /// The newest valid slot and its page, or the clearest error about why there is none.
-pub(crate) fn newest_slot(medium: &Medium, path: &Path) -> Result<(Slot, usize, Option<(Slot, usize)>)> {
+pub(crate) fn newest_slot(medium: &Medium, path: &Path) -> Result<SlotChoice> {
     let [a, b] = read_slots(medium);
     let mut valid: Vec<(Slot, usize)> = Vec::new();
     let mut errs = Vec::new();
@@ -132,10 +151,18 @@ pub(crate) fn newest_slot(medium: &Medium, path: &Path) -> Result<(Slot, usize, 
         Some(newest) => Ok((newest.0, newest.1, it.next())),
         None => {
             // Prefer the error that says the most: a version mismatch, then slot 0's.
-            let pick = errs.iter().position(|(_, e)| e.version.is_some()).unwrap_or(0);
+            let pick = errs
+                .iter()
+                .position(|(_, e)| e.version.is_some())
+                .unwrap_or(0);
             let (page, e) = errs.swap_remove(pick);
             if medium.len() < 2 * PAGE {
-                return Err(corrupt(path, 0, format!("a backlog file of at least {} bytes", 2 * PAGE), format!("{} bytes", medium.len())));
+                return Err(corrupt(
+                    path,
+                    0,
+                    format!("a backlog file of at least {} bytes", 2 * PAGE),
+                    format!("{} bytes", medium.len()),
+                ));
             }
             Err(slot_error(path, page, e))
         }
@@ -172,7 +199,20 @@ fn newest_copy(pair: &[Option<Entry>; 2]) -> (usize, Option<Entry>) {
 
 /// Verifies `slot`'s bytes backwards from its end. Returns the first verified offset and the
 /// verified copy of each block, or `None` when a block of the slot's delta fails.
-fn verify(sh: &Shared, g: &Geometry, table: &[[Option<Entry>; 2]], slot: &Slot) -> Option<(u64, Vec<Option<usize>>, u64)> {
+/// What verification of a slot established: its first verified offset, the copy of each
+/// block's entry that verified, and how many bytes were checked.
+struct Verified {
+    first: u64,
+    copies: Vec<Option<usize>>,
+    bytes: u64,
+}
+
+fn verify(
+    sh: &Shared,
+    g: &Geometry,
+    table: &[[Option<Entry>; 2]],
+    slot: &Slot,
+) -> Option<Verified> {
     let mut verified: Vec<Option<usize>> = vec![None; table.len()];
     let mut checked: Vec<[Option<bool>; 2]> = vec![[None; 2]; table.len()];
     let mut o = slot.end;
@@ -182,14 +222,10 @@ fn verify(sh: &Shared, g: &Geometry, table: &[[Option<Entry>; 2]], slot: &Slot) 
         let base = run_base(g, o);
         let chunk_first = base.max(slot.start);
         let pair = &table[block];
-        let mut order = [0usize, 1];
-        if let [Some(a), Some(b)] = pair {
-            if a.newer_than(b) {
-                order = [0, 1];
-            } else {
-                order = [1, 0];
-            }
-        }
+        let order = match pair {
+            [Some(a), Some(b)] if !a.newer_than(b) => [1, 0],
+            _ => [0usize, 1],
+        };
         let mut ok = false;
         for c in order {
             let Some(e) = pair[c] else { continue };
@@ -202,7 +238,8 @@ fn verify(sh: &Shared, g: &Geometry, table: &[[Option<Entry>; 2]], slot: &Slot) 
             if !fits {
                 continue;
             }
-            let good = *checked[block][c].get_or_insert_with(|| sh.crc_range(0, e.first, e.last()) == e.crc);
+            let good = *checked[block][c]
+                .get_or_insert_with(|| sh.crc_range(0, e.first, e.last()) == e.crc);
             if good {
                 ok = true;
                 verified[block] = Some(c);
@@ -213,7 +250,11 @@ fn verify(sh: &Shared, g: &Geometry, table: &[[Option<Entry>; 2]], slot: &Slot) 
             if o > slot.prev_end {
                 return None;
             }
-            return Some((o + 1, verified, bytes));
+            return Some(Verified {
+                first: o + 1,
+                copies: verified,
+                bytes,
+            });
         }
         bytes += o - chunk_first + 1;
         if chunk_first == 0 {
@@ -221,30 +262,53 @@ fn verify(sh: &Shared, g: &Geometry, table: &[[Option<Entry>; 2]], slot: &Slot) 
         }
         o = chunk_first - 1;
     }
-    Some((slot.start.max(o + 1).min(slot.end + 1), verified, bytes))
+    Some(Verified {
+        first: slot.start.max(o + 1).min(slot.end + 1),
+        copies: verified,
+        bytes,
+    })
 }
 
 /// Recovers the state of an existing backlog. Writes nothing.
+#[allow(clippy::too_many_lines)] // the recovery rule, step by step, as documented above
 pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
     let (newest, page, older) = newest_slot(&sh.medium, &sh.path)?;
-    let g = newest.check_geometry(sh.medium.len()).map_err(|e| corrupt(&sh.path, e.at as u64, e.expected, e.found))?;
+    let g = newest
+        .check_geometry(sh.medium.len())
+        .map_err(|e| corrupt(&sh.path, e.at as u64, e.expected, e.found))?;
     if g != sh.geo {
-        return Err(corrupt(&sh.path, 0, format!("geometry {:?}", sh.geo), format!("{g:?}")));
+        return Err(corrupt(
+            &sh.path,
+            0,
+            format!("geometry {:?}", sh.geo),
+            format!("{g:?}"),
+        ));
     }
     let table = read_entries(sh, &g);
     let mut blocks: Vec<BlockState> = table
         .iter()
         .map(|pair| {
             let (copy, entry) = newest_copy(pair);
-            BlockState { entry, copy, seq: entry.map_or(0, |e| e.seq) }
+            BlockState {
+                entry,
+                copy,
+                seq: entry.map_or(0, |e| e.seq),
+            }
         })
         .collect();
 
-    let live = |f: usize| sh.medium.atomic_u64(LIVE_OFFSET + f as u64).load(Ordering::Acquire);
+    let live = |f: usize| {
+        sh.medium
+            .atomic_u64(LIVE_OFFSET + f as u64)
+            .load(Ordering::Acquire)
+    };
     let boot = sh.medium.boot_id();
     let live_boot = [live(L_BOOT0).to_le_bytes(), live(L_BOOT1).to_le_bytes()].concat();
     let same_boot = boot != [0u8; 16] && live_boot == boot && live(L_MAGIC) == LIVE_MAGIC;
-    let (lstart, lend) = (sh.start().load(Ordering::Acquire), sh.end().load(Ordering::Acquire));
+    let (lstart, lend) = (
+        sh.start().load(Ordering::Acquire),
+        sh.end().load(Ordering::Acquire),
+    );
     let live_ok = same_boot
         && live(L_EPOCH) == newest.epoch
         && lend >= newest.end
@@ -279,19 +343,32 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
         base_slot = newest;
         base_page = page;
     } else {
-        report.kind = if newest.clean { RecoveryKind::Clean } else { RecoveryKind::Verified };
+        report.kind = if newest.clean {
+            RecoveryKind::Clean
+        } else {
+            RecoveryKind::Verified
+        };
         let mut candidates = vec![(newest, page)];
         candidates.extend(older);
         let mut chosen = None;
         for (i, (slot, p)) in candidates.iter().enumerate() {
-            if let Some((first, verified, bytes)) = verify(sh, &g, &table, slot) {
-                chosen = Some((i, slot.clone(), *p, first, verified, bytes));
+            if let Some(v) = verify(sh, &g, &table, slot) {
+                chosen = Some((i, slot.clone(), *p, v));
                 break;
             }
         }
         let newest = candidates[0].0.clone();
         match chosen {
-            Some((i, slot, p, first, verified, bytes)) => {
+            Some((
+                i,
+                slot,
+                p,
+                Verified {
+                    first,
+                    copies: verified,
+                    bytes,
+                },
+            )) => {
                 report.used_older_slot = i > 0;
                 report.verified_bytes = bytes;
                 for (b, v) in verified.iter().enumerate() {
@@ -322,7 +399,14 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
         }
         if report.kind == RecoveryKind::Verified || end != candidates[0].0.end {
             // Bytes after `end` may have been streamed before the crash: cut the history there.
-            let floor = table.iter().flatten().flatten().map(|e| e.epoch).max().unwrap_or(0).max(meta.epoch);
+            let floor = table
+                .iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.epoch)
+                .max()
+                .unwrap_or(0)
+                .max(meta.epoch);
             meta.cut(end, floor);
             report.history_cut = report.kind == RecoveryKind::Verified;
         }
@@ -331,5 +415,15 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
     report.last = end;
     let mut last = base_slot;
     last.seq = max_seq;
-    Ok(Recovered { state: CommitState { last, page: base_page, meta, blocks }, start, end, report })
+    Ok(Recovered {
+        state: CommitState {
+            last,
+            page: base_page,
+            meta,
+            blocks,
+        },
+        start,
+        end,
+        report,
+    })
 }

@@ -42,7 +42,11 @@ impl MapMedium {
         let size = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
         let mut opts = MmapOptions::new();
         opts.len(size);
-        let raw = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
+        let raw = if writable {
+            opts.map_raw(file)?
+        } else {
+            opts.map_raw_read_only(file)?
+        };
         // Reads and writes land wherever the ring's head is: read-ahead and large-folio
         // write-back would only add I/O (measured in the performance notes).
         let _ = raw.advise(memmap2::Advice::Random);
@@ -116,14 +120,19 @@ impl Medium {
         // caller memory. A racing writer can only make the copied bytes stale, which the
         // seqlock validation in reader.rs detects.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.base().add(pos as usize), dst.as_mut_ptr(), dst.len());
+            std::ptr::copy_nonoverlapping(
+                self.base().add(pos as usize),
+                dst.as_mut_ptr(),
+                dst.len(),
+            );
         }
     }
 
     /// The 8-byte aligned word at `pos`, as an atomic.
+    #[allow(clippy::cast_ptr_alignment)] // alignment checked at run time
     pub(crate) fn atomic_u64(&self, pos: u64) -> &AtomicU64 {
         self.check(pos, 8);
-        assert!(pos % 8 == 0, "unaligned atomic at {pos}");
+        assert!(pos.is_multiple_of(8), "unaligned atomic at {pos}");
         // SAFETY: in bounds (checked), 8-aligned (checked; the mapping and the simulated
         // buffer are page/u64 aligned), and the region lives as long as `&self`. Every access
         // to these words, in every process, is atomic.
@@ -172,5 +181,9 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("file too large"))?;
     // SAFETY: plain syscall on a valid, open descriptor owned by `file`; no memory is passed.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
 }

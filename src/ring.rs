@@ -17,7 +17,13 @@ pub(crate) fn spans(capacity: u64, first: u64, len: u64) -> (Span, Span) {
     debug_assert!(len <= capacity);
     let pos = first % capacity;
     let head = len.min(capacity - pos);
-    (Span { pos, len: head }, Span { pos: 0, len: len - head })
+    (
+        Span { pos, len: head },
+        Span {
+            pos: 0,
+            len: len - head,
+        },
+    )
 }
 
 /// A maximal run of consecutive offsets `first..=last` that sits in one checksum block.
@@ -41,7 +47,11 @@ pub(crate) fn chunks(g: &Geometry, first: u64, last: u64) -> impl Iterator<Item 
         let (_, bend) = g.block_bounds(block);
         let room = bend - pos;
         let chunk_last = last.min(next + room - 1);
-        let c = Chunk { block, first: next, last: chunk_last };
+        let c = Chunk {
+            block,
+            first: next,
+            last: chunk_last,
+        };
         next = chunk_last + 1;
         Some(c)
     })
@@ -62,8 +72,14 @@ mod tests {
 
     #[test]
     fn span_wraps_at_the_ring_end() {
-        assert_eq!(spans(100, 95, 10), (Span { pos: 95, len: 5 }, Span { pos: 0, len: 5 }));
-        assert_eq!(spans(100, 200, 100), (Span { pos: 0, len: 100 }, Span { pos: 0, len: 0 }));
+        assert_eq!(
+            spans(100, 95, 10),
+            (Span { pos: 95, len: 5 }, Span { pos: 0, len: 5 })
+        );
+        assert_eq!(
+            spans(100, 200, 100),
+            (Span { pos: 0, len: 100 }, Span { pos: 0, len: 0 })
+        );
     }
 
     proptest! {

@@ -41,9 +41,13 @@ impl RunId {
     /// [`Error::InvalidRunId`] unless `bytes` is exactly 40 lowercase hex digits.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let ok = bytes.len() == RunId::LEN
-            && bytes.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
         if !ok {
-            return Err(Error::InvalidRunId(String::from_utf8_lossy(bytes).into_owned()));
+            return Err(Error::InvalidRunId(
+                String::from_utf8_lossy(bytes).into_owned(),
+            ));
         }
         let mut out = [0u8; RunId::LEN];
         out.copy_from_slice(bytes);
@@ -104,7 +108,14 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "?", &"a".repeat(39), &"a".repeat(41), &"g".repeat(40), &"A".repeat(40)] {
+        for bad in [
+            "",
+            "?",
+            &"a".repeat(39),
+            &"a".repeat(41),
+            &"g".repeat(40),
+            &"A".repeat(40),
+        ] {
             assert!(bad.parse::<RunId>().is_err(), "{bad:?}");
         }
     }

@@ -75,7 +75,13 @@ impl SimDisk {
     }
 
     fn with_boot(boot: [u8; 16]) -> Self {
-        SimDisk { inner: Arc::new(Inner { mem: OnceLock::new(), boot, state: Mutex::new(State::default()) }) }
+        SimDisk {
+            inner: Arc::new(Inner {
+                mem: OnceLock::new(),
+                boot,
+                state: Mutex::new(State::default()),
+            }),
+        }
     }
 
     fn from_bytes(bytes: &[u8], boot: [u8; 16]) -> Self {
@@ -107,7 +113,10 @@ impl SimDisk {
     pub(crate) fn format(&self, len: u64) -> bool {
         let words = (len as usize).div_ceil(8);
         let fresh = self.inner.mem.get().is_none();
-        let _ = self.inner.mem.set((0..words).map(|_| AtomicU64::new(0)).collect());
+        let _ = self
+            .inner
+            .mem
+            .set((0..words).map(|_| AtomicU64::new(0)).collect());
         if fresh {
             self.inner.state.lock().durable = vec![0; len as usize];
         }
@@ -137,7 +146,10 @@ impl SimDisk {
     /// The current contents (what a process reading the file now would see).
     #[must_use]
     pub fn bytes(&self) -> Vec<u8> {
-        self.mem().iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect()
+        self.mem()
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+            .collect()
     }
 
     /// Storage operations (writes and syncs) performed so far.
@@ -272,7 +284,8 @@ impl SimDisk {
                 let next = page_version(&st, page, k + 1);
                 for s in 0..PAGE / SECTOR {
                     if rng.random_bool(0.5) {
-                        v[s * SECTOR..(s + 1) * SECTOR].copy_from_slice(&next[s * SECTOR..(s + 1) * SECTOR]);
+                        v[s * SECTOR..(s + 1) * SECTOR]
+                            .copy_from_slice(&next[s * SECTOR..(s + 1) * SECTOR]);
                     }
                 }
             }

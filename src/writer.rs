@@ -5,8 +5,8 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,13 +14,13 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::commit::{BlockState, CommitState, Meta};
 use crate::error::{Error, Result};
-use crate::format::live::{LIVE_MAGIC, L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC};
-use crate::format::slot::{Slot, MAX_OFFSET};
 use crate::format::Geometry;
-use crate::psync::{decide, History, PsyncReply};
+use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
+use crate::format::slot::{MAX_OFFSET, Slot};
+use crate::psync::{History, PsyncReply, decide};
 use crate::reader::Reader;
-use crate::recovery::{probe, recover, RecoveryKind, RecoveryReport};
-use crate::region::{preallocate, MapMedium, Medium};
+use crate::recovery::{RecoveryKind, RecoveryReport, probe, recover};
+use crate::region::{MapMedium, Medium, preallocate};
 use crate::runid::RunId;
 use crate::shared::Shared;
 
@@ -56,7 +56,7 @@ pub enum Durability {
 /// let opts = Options::new().capacity(64 * 1024).durability(Durability::Always);
 /// assert_eq!(opts.get_capacity(), Some(64 * 1024));
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
     capacity: Option<u64>,
     durability: Durability,
@@ -206,7 +206,10 @@ impl Flusher {
                 }
             })
             .map_err(|e| Error::io("starting the flush thread", None, e))?;
-        Ok(Flusher { stop, handle: Some(handle) })
+        Ok(Flusher {
+            stop,
+            handle: Some(handle),
+        })
     }
 
     fn stop(&mut self) {
@@ -259,7 +262,10 @@ pub struct Backlog {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tag: u32 = rand::random();
     path.with_file_name(format!(".{name}.tmp.{}.{tag:08x}", std::process::id()))
 }
@@ -277,8 +283,12 @@ fn sync_dir(path: &Path) -> Result<()> {
 fn lock_file(file: &File, path: &Path) -> Result<()> {
     match file.try_lock() {
         Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::AlreadyOpen { path: path.to_path_buf() }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking the backlog file", Some(path), e)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::AlreadyOpen {
+            path: path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::io("locking the backlog file", Some(path), e))
+        }
     }
 }
 
@@ -297,8 +307,10 @@ fn new_file(path: &Path, geo: &Geometry) -> Result<(File, PathBuf, MapMedium)> {
         e
     };
     lock_file(&file, &tmp).map_err(cleanup)?;
-    preallocate(&file, geo.file_len).map_err(|e| cleanup(Error::io("allocating the backlog file", Some(&tmp), e)))?;
-    let map = MapMedium::map(&file, geo.file_len, true).map_err(|e| cleanup(Error::io("mapping the backlog file", Some(&tmp), e)))?;
+    preallocate(&file, geo.file_len)
+        .map_err(|e| cleanup(Error::io("allocating the backlog file", Some(&tmp), e)))?;
+    let map = MapMedium::map(&file, geo.file_len, true)
+        .map_err(|e| cleanup(Error::io("mapping the backlog file", Some(&tmp), e)))?;
     map.prefault();
     Ok((file, tmp, map))
 }
@@ -317,17 +329,38 @@ impl Backlog {
         let path = path.as_ref();
         let geo = Geometry::for_capacity(opts.capacity.unwrap_or(DEFAULT_CAPACITY))?;
         if path.exists() {
-            return Err(Error::AlreadyExists { path: path.to_path_buf() });
+            return Err(Error::AlreadyExists {
+                path: path.to_path_buf(),
+            });
         }
         let (file, tmp, map) = new_file(path, &geo)?;
         let sh = Arc::new(Shared::new(Medium::Map(map), geo, path.to_path_buf()));
-        let meta = Meta { run_id: RunId::random(), gens: Vec::new(), epoch: 1, epochs: Vec::new() };
-        let result = Self::init(sh, meta, 1, 0, Lock::File(file), opts.durability, RecoveryKind::Created, None).and_then(|b| {
-            match std::fs::hard_link(&tmp, path) {
-                Ok(()) => Ok(b),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists { path: path.to_path_buf() }),
-                Err(e) => Err(Error::io("linking the backlog file into place", Some(path), e)),
-            }
+        let meta = Meta {
+            run_id: RunId::random(),
+            gens: Vec::new(),
+            epoch: 1,
+            epochs: Vec::new(),
+        };
+        let result = Self::init(
+            sh,
+            meta,
+            1,
+            0,
+            Lock::File(file),
+            opts.durability,
+            RecoveryKind::Created,
+            None,
+        )
+        .and_then(|b| match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
+                path: path.to_path_buf(),
+            }),
+            Err(e) => Err(Error::io(
+                "linking the backlog file into place",
+                Some(path),
+                e,
+            )),
         });
         let _ = std::fs::remove_file(&tmp);
         let b = result?;
@@ -350,16 +383,23 @@ impl Backlog {
             .open(path)
             .map_err(|e| Error::io("opening the backlog file", Some(path), e))?;
         lock_file(&file, path)?;
-        let len = file.metadata().map_err(|e| Error::io("reading the file length", Some(path), e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("reading the file length", Some(path), e))?
+            .len();
         if len < crate::format::TABLE_OFFSET {
             return Err(crate::recovery::corrupt(
                 path,
                 0,
-                format!("a backlog file of at least {} bytes", crate::format::TABLE_OFFSET),
+                format!(
+                    "a backlog file of at least {} bytes",
+                    crate::format::TABLE_OFFSET
+                ),
                 format!("{len} bytes"),
             ));
         }
-        let map = MapMedium::map(&file, len, true).map_err(|e| Error::io("mapping the backlog file", Some(path), e))?;
+        let map = MapMedium::map(&file, len, true)
+            .map_err(|e| Error::io("mapping the backlog file", Some(path), e))?;
         let medium = Medium::Map(map);
         let geo = probe(&medium, path)?;
         let sh = Arc::new(Shared::new(medium, geo, path.to_path_buf()));
@@ -375,7 +415,7 @@ impl Backlog {
         if path.exists() {
             Self::open(path, opts)
         } else {
-            match Self::create(path, opts.clone()) {
+            match Self::create(path, opts) {
                 Err(Error::AlreadyExists { .. }) => Self::open(path, opts),
                 r => r,
             }
@@ -390,15 +430,37 @@ impl Backlog {
     pub fn create_sim(disk: &crate::sim::SimDisk, opts: Options) -> Result<Self> {
         let geo = Geometry::for_capacity(opts.capacity.unwrap_or(DEFAULT_CAPACITY))?;
         if !disk.try_lock() {
-            return Err(Error::AlreadyOpen { path: PathBuf::from("<simulated>") });
+            return Err(Error::AlreadyOpen {
+                path: PathBuf::from("<simulated>"),
+            });
         }
         let lock = Lock::Sim(disk.clone());
         if !disk.format(geo.file_len) {
-            return Err(Error::AlreadyExists { path: PathBuf::from("<simulated>") });
+            return Err(Error::AlreadyExists {
+                path: PathBuf::from("<simulated>"),
+            });
         }
-        let sh = Arc::new(Shared::new(Medium::Sim(disk.clone()), geo, PathBuf::from("<simulated>")));
-        let meta = Meta { run_id: RunId::random(), gens: Vec::new(), epoch: 1, epochs: Vec::new() };
-        Self::init(sh, meta, 1, 0, lock, opts.durability, RecoveryKind::Created, None)
+        let sh = Arc::new(Shared::new(
+            Medium::Sim(disk.clone()),
+            geo,
+            PathBuf::from("<simulated>"),
+        ));
+        let meta = Meta {
+            run_id: RunId::random(),
+            gens: Vec::new(),
+            epoch: 1,
+            epochs: Vec::new(),
+        };
+        Self::init(
+            sh,
+            meta,
+            1,
+            0,
+            lock,
+            opts.durability,
+            RecoveryKind::Created,
+            None,
+        )
     }
 
     /// Opens a backlog on simulated storage (feature `sim`), recovering as [`Backlog::open`].
@@ -408,17 +470,26 @@ impl Backlog {
     #[cfg(feature = "sim")]
     pub fn open_sim(disk: &crate::sim::SimDisk, opts: Options) -> Result<Self> {
         if !disk.try_lock() {
-            return Err(Error::AlreadyOpen { path: PathBuf::from("<simulated>") });
+            return Err(Error::AlreadyOpen {
+                path: PathBuf::from("<simulated>"),
+            });
         }
         let lock = Lock::Sim(disk.clone());
         let medium = Medium::Sim(disk.clone());
         let path = PathBuf::from("<simulated>");
         if medium.len() < crate::format::TABLE_OFFSET {
-            return Err(crate::recovery::corrupt(&path, 0, "a backlog", format!("{} bytes", medium.len())));
+            return Err(crate::recovery::corrupt(
+                &path,
+                0,
+                "a backlog",
+                format!("{} bytes", medium.len()),
+            ));
         }
         let geo = probe(&medium, &path)?;
         if opts.capacity.is_some_and(|c| c != geo.capacity) {
-            return Err(Error::InvalidArgument("resizing simulated storage is not supported".into()));
+            return Err(Error::InvalidArgument(
+                "resizing simulated storage is not supported".into(),
+            ));
         }
         let sh = Arc::new(Shared::new(medium, geo, path));
         Self::open_shared(sh, lock, &opts)
@@ -428,22 +499,48 @@ impl Backlog {
         let rec = recover(&sh, opts.verify_on_open)?;
         let mut meta = rec.state.meta.clone();
         meta.shift(rec.end);
-        if let Some(cap) = opts.capacity.filter(|&c| c != sh.geo.capacity) {
-            if let Lock::File(_) = lock {
-                return Self::resize(&sh, lock, meta, rec.start, rec.end, cap, opts.durability, rec.report);
-            }
+        if let (Some(cap), Lock::File(_)) = (opts.capacity.filter(|&c| c != sh.geo.capacity), &lock)
+        {
+            return Self::resize(
+                &sh,
+                lock,
+                meta,
+                rec.start,
+                rec.end,
+                cap,
+                opts.durability,
+                rec.report,
+            );
         }
         let mut report = rec.report;
         report.resized_from = None;
         let mut state = rec.state;
         state.meta = meta.clone();
-        Self::finish(sh, state, meta, rec.start, rec.end, lock, opts.durability, report)
+        Self::finish(
+            sh,
+            state,
+            meta,
+            rec.start,
+            rec.end,
+            lock,
+            opts.durability,
+            report,
+        )
     }
 
     /// Writes the current range into a new file of capacity `cap` and atomically replaces
     /// the old file with it.
     #[allow(clippy::too_many_arguments)]
-    fn resize(old: &Shared, lock: Lock, meta: Meta, start: u64, end: u64, cap: u64, d: Durability, mut report: RecoveryReport) -> Result<Self> {
+    fn resize(
+        old: &Shared,
+        lock: Lock,
+        meta: Meta,
+        start: u64,
+        end: u64,
+        cap: u64,
+        d: Durability,
+        mut report: RecoveryReport,
+    ) -> Result<Self> {
         let geo = Geometry::for_capacity(cap)?;
         let path = old.path.clone();
         let (file, tmp, map) = new_file(&path, &geo)?;
@@ -459,8 +556,19 @@ impl Backlog {
         }
         report.resized_from = Some(old.geo.capacity);
         report.first = keep_start;
-        let result = Self::init(sh, meta, keep_start, end, Lock::File(file), d, report.kind, Some(report)).and_then(|b| {
-            std::fs::rename(&tmp, &path).map_err(|e| Error::io("replacing the backlog file", Some(&path), e))?;
+        let result = Self::init(
+            sh,
+            meta,
+            keep_start,
+            end,
+            Lock::File(file),
+            d,
+            report.kind,
+            Some(report),
+        )
+        .and_then(|b| {
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| Error::io("replacing the backlog file", Some(&path), e))?;
             Ok(b)
         });
         if result.is_err() {
@@ -474,7 +582,16 @@ impl Backlog {
 
     /// Commits a brand-new file's first state (create, resize).
     #[allow(clippy::too_many_arguments)]
-    fn init(sh: Arc<Shared>, meta: Meta, start: u64, end: u64, lock: Lock, d: Durability, kind: RecoveryKind, report: Option<RecoveryReport>) -> Result<Self> {
+    fn init(
+        sh: Arc<Shared>,
+        meta: Meta,
+        start: u64,
+        end: u64,
+        lock: Lock,
+        d: Durability,
+        kind: RecoveryKind,
+        report: Option<RecoveryReport>,
+    ) -> Result<Self> {
         let g = sh.geo;
         let last = Slot {
             seq: 0,
@@ -489,7 +606,12 @@ impl Backlog {
             gens: Vec::new(),
             epochs: Vec::new(),
         };
-        let state = CommitState { last, page: 1, meta: meta.clone(), blocks: vec![BlockState::default(); g.nblocks as usize] };
+        let state = CommitState {
+            last,
+            page: 1,
+            meta: meta.clone(),
+            blocks: vec![BlockState::default(); g.nblocks as usize],
+        };
         let report = report.unwrap_or(RecoveryReport {
             kind,
             slot_seq: 0,
@@ -506,7 +628,16 @@ impl Backlog {
 
     /// The recovery (or creation) commit, then the live page, then the flusher.
     #[allow(clippy::too_many_arguments)]
-    fn finish(sh: Arc<Shared>, mut state: CommitState, meta: Meta, start: u64, end: u64, lock: Lock, d: Durability, mut report: RecoveryReport) -> Result<Self> {
+    fn finish(
+        sh: Arc<Shared>,
+        mut state: CommitState,
+        meta: Meta,
+        start: u64,
+        end: u64,
+        lock: Lock,
+        d: Durability,
+        mut report: RecoveryReport,
+    ) -> Result<Self> {
         state.commit(&sh, start, end, false, false)?;
         report.slot_seq = state.last.seq;
         // The live page is invalid (no magic) while its fields are rewritten.
@@ -516,13 +647,33 @@ impl Backlog {
         sh.live(L_EPOCH).store(meta.epoch, Ordering::SeqCst);
         let boot = sh.medium.boot_id();
         let (b0, b1) = boot.split_at(8);
-        sh.live(L_BOOT0).store(u64::from_le_bytes(b0.try_into().unwrap_or_default()), Ordering::SeqCst);
-        sh.live(L_BOOT1).store(u64::from_le_bytes(b1.try_into().unwrap_or_default()), Ordering::SeqCst);
+        sh.live(L_BOOT0).store(
+            u64::from_le_bytes(b0.try_into().unwrap_or_default()),
+            Ordering::SeqCst,
+        );
+        sh.live(L_BOOT1).store(
+            u64::from_le_bytes(b1.try_into().unwrap_or_default()),
+            Ordering::SeqCst,
+        );
         sh.change().fetch_add(2, Ordering::SeqCst);
         sh.live(L_MAGIC).store(LIVE_MAGIC, Ordering::SeqCst);
         let commit = Arc::new(Mutex::new(state));
-        let flusher = if d == Durability::EverySec { Some(Flusher::start(Arc::clone(&sh), Arc::clone(&commit))?) } else { None };
-        Ok(Backlog { sh, commit, meta, start, end, durability: d, flusher, report, lock: Some(lock) })
+        let flusher = if d == Durability::EverySec {
+            Some(Flusher::start(Arc::clone(&sh), Arc::clone(&commit))?)
+        } else {
+            None
+        };
+        Ok(Backlog {
+            sh,
+            commit,
+            meta,
+            start,
+            end,
+            durability: d,
+            flusher,
+            report,
+            lock: Some(lock),
+        })
     }
 
     /// Appends bytes of the replication stream; returns the new [`Backlog::offset`].
@@ -547,7 +698,11 @@ impl Backlog {
             .filter(|&e| e <= MAX_OFFSET)
             .ok_or_else(|| Error::InvalidArgument(format!("offset would exceed {MAX_OFFSET}")))?;
         let cap = self.sh.geo.capacity;
-        let keep = if n > cap { &data[(n - cap) as usize..] } else { data };
+        let keep = if n > cap {
+            &data[(n - cap) as usize..]
+        } else {
+            data
+        };
         let new_start = self.start.max((new_end + 1).saturating_sub(cap));
         if new_start != self.start {
             // Publish the new oldest offset before overwriting the bytes it drops: a reader
@@ -569,7 +724,8 @@ impl Backlog {
     fn commit_now(&mut self, clean: bool) -> Result<u64> {
         self.sh.check_poison()?;
         let mut st = self.commit.lock();
-        st.commit(&self.sh, self.start, self.end, clean, false).inspect_err(|e| self.sh.poison(e.to_string()))
+        st.commit(&self.sh, self.start, self.end, clean, false)
+            .inspect_err(|e| self.sh.poison(e.to_string()))
     }
 
     /// Commits everything appended so far; returns [`Backlog::durable_offset`].
@@ -625,10 +781,17 @@ impl Backlog {
     /// commit's [`Error::Io`].
     pub fn reset(&mut self, run_id: RunId, offset: u64) -> Result<()> {
         if offset > MAX_OFFSET {
-            return Err(Error::InvalidArgument(format!("offset {offset} exceeds {MAX_OFFSET}")));
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} exceeds {MAX_OFFSET}"
+            )));
         }
         self.change_history(offset + 1, offset, |m| {
-            *m = Meta { run_id, gens: Vec::new(), epoch: m.epoch + 1, epochs: Vec::new() };
+            *m = Meta {
+                run_id,
+                gens: Vec::new(),
+                epoch: m.epoch + 1,
+                epochs: Vec::new(),
+            };
         })
     }
 
@@ -641,7 +804,10 @@ impl Backlog {
     /// [`Error::Io`].
     pub fn truncate_to(&mut self, offset: u64) -> Result<()> {
         if offset > self.end {
-            return Err(Error::InvalidArgument(format!("cannot truncate to {offset}, beyond the end {}", self.end)));
+            return Err(Error::InvalidArgument(format!(
+                "cannot truncate to {offset}, beyond the end {}",
+                self.end
+            )));
         }
         let start = self.start.min(offset + 1);
         self.change_history(start, offset, |m| {
@@ -663,7 +829,11 @@ impl Backlog {
         if let Some(mut f) = self.flusher.take() {
             f.stop();
         }
-        let r = if self.lock.is_some() { self.commit_now(true).map(|_| ()) } else { Ok(()) };
+        let r = if self.lock.is_some() {
+            self.commit_now(true).map(|_| ())
+        } else {
+            Ok(())
+        };
         self.lock = None;
         r
     }
@@ -722,7 +892,11 @@ impl Backlog {
     /// PSYNC offset it allows.
     #[must_use]
     pub fn past_run_ids(&self) -> Vec<(RunId, u64)> {
-        self.meta.gens.iter().map(|g| (g.id, g.second_offset)).collect()
+        self.meta
+            .gens
+            .iter()
+            .map(|g| (g.id, g.second_offset))
+            .collect()
     }
 
     /// What a master would answer to `PSYNC <replid> <offset>` (Redis's rule, with the chain
@@ -730,7 +904,16 @@ impl Backlog {
     #[must_use]
     pub fn psync(&self, replid: &str, offset: i64) -> PsyncReply {
         let past = self.past_run_ids();
-        decide(&History { run_id: self.meta.run_id, past: &past, first: self.start, end: self.end }, replid, offset)
+        decide(
+            &History {
+                run_id: self.meta.run_id,
+                past: &past,
+                first: self.start,
+                end: self.end,
+            },
+            replid,
+            offset,
+        )
     }
 
     /// A reader handle: cheap, `Clone + Send + Sync`, usable from any thread.

@@ -67,12 +67,14 @@ impl Entry {
 
     /// Offset of the last byte covered (`first - 1` when empty).
     pub(crate) fn last(&self) -> u64 {
-        self.first.saturating_add(u64::from(self.len)).saturating_sub(1)
+        self.first
+            .saturating_add(u64::from(self.len))
+            .saturating_sub(1)
     }
 
     /// Whether `self` is a newer update than `other` (wrapping sequence comparison).
     pub(crate) fn newer_than(&self, other: &Entry) -> bool {
-        self.seq.wrapping_sub(other.seq) as i32 > 0
+        self.seq.wrapping_sub(other.seq).cast_signed() > 0
     }
 }
 
@@ -82,7 +84,13 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_bit_flips_are_caught() {
-        let e = Entry { first: 1 << 62, epoch: 9, len: 4096, crc: 0xdead_beef, seq: 3 };
+        let e = Entry {
+            first: 1 << 62,
+            epoch: 9,
+            len: 4096,
+            crc: 0xdead_beef,
+            seq: 3,
+        };
         let b = e.encode();
         assert_eq!(Entry::decode(&b), Some(e));
         for bit in 0..ENTRY_LEN * 8 {
@@ -99,7 +107,13 @@ mod tests {
 
     #[test]
     fn sequence_comparison_wraps() {
-        let a = Entry { first: 0, epoch: 0, len: 0, crc: 0, seq: u32::MAX };
+        let a = Entry {
+            first: 0,
+            epoch: 0,
+            len: 0,
+            crc: 0,
+            seq: u32::MAX,
+        };
         let b = Entry { seq: 0, ..a };
         assert!(b.newer_than(&a));
         assert!(!a.newer_than(&b));

@@ -29,4 +29,5 @@ pub(crate) const LIVE_LEN: usize = L_WAITERS + 8;
 /// Magic value of an initialised live page ("DBLIVE01" little-endian).
 pub(crate) const LIVE_MAGIC: u64 = u64::from_le_bytes(*b"DBLIVE01");
 
-const _: () = assert!(L_START % 8 == 0 && L_END % 8 == 0 && L_CHANGE % 8 == 0);
+const _: () =
+    assert!(L_START.is_multiple_of(8) && L_END.is_multiple_of(8) && L_CHANGE.is_multiple_of(8));

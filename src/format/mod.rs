@@ -33,7 +33,7 @@ pub(crate) const TABLE_OFFSET: u64 = 3 * PAGE;
 
 const _: () = assert!(slot::SLOT_LEN as u64 <= PAGE);
 const _: () = assert!(live::LIVE_LEN as u64 <= PAGE);
-const _: () = assert!(PAGE % entry::ENTRY_LEN as u64 == 0);
+const _: () = assert!(PAGE.is_multiple_of(entry::ENTRY_LEN as u64));
 // A 512-byte sector holds whole entries, so a torn sector never splits one.
 const _: () = assert!(512 % entry::ENTRY_LEN == 0);
 
@@ -60,7 +60,8 @@ impl Geometry {
     /// The block-size rule: about `TARGET_BLOCKS` blocks, a power of two from 4 KiB to 1 MiB.
     pub(crate) fn block_shift_for(capacity: u64) -> u32 {
         let want = capacity.div_ceil(TARGET_BLOCKS).next_power_of_two();
-        want.trailing_zeros().clamp(MIN_BLOCK_SHIFT, MAX_BLOCK_SHIFT)
+        want.trailing_zeros()
+            .clamp(MIN_BLOCK_SHIFT, MAX_BLOCK_SHIFT)
     }
 
     /// The layout for `capacity`.
@@ -79,14 +80,21 @@ impl Geometry {
         let table_len = round_up(nblocks * 2 * entry::ENTRY_LEN as u64, PAGE);
         let data_offset = TABLE_OFFSET + table_len;
         let file_len = round_up(data_offset + capacity, PAGE);
-        Ok(Geometry { capacity, block_shift, nblocks, data_offset, file_len })
+        Ok(Geometry {
+            capacity,
+            block_shift,
+            nblocks,
+            data_offset,
+            file_len,
+        })
     }
 
-    pub(crate) fn block_size(&self) -> u64 {
+    pub(crate) fn block_size(self) -> u64 {
         1 << self.block_shift
     }
 
     /// File offset of copy `copy` (0 or 1) of block `block`'s checksum entry.
+    #[allow(clippy::unused_self)] // the table's place is part of the geometry
     pub(crate) fn entry_offset(&self, block: u64, copy: usize) -> u64 {
         TABLE_OFFSET + (block * 2 + copy as u64) * entry::ENTRY_LEN as u64
     }
@@ -131,7 +139,14 @@ mod tests {
 
     #[test]
     fn layout_is_page_aligned_and_blocks_cover_the_ring() {
-        for cap in [MIN_CAPACITY, 16 * 1024 + 1, 1_000_003, 1 << 20, 3 << 30, 64 << 30] {
+        for cap in [
+            MIN_CAPACITY,
+            16 * 1024 + 1,
+            1_000_003,
+            1 << 20,
+            3 << 30,
+            64 << 30,
+        ] {
             let g = Geometry::for_capacity(cap).unwrap();
             assert_eq!(g.data_offset % PAGE, 0);
             assert_eq!(g.file_len % PAGE, 0);

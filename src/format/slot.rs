@@ -3,7 +3,9 @@
 //! Two slots live on pages 0 and 1. A commit writes the slot the last commit did not, with a
 //! sequence number one higher; recovery prefers the highest valid sequence whose data verifies.
 
-use crate::format::{Geometry, MAGIC, MAX_BLOCK_SHIFT, MAX_CAPACITY, MIN_BLOCK_SHIFT, MIN_CAPACITY, VERSION};
+use crate::format::{
+    Geometry, MAGIC, MAX_BLOCK_SHIFT, MAX_CAPACITY, MIN_BLOCK_SHIFT, MIN_CAPACITY, VERSION,
+};
 use crate::runid::RunId;
 
 /// Past generations (run IDs) a slot remembers for PSYNC.
@@ -35,7 +37,8 @@ const O_CRC: usize = O_EPOCHS + MAX_EPOCHS * EPOCH_LEN;
 /// Encoded length of a slot, checksum included.
 pub(crate) const SLOT_LEN: usize = O_CRC + 4;
 
-const _: () = assert!(O_EPOCH % 8 == 0 && O_GENS % 8 == 0 && O_EPOCHS % 8 == 0);
+const _: () =
+    assert!(O_EPOCH.is_multiple_of(8) && O_GENS.is_multiple_of(8) && O_EPOCHS.is_multiple_of(8));
 const _: () = assert!(SLOT_LEN == 636);
 
 const FLAG_CLEAN: u32 = 1;
@@ -92,7 +95,12 @@ pub(crate) struct SlotError {
 }
 
 fn err(at: usize, expected: impl Into<String>, found: impl Into<String>) -> SlotError {
-    SlotError { at, expected: expected.into(), found: found.into(), version: None }
+    SlotError {
+        at,
+        expected: expected.into(),
+        found: found.into(),
+        version: None,
+    }
 }
 
 fn get<const N: usize>(buf: &[u8], at: usize) -> Result<[u8; N], SlotError> {
@@ -112,7 +120,11 @@ fn u64_at(buf: &[u8], at: usize) -> Result<u64, SlotError> {
 fn id_at(buf: &[u8], at: usize) -> Result<RunId, SlotError> {
     let raw = get::<{ RunId::LEN }>(buf, at)?;
     RunId::from_bytes(&raw).map_err(|_| {
-        err(at, "a run ID of 40 lowercase hex digits", format!("{:?}", String::from_utf8_lossy(&raw)))
+        err(
+            at,
+            "a run ID of 40 lowercase hex digits",
+            format!("{:?}", String::from_utf8_lossy(&raw)),
+        )
     })
 }
 
@@ -152,19 +164,32 @@ impl Slot {
     }
 
     /// Decodes and checks a slot from untrusted bytes. Never panics.
+    #[allow(clippy::too_many_lines)] // one check per field, in field order
     pub(crate) fn decode(buf: &[u8]) -> Result<Slot, SlotError> {
         let magic = get::<8>(buf, O_MAGIC)?;
         if magic != MAGIC {
-            return Err(err(O_MAGIC, format!("magic {:?}", "DBACKLOG"), format!("{:02x?}", magic)));
+            return Err(err(
+                O_MAGIC,
+                format!("magic {:?}", "DBACKLOG"),
+                format!("{magic:02x?}"),
+            ));
         }
         let stored = u32_at(buf, O_CRC)?;
         let computed = crc32fast::hash(buf.get(..O_CRC).unwrap_or_default());
         if stored != computed {
-            return Err(err(O_CRC, format!("header checksum {computed:#010x}"), format!("{stored:#010x}")));
+            return Err(err(
+                O_CRC,
+                format!("header checksum {computed:#010x}"),
+                format!("{stored:#010x}"),
+            ));
         }
         let version = u32_at(buf, O_VERSION)?;
         if version != VERSION {
-            let mut e = err(O_VERSION, format!("version {VERSION}"), format!("version {version}"));
+            let mut e = err(
+                O_VERSION,
+                format!("version {VERSION}"),
+                format!("version {version}"),
+            );
             e.version = Some(version);
             return Err(e);
         }
@@ -174,37 +199,66 @@ impl Slot {
         }
         let capacity = u64_at(buf, O_CAPACITY)?;
         if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
-            return Err(err(O_CAPACITY, format!("capacity in {MIN_CAPACITY}..={MAX_CAPACITY}"), capacity.to_string()));
+            return Err(err(
+                O_CAPACITY,
+                format!("capacity in {MIN_CAPACITY}..={MAX_CAPACITY}"),
+                capacity.to_string(),
+            ));
         }
         let block_shift = u32_at(buf, O_BLOCK_SHIFT)?;
         let want_shift = Geometry::block_shift_for(capacity);
-        if block_shift != want_shift || !(MIN_BLOCK_SHIFT..=MAX_BLOCK_SHIFT).contains(&block_shift) {
-            return Err(err(O_BLOCK_SHIFT, format!("block shift {want_shift}"), block_shift.to_string()));
+        if block_shift != want_shift || !(MIN_BLOCK_SHIFT..=MAX_BLOCK_SHIFT).contains(&block_shift)
+        {
+            return Err(err(
+                O_BLOCK_SHIFT,
+                format!("block shift {want_shift}"),
+                block_shift.to_string(),
+            ));
         }
         let start = u64_at(buf, O_START)?;
         let end = u64_at(buf, O_END)?;
         let prev_end = u64_at(buf, O_PREV_END)?;
         if end > MAX_OFFSET {
-            return Err(err(O_END, format!("end offset <= {MAX_OFFSET}"), end.to_string()));
+            return Err(err(
+                O_END,
+                format!("end offset <= {MAX_OFFSET}"),
+                end.to_string(),
+            ));
         }
         if start > end + 1 || end + 1 - start > capacity {
             return Err(err(
                 O_START,
-                format!("start offset in {}..={}", (end + 1).saturating_sub(capacity), end + 1),
+                format!(
+                    "start offset in {}..={}",
+                    (end + 1).saturating_sub(capacity),
+                    end + 1
+                ),
                 start.to_string(),
             ));
         }
         if prev_end > end {
-            return Err(err(O_PREV_END, format!("previous end <= {end}"), prev_end.to_string()));
+            return Err(err(
+                O_PREV_END,
+                format!("previous end <= {end}"),
+                prev_end.to_string(),
+            ));
         }
         let run_id = id_at(buf, O_RUN_ID)?;
         let ngens = u32_at(buf, O_GEN_COUNT)? as usize;
         if ngens > MAX_GENERATIONS {
-            return Err(err(O_GEN_COUNT, format!("at most {MAX_GENERATIONS} generations"), ngens.to_string()));
+            return Err(err(
+                O_GEN_COUNT,
+                format!("at most {MAX_GENERATIONS} generations"),
+                ngens.to_string(),
+            ));
         }
         let nepochs = u32_at(buf, O_EPOCH_COUNT)? as usize;
         if nepochs > MAX_EPOCHS {
-            return Err(err(O_EPOCH_COUNT, format!("at most {MAX_EPOCHS} epochs"), nepochs.to_string()));
+            return Err(err(
+                O_EPOCH_COUNT,
+                format!("at most {MAX_EPOCHS} epochs"),
+                nepochs.to_string(),
+            ));
         }
         let mut gens = Vec::with_capacity(ngens);
         for i in 0..ngens {
@@ -212,7 +266,11 @@ impl Slot {
             let id = id_at(buf, at)?;
             let second_offset = u64_at(buf, at + RunId::LEN)?;
             if second_offset > end + 1 {
-                return Err(err(at + RunId::LEN, format!("second offset <= {}", end + 1), second_offset.to_string()));
+                return Err(err(
+                    at + RunId::LEN,
+                    format!("second offset <= {}", end + 1),
+                    second_offset.to_string(),
+                ));
             }
             gens.push(Generation { id, second_offset });
         }
@@ -223,7 +281,11 @@ impl Slot {
             let e = u64_at(buf, at)?;
             let until = u64_at(buf, at + 8)?;
             if e >= epoch || until > end {
-                return Err(err(at, format!("an epoch below {epoch} valid until <= {end}"), format!("epoch {e} until {until}")));
+                return Err(err(
+                    at,
+                    format!("an epoch below {epoch} valid until <= {end}"),
+                    format!("epoch {e} until {until}"),
+                ));
             }
             epochs.push(EpochLimit { epoch: e, until });
         }
@@ -247,7 +309,14 @@ impl Slot {
         let g = Geometry::for_capacity(self.capacity)
             .map_err(|e| err(O_CAPACITY, "a valid capacity", e.to_string()))?;
         if file_len < g.file_len {
-            return Err(err(0, format!("a file of {} bytes for capacity {}", g.file_len, self.capacity), format!("{file_len} bytes")));
+            return Err(err(
+                0,
+                format!(
+                    "a file of {} bytes for capacity {}",
+                    g.file_len, self.capacity
+                ),
+                format!("{file_len} bytes"),
+            ));
         }
         Ok(g)
     }
@@ -257,7 +326,10 @@ impl Slot {
         if epoch == self.epoch {
             return Some(self.end);
         }
-        self.epochs.iter().find(|e| e.epoch == epoch).map(|e| e.until)
+        self.epochs
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map(|e| e.until)
     }
 }
 
@@ -276,8 +348,14 @@ mod tests {
             end: 10_010,
             prev_end: 9_000,
             run_id: RunId::random(),
-            gens: vec![Generation { id: RunId::random(), second_offset: 5_000 }],
-            epochs: vec![EpochLimit { epoch: 2, until: 4_000 }],
+            gens: vec![Generation {
+                id: RunId::random(),
+                second_offset: 5_000,
+            }],
+            epochs: vec![EpochLimit {
+                epoch: 2,
+                until: 4_000,
+            }],
         }
     }
 

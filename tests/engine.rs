@@ -1,0 +1,291 @@
+//! Engine behaviour on real files: appends, reads, PSYNC answers, reopen and restart
+//! semantics, resize, history changes and bad input. Guards against a backlog that forgets,
+//! misplaces or invents bytes, or answers PSYNC differently from Redis.
+#![allow(
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::match_wildcard_for_single_variants
+)]
+
+use durable_backlog::{
+    Backlog, Durability, Error, FullResyncReason, Options, PsyncReply, RecoveryKind, RunId,
+};
+
+fn stream(offset: u64) -> u8 {
+    (offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+fn bytes_from(first: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| stream(first + i)).collect()
+}
+
+fn append_stream(b: &mut Backlog, len: usize) -> u64 {
+    let first = b.offset() + 1;
+    b.append(&bytes_from(first, len)).unwrap()
+}
+
+fn check_held(b: &Backlog) {
+    let r = b.reader();
+    let first = b.first_offset();
+    let mut buf = vec![0u8; b.histlen() as usize];
+    assert_eq!(r.read_at(first, &mut buf).unwrap(), buf.len());
+    assert_eq!(
+        buf,
+        bytes_from(first, buf.len()),
+        "held bytes differ from the stream"
+    );
+}
+
+#[test]
+fn new_backlog_starts_empty_at_offset_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backlog::create(dir.path().join("b"), Options::new()).unwrap();
+    assert_eq!((b.offset(), b.first_offset(), b.histlen()), (0, 1, 0));
+    assert_eq!(b.capacity(), 1 << 20);
+    assert_eq!(b.recovery().kind, RecoveryKind::Created);
+    assert!(b.replid2().is_none());
+    let s = b.stats();
+    assert_eq!(s.second_repl_offset, -1);
+    assert_eq!(s.master_replid2, "0".repeat(40));
+}
+
+#[test]
+fn classic_scenario_continue_then_restart_keeps_continuing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    let mut b = Backlog::create(&path, Options::new().durability(Durability::Never)).unwrap();
+    append_stream(&mut b, 10_010);
+    append_stream(&mut b, 33);
+    let id = b.run_id();
+    match b.psync(id.as_str(), 10_011) {
+        PsyncReply::Continue { from, len, .. } => assert_eq!((from, len), (10_011, 33)),
+        r => panic!("{r:?}"),
+    }
+    let mut missing = vec![0u8; 33];
+    b.reader().read_at(10_011, &mut missing).unwrap();
+    assert_eq!(missing, bytes_from(10_011, 33));
+    b.close().unwrap();
+
+    let b = Backlog::open(&path, Options::new()).unwrap();
+    assert_eq!(b.recovery().kind, RecoveryKind::Clean);
+    assert_ne!(b.run_id(), id);
+    assert_eq!(b.replid2(), Some((id, 10_044)));
+    assert_eq!(b.offset(), 10_043);
+    check_held(&b);
+    for o in [10_011, 10_044, 1] {
+        assert!(b.psync(id.as_str(), o).is_continue(), "old id at {o}");
+    }
+    assert!(matches!(
+        b.psync(id.as_str(), 10_045),
+        PsyncReply::FullResync {
+            reason: FullResyncReason::BeyondPastIdOffset { limit: 10_044 },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn appends_larger_than_capacity_keep_the_last_capacity_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 16 * 1024 + 7;
+    let mut b = Backlog::create(
+        dir.path().join("b"),
+        Options::new().capacity(cap).durability(Durability::Never),
+    )
+    .unwrap();
+    append_stream(&mut b, 100);
+    append_stream(&mut b, 3 * cap as usize + 11);
+    assert_eq!(b.histlen(), cap);
+    assert_eq!(b.first_offset(), b.offset() - cap + 1);
+    check_held(&b);
+    let mut one = [0u8; 1];
+    assert!(matches!(
+        b.reader().read_at(b.first_offset() - 1, &mut one),
+        Err(Error::Overwritten { .. })
+    ));
+    assert!(matches!(
+        b.reader().read_at(b.offset() + 2, &mut one),
+        Err(Error::NotWritten { .. })
+    ));
+    assert_eq!(b.reader().read_at(b.offset() + 1, &mut one).unwrap(), 0);
+}
+
+#[test]
+fn odd_capacities_and_offsets_near_two_to_the_62_round_trip_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, cap) in [16 * 1024u64, 20_000, 1_000_003, 3 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let path = dir.path().join(format!("b{i}"));
+        let mut b = Backlog::create(
+            &path,
+            Options::new().capacity(cap).durability(Durability::Never),
+        )
+        .unwrap();
+        let id = RunId::random();
+        b.reset(id, (1 << 62) - 5000).unwrap();
+        for n in [1, 4095, 4097, 70_000, 13] {
+            append_stream(&mut b, n);
+            check_held(&b);
+        }
+        let end = b.offset();
+        b.close().unwrap();
+        let b = Backlog::open(&path, Options::new()).unwrap();
+        assert_eq!(b.offset(), end);
+        check_held(&b);
+        assert!(b.psync(id.as_str(), end as i64 + 1).is_continue());
+    }
+}
+
+#[test]
+fn second_open_of_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    let b = Backlog::create(&path, Options::new()).unwrap();
+    assert!(matches!(
+        Backlog::open(&path, Options::new()),
+        Err(Error::AlreadyOpen { .. })
+    ));
+    assert!(matches!(
+        Backlog::create(&path, Options::new()),
+        Err(Error::AlreadyExists { .. })
+    ));
+    b.close().unwrap();
+    Backlog::open(&path, Options::new())
+        .unwrap()
+        .close()
+        .unwrap();
+}
+
+#[test]
+fn files_that_are_not_backlogs_get_clear_errors_and_stay_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    Backlog::create(&path, Options::new().capacity(16 * 1024))
+        .unwrap()
+        .close()
+        .unwrap();
+    let good = std::fs::read(&path).unwrap();
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("text", b"hello, this is not a backlog\n".repeat(1000)),
+        ("truncated", good[..good.len() - 4096].to_vec()),
+        ("no slots", {
+            let mut v = good.clone();
+            v[..8192].fill(0);
+            v
+        }),
+    ];
+    for (name, bytes) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Backlog::open(&path, Options::new()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{name}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("expected") && msg.contains("found"),
+            "{name}: {msg}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{name}: file was modified"
+        );
+    }
+    assert!(matches!(
+        Backlog::open(dir.path().join("missing"), Options::new()),
+        Err(Error::Io { .. })
+    ));
+}
+
+#[test]
+fn reopen_with_another_capacity_resizes_keeping_the_newest_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    let mut b = Backlog::create(
+        &path,
+        Options::new()
+            .capacity(64 * 1024)
+            .durability(Durability::Never),
+    )
+    .unwrap();
+    append_stream(&mut b, 100_000);
+    let id = b.run_id();
+    b.close().unwrap();
+    let mut b = Backlog::open(&path, Options::new().capacity(20_000)).unwrap();
+    assert_eq!(b.recovery().resized_from, Some(64 * 1024));
+    assert_eq!(
+        (b.capacity(), b.offset(), b.histlen()),
+        (20_000, 100_000, 20_000)
+    );
+    check_held(&b);
+    assert!(b.psync(id.as_str(), 90_000).is_continue());
+    append_stream(&mut b, 5000);
+    b.close().unwrap();
+    let b = Backlog::open(&path, Options::new().capacity(1 << 20)).unwrap();
+    assert_eq!((b.offset(), b.histlen()), (105_000, 20_000));
+    check_held(&b);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "temporary files left behind");
+}
+
+#[test]
+fn truncate_to_cuts_the_history_and_replicas_ahead_must_fully_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Backlog::create(
+        dir.path().join("b"),
+        Options::new().durability(Durability::Never),
+    )
+    .unwrap();
+    append_stream(&mut b, 1000);
+    let id = b.run_id();
+    b.truncate_to(900).unwrap();
+    assert_eq!(b.offset(), 900);
+    assert_ne!(b.run_id(), id);
+    b.append(&[0xAA; 200]).unwrap();
+    assert!(b.psync(id.as_str(), 901).is_continue());
+    assert!(
+        !b.psync(id.as_str(), 950).is_continue(),
+        "a replica that saw dropped bytes continued"
+    );
+    assert!(matches!(
+        b.truncate_to(5000),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn shift_run_id_keeps_the_old_id_valid_up_to_the_shift() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Backlog::create(
+        dir.path().join("b"),
+        Options::new().durability(Durability::Never),
+    )
+    .unwrap();
+    append_stream(&mut b, 500);
+    let id = b.run_id();
+    b.shift_run_id().unwrap();
+    append_stream(&mut b, 500);
+    assert_eq!(b.replid2(), Some((id, 501)));
+    assert!(b.psync(id.as_str(), 501).is_continue());
+    assert!(!b.psync(id.as_str(), 502).is_continue());
+    assert!(b.psync(b.run_id().as_str(), 1001).is_continue());
+}
+
+#[test]
+fn a_chain_of_restarts_still_continues_a_replica_from_three_generations_ago() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    let mut b = Backlog::create(&path, Options::new().durability(Durability::Always)).unwrap();
+    append_stream(&mut b, 300);
+    let first_id = b.run_id();
+    for _ in 0..3 {
+        drop(b);
+        b = Backlog::open(&path, Options::new().durability(Durability::Always)).unwrap();
+        append_stream(&mut b, 100);
+    }
+    assert_eq!(b.past_run_ids().len(), 3);
+    assert!(b.psync(first_id.as_str(), 301).is_continue());
+    assert!(!b.psync(first_id.as_str(), 302).is_continue());
+}
