@@ -76,6 +76,13 @@ pub enum Error {
     /// The history changed under a reader (reset, truncation, resize): its position means
     /// nothing in the new history.
     HistoryChanged,
+    /// A read-only open found a backlog whose last writer neither closed it cleanly nor left
+    /// a live state valid on this boot (the machine crashed or restarted since): only a
+    /// writer's recovery may decide which bytes to trust. Open it for writing once.
+    NeedsRecovery {
+        /// The file.
+        path: PathBuf,
+    },
     /// An argument is out of its documented range.
     InvalidArgument(String),
     /// A string is not a run ID (40 lowercase hexadecimal characters).
@@ -143,6 +150,12 @@ impl fmt::Display for Error {
             Error::NotWritten { requested, end } => write!(
                 f,
                 "offset {requested} has not been written yet (last written: {end})"
+            ),
+            Error::NeedsRecovery { path } => write!(
+                f,
+                "{} was not closed cleanly before the machine restarted: open it for writing \
+                 once to recover it before reading it read-only",
+                path.display()
             ),
             Error::HistoryChanged => {
                 write!(

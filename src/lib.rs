@@ -38,19 +38,33 @@
 #![deny(unsafe_code)]
 
 mod commit;
+mod cursor;
 mod error;
 mod format;
 mod psync;
+mod read_only;
 mod reader;
 mod recovery;
 mod region;
 mod ring;
 mod runid;
+/// The publication protocol, public only to the loom model (`cfg(loom)`, `tests/loom.rs`).
+#[cfg(loom)]
+pub mod seqlock;
+#[cfg(not(loom))]
+#[allow(unreachable_pub)] // `pub` for the loom build, where the module is public
+mod seqlock;
 mod shared;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(loom)]
+pub mod sync;
+#[cfg(not(loom))]
+#[allow(unreachable_pub)] // `pub` for the loom build, where the module is public
+mod sync;
 mod writer;
 
+pub use cursor::Cursor;
 pub use error::{Error, Result};
 pub use format::{MAX_CAPACITY, MIN_CAPACITY};
 pub use psync::{FullResyncReason, PsyncReply};

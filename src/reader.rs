@@ -1,34 +1,55 @@
 //! Concurrent readers: copy, then validate.
 //!
 //! # Publication protocol (a seqlock over the ring)
-//! The live page holds three words the single writer publishes; readers, in this process or
-//! another, only load them:
+//! The live page holds the words the single writer publishes; readers, in this process or
+//! another, only load them (the code is in `seqlock.rs`, generic over the memory so that the
+//! loom model in `tests/loom.rs` checks the very same code):
 //! - `start` (oldest offset held). Before an append overwrites ring bytes, the writer stores
 //!   the new `start` (Relaxed) and issues a Release fence; only then does it copy the bytes.
 //! - `end` (newest offset). After the bytes are in place the writer stores `end` (Release).
-//! - `change`: incremented (`SeqCst`) before and after a rare history change (reset,
-//!   `truncate_to`, recovery); odd while one is in progress.
+//! - `change`: made odd before a rare history change (reset, `truncate_to`, a reopen whose
+//!   recovery moved the range) and even again, at a new value, after it (`SeqCst`), followed
+//!   by a Release fence so that bytes appended later are ordered after the new value.
 //!
-//! A reader loads `change` (Acquire; retries while odd) and `end` (Acquire), so every byte up
-//! to `end` is visible; copies the bytes it wants; issues an Acquire fence; then re-loads
-//! `start` and `change`. If `start` moved past the first byte it copied, some copied byte may
-//! have been overwritten during the copy — the copy is discarded and the reader learns that
-//! its offset is gone ([`Error::Overwritten`]). If `change` moved, the history changed under
-//! it. This is the classic seqlock (as in the Linux kernel and crossbeam's `AtomicCell`).
+//! A reader loads `change` (Acquire; retries while odd), `end` and `start` (Acquire) and
+//! `change` again, so every byte up to `end` is visible; copies the bytes it wants; issues an
+//! Acquire fence; then re-loads `start` and `change`. If the copy saw any byte stored by a
+//! later append, the fences make that append's `start` visible to the re-load: if `start`
+//! moved past the first byte copied, the copy is discarded and the reader learns that its
+//! offset is gone ([`Error::Overwritten`], "lapped"). If `change` moved, the history changed
+//! under it ([`Error::HistoryChanged`]). This is the classic seqlock (as in the Linux kernel
+//! and crossbeam's `AtomicCell`), with the ring's `start` as the sequence number.
+//!
+//! # Waking tailers
+//! A [`Cursor`](crate::Cursor) that caught up sleeps on a condition variable. The writer pays
+//! for waking only when somebody sleeps: after publishing `end` it fences (`SeqCst`) and loads
+//! the live page's waiter count; a waiter, holding the condvar's lock, increments that count,
+//! fences (`SeqCst`) and re-loads `end` before sleeping. The two `SeqCst` fences make it
+//! impossible for both to miss the other (Dekker); the lock makes the waiter's check and its
+//! sleep one step for the notifier. With no sleeper, an append costs one fence and one load.
+//! Readers in another process ([`Backlog::open_read_only`](crate::Backlog::open_read_only))
+//! cannot use this process's condvar and never write the mapping: they poll with an adaptive
+//! back-off (spin, yield, then sleeps growing from 20 µs to 1 ms).
 //!
 //! # Racing copies
 //! Bytes are copied with a plain `memcpy` through raw pointers, never through a `&[u8]` into
 //! the mapping, and a copy is used only after validation says no byte in it can have been
 //! overwritten. The alternative — word-sized atomic copies, as the `atomic-memcpy` crate does —
-//! would make the racing copy well-defined in the language's memory model but costs the
-//! vectorised copy on both the append and the read path; the mapping is shared with other
-//! processes anyway, where only the hardware's (byte-granular, coherent) model applies. The
-//! `benches/` suite measures the plain copy against the in-memory baseline.
+//! makes the racing copy well-defined in the language's memory model (a plain racing copy is,
+//! formally, a data race whose result we discard), but replaces the vectorised copy on both
+//! the append and the read path with a loop of 8-byte loads and stores, and must handle
+//! unaligned heads and tails. The mapping is shared with other processes anyway, where only
+//! the hardware's (coherent, at worst byte-granular-stale) model applies and the compiler
+//! cannot see the other side. `benches/concurrency.rs` measures what the atomic copy would
+//! cost (group `copy_choice`); the loom model treats every ring byte as a Relaxed atomic, so
+//! it checks the validation, which is what makes either kind of copy sound.
 
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::Ordering;
 
+use crate::cursor::Cursor;
 use crate::error::{Error, Result};
+use crate::seqlock::{self, Snapshot};
 use crate::shared::Shared;
 
 /// A read handle on a backlog: `Clone + Send + Sync`, cheap to clone, never blocks the writer.
@@ -49,14 +70,6 @@ pub struct Reader {
     sh: Arc<Shared>,
 }
 
-/// A consistent view of the published offsets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Snapshot {
-    pub(crate) change: u64,
-    pub(crate) start: u64,
-    pub(crate) end: u64,
-}
-
 impl Reader {
     pub(crate) fn new(sh: Arc<Shared>) -> Self {
         Reader { sh }
@@ -66,13 +79,8 @@ impl Reader {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let mut spins = 0u32;
         loop {
-            let change = self.sh.change().load(Ordering::Acquire);
-            if change.is_multiple_of(2) {
-                let end = self.sh.end().load(Ordering::Acquire);
-                let start = self.sh.start().load(Ordering::Acquire);
-                if self.sh.change().load(Ordering::Acquire) == change {
-                    return Snapshot { change, start, end };
-                }
+            if let Some(s) = seqlock::try_snapshot(&*self.sh) {
+                return s;
             }
             spins += 1;
             if spins < 64 {
@@ -108,32 +116,19 @@ impl Reader {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize> {
-        if offset < snap.start {
-            return Err(Error::Overwritten {
-                requested: offset,
-                first: snap.start,
-            });
-        }
-        if offset > snap.end + 1 {
-            return Err(Error::NotWritten {
-                requested: offset,
-                end: snap.end,
-            });
-        }
-        let n = (snap.end + 1 - offset).min(buf.len() as u64) as usize;
-        self.sh.read_ring(offset, &mut buf[..n]);
-        fence(Ordering::Acquire);
-        let start = self.sh.start().load(Ordering::Relaxed);
-        if self.sh.change().load(Ordering::Relaxed) != snap.change {
-            return Err(Error::HistoryChanged);
-        }
-        if start > offset {
-            return Err(Error::Overwritten {
-                requested: offset,
-                first: start,
-            });
-        }
-        Ok(n)
+        seqlock::read(&*self.sh, snap, offset, buf)
+    }
+
+    /// A tailing cursor whose first byte is the one at replication offset `offset` (e.g.
+    /// the offset a replica sent in `PSYNC`, or [`Reader::offset`]` + 1` to follow only new
+    /// bytes). See [`Cursor`].
+    #[must_use]
+    pub fn cursor(&self, offset: u64) -> Cursor {
+        Cursor::new(self.clone(), offset)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.sh
     }
 
     /// `master_repl_offset` as last published by the writer.

@@ -11,6 +11,7 @@ use crate::format::live::{L_CHANGE, L_DURABLE, L_END, L_START, L_WAITERS};
 use crate::format::{Geometry, LIVE_OFFSET};
 use crate::region::Medium;
 use crate::ring::spans;
+use crate::seqlock::{self, Word};
 
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -22,6 +23,9 @@ pub(crate) struct Shared {
     /// Tailing readers sleep here; the writer only touches it when `L_WAITERS` is non-zero.
     pub(crate) wake_lock: Mutex<()>,
     pub(crate) wake: Condvar,
+    /// Mapped read-only, without the writer's lock ([`crate::Backlog::open_read_only`]): the
+    /// live page is only ever loaded, never stored to, and waiting polls.
+    pub(crate) read_only: bool,
 }
 
 impl Shared {
@@ -34,6 +38,7 @@ impl Shared {
             poison_cause: Mutex::new(None),
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
+            read_only: false,
         }
     }
 
@@ -59,6 +64,15 @@ impl Shared {
 
     pub(crate) fn waiters(&self) -> &AtomicU64 {
         self.live(L_WAITERS)
+    }
+
+    fn word(&self, w: Word) -> &AtomicU64 {
+        match w {
+            Word::Start => self.start(),
+            Word::End => self.end(),
+            Word::Change => self.change(),
+            Word::Waiters => self.waiters(),
+        }
     }
 
     /// Writes `bytes` as the stream bytes starting at replication offset `first`
@@ -110,13 +124,47 @@ impl Shared {
     }
 
     /// Wakes tailing readers, paying for the lock only when one is asleep.
-    /// The fence pairs with the one a waiter issues between registering itself and
-    /// re-checking `end` (Dekker-style): either the waiter sees the new end or we see it.
+    /// The fence in [`seqlock::waiters_present`] pairs with the one a waiter issues between
+    /// registering itself and re-checking `end` (Dekker-style): either the waiter sees the
+    /// new end or we see the waiter. Taking the lock before notifying closes the window
+    /// between a waiter's check and its sleep (it checks while holding the lock).
     pub(crate) fn wake_waiters(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.waiters().load(Ordering::Relaxed) != 0 {
+        if seqlock::waiters_present(self) {
             let _g = self.wake_lock.lock();
             self.wake.notify_all();
         }
+    }
+}
+
+impl seqlock::Memory for Shared {
+    fn load(&self, w: Word, order: Ordering) -> u64 {
+        self.word(w).load(order)
+    }
+
+    fn store(&self, w: Word, v: u64, order: Ordering) {
+        debug_assert!(!self.read_only, "store to a read-only live page");
+        self.word(w).store(v, order);
+    }
+
+    fn fetch_add(&self, w: Word, v: u64, order: Ordering) -> u64 {
+        debug_assert!(!self.read_only, "store to a read-only live page");
+        self.word(w).fetch_add(v, order)
+    }
+
+    fn fetch_sub(&self, w: Word, v: u64, order: Ordering) -> u64 {
+        debug_assert!(!self.read_only, "store to a read-only live page");
+        self.word(w).fetch_sub(v, order)
+    }
+
+    fn capacity(&self) -> u64 {
+        self.geo.capacity
+    }
+
+    fn copy_in(&self, first: u64, src: &[u8]) {
+        self.write_ring(first, src);
+    }
+
+    fn copy_out(&self, first: u64, dst: &mut [u8]) {
+        self.read_ring(first, dst);
     }
 }

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::reader::Reader;
 use crate::recovery::{RecoveryKind, RecoveryReport, probe, recover};
 use crate::region::{MapMedium, Medium, preallocate};
 use crate::runid::RunId;
+use crate::seqlock;
 use crate::shared::Shared;
 
 /// Default capacity: 1 MiB, like Redis's `repl-backlog-size`.
@@ -640,11 +641,25 @@ impl Backlog {
     ) -> Result<Self> {
         state.commit(&sh, start, end, false, false)?;
         report.slot_seq = state.last.seq;
-        // The live page is invalid (no magic) while its fields are rewritten.
-        sh.live(L_MAGIC).store(0, Ordering::SeqCst);
-        sh.start().store(start, Ordering::SeqCst);
-        sh.end().store(end, Ordering::SeqCst);
-        sh.live(L_EPOCH).store(meta.epoch, Ordering::SeqCst);
+        // Readers in other processes may be looking at the live page
+        // (`Backlog::open_read_only`): if the range or epoch they see changes, that is a
+        // history change for them (the counter is odd meanwhile, and moves). A reopen that
+        // recovered exactly the published range leaves their cursors valid.
+        let same = sh.live(L_MAGIC).load(Ordering::SeqCst) == LIVE_MAGIC
+            && sh.start().load(Ordering::SeqCst) == start
+            && sh.end().load(Ordering::SeqCst) == end
+            && sh.live(L_EPOCH).load(Ordering::SeqCst) == meta.epoch
+            && sh.change().load(Ordering::SeqCst).is_multiple_of(2);
+        if !same {
+            seqlock::begin_change(&*sh);
+            // The live page is invalid (no magic) while its fields are rewritten.
+            sh.live(L_MAGIC).store(0, Ordering::SeqCst);
+            sh.start().store(start, Ordering::SeqCst);
+            sh.end().store(end, Ordering::SeqCst);
+            sh.live(L_EPOCH).store(meta.epoch, Ordering::SeqCst);
+        }
+        // No waiter of this process exists yet; a count left by a dead process is stale.
+        sh.waiters().store(0, Ordering::SeqCst);
         let boot = sh.medium.boot_id();
         let (b0, b1) = boot.split_at(8);
         sh.live(L_BOOT0).store(
@@ -655,7 +670,9 @@ impl Backlog {
             u64::from_le_bytes(b1.try_into().unwrap_or_default()),
             Ordering::SeqCst,
         );
-        sh.change().fetch_add(2, Ordering::SeqCst);
+        if !same {
+            seqlock::end_change(&*sh);
+        }
         sh.live(L_MAGIC).store(LIVE_MAGIC, Ordering::SeqCst);
         let commit = Arc::new(Mutex::new(state));
         let flusher = if d == Durability::EverySec {
@@ -697,23 +714,10 @@ impl Backlog {
             .checked_add(n)
             .filter(|&e| e <= MAX_OFFSET)
             .ok_or_else(|| Error::InvalidArgument(format!("offset would exceed {MAX_OFFSET}")))?;
-        let cap = self.sh.geo.capacity;
-        let keep = if n > cap {
-            &data[(n - cap) as usize..]
-        } else {
-            data
-        };
-        let new_start = self.start.max((new_end + 1).saturating_sub(cap));
-        if new_start != self.start {
-            // Publish the new oldest offset before overwriting the bytes it drops: a reader
-            // that copied them re-checks the start afterwards (see reader.rs).
-            self.sh.start().store(new_start, Ordering::Relaxed);
-            fence(Ordering::Release);
-            self.start = new_start;
-        }
-        self.sh.write_ring(new_end - keep.len() as u64 + 1, keep);
-        self.sh.end().store(new_end, Ordering::Release);
-        self.end = new_end;
+        let (start, end) = seqlock::publish(&*self.sh, self.start, self.end, data);
+        debug_assert_eq!(end, new_end);
+        self.start = start;
+        self.end = end;
         if self.durability == Durability::Always {
             self.commit_now(false)?;
         }
@@ -741,7 +745,7 @@ impl Backlog {
     fn change_history(&mut self, start: u64, end: u64, f: impl FnOnce(&mut Meta)) -> Result<()> {
         self.sh.check_poison()?;
         let sh = Arc::clone(&self.sh);
-        sh.change().fetch_add(1, Ordering::SeqCst);
+        seqlock::begin_change(&*sh);
         let result = {
             let mut st = self.commit.lock();
             let mut meta = st.meta.clone();
@@ -758,7 +762,7 @@ impl Backlog {
             }
             r
         };
-        sh.change().fetch_add(1, Ordering::SeqCst);
+        seqlock::end_change(&*sh);
         sh.wake_waiters();
         result.map(|_| ()).inspect_err(|e| sh.poison(e.to_string()))
     }

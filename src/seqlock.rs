@@ -1,0 +1,184 @@
+//! The publication protocol's code: what the single writer publishes, and how a reader copies
+//! and validates (the protocol is described at the top of `reader.rs`).
+//!
+//! Everything here is generic over [`Memory`], the words and ring bytes the protocol runs on,
+//! so the engine (a shared file mapping) and the loom model of `tests/loom.rs` run this same
+//! code. Fences come from [`crate::sync`], which loom swaps out.
+
+use crate::error::Error;
+use crate::sync::{Ordering, fence};
+
+/// The published words of the live page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Word {
+    /// Oldest offset held.
+    Start,
+    /// Newest offset written.
+    End,
+    /// History-change counter: odd while a change is in progress.
+    Change,
+    /// In-process tailing readers asleep on the condition variable.
+    Waiters,
+}
+
+/// The memory the protocol runs on: four atomic words and a ring of bytes.
+pub trait Memory {
+    /// Atomic load of `w`.
+    fn load(&self, w: Word, order: Ordering) -> u64;
+    /// Atomic store to `w`.
+    fn store(&self, w: Word, v: u64, order: Ordering);
+    /// Atomic add to `w`, returning the previous value.
+    fn fetch_add(&self, w: Word, v: u64, order: Ordering) -> u64;
+    /// Atomic subtraction from `w`, returning the previous value.
+    fn fetch_sub(&self, w: Word, v: u64, order: Ordering) -> u64;
+    /// Ring capacity in bytes.
+    fn capacity(&self) -> u64;
+    /// Stores the stream bytes starting at offset `first` (`src.len() <= capacity`).
+    fn copy_in(&self, first: u64, src: &[u8]);
+    /// Copies the stream bytes starting at offset `first` into `dst`; they may be changing
+    /// while they are copied (`dst.len() <= capacity`).
+    fn copy_out(&self, first: u64, dst: &mut [u8]);
+}
+
+/// One consistent reading of the published offsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The history-change counter (even).
+    pub change: u64,
+    /// Oldest offset held (may be newer than `end` says, never older).
+    pub start: u64,
+    /// Newest offset written: every byte up to it is visible.
+    pub end: u64,
+}
+
+/// Writer: appends `data` to a history holding `start..=end`; returns the new `(start, end)`.
+/// Only the single writer calls this; `end + data.len()` must not overflow.
+pub fn publish<M: Memory + ?Sized>(m: &M, start: u64, end: u64, data: &[u8]) -> (u64, u64) {
+    let cap = m.capacity();
+    let n = data.len() as u64;
+    let new_end = end + n;
+    let keep = if n > cap {
+        &data[(n - cap) as usize..]
+    } else {
+        data
+    };
+    let new_start = start.max((new_end + 1).saturating_sub(cap));
+    if new_start != start {
+        // Retire the bytes about to be overwritten before touching them: a reader that
+        // copies any byte stored after this fence also sees this start (fence-fence
+        // synchronisation with the reader's Acquire fence).
+        m.store(Word::Start, new_start, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+    m.copy_in(new_end - keep.len() as u64 + 1, keep);
+    // Every byte up to `new_end` is in place before readers can learn of it.
+    m.store(Word::End, new_end, Ordering::Release);
+    (new_start, new_end)
+}
+
+/// Writer: starts a history change (reset, truncation, reopen): the counter turns odd.
+pub fn begin_change<M: Memory + ?Sized>(m: &M) {
+    let c = m.load(Word::Change, Ordering::Relaxed);
+    // A writer that died mid-change left it odd: continue that change.
+    if c.is_multiple_of(2) {
+        m.store(Word::Change, c + 1, Ordering::Relaxed);
+    }
+    fence(Ordering::SeqCst);
+}
+
+/// Writer: ends a history change after storing the new start and end: the counter turns even
+/// again, at a value no reader saw before.
+pub fn end_change<M: Memory + ?Sized>(m: &M) {
+    m.fetch_add(Word::Change, 1, Ordering::SeqCst);
+    // Bytes appended after the change are stored after this fence, so a reader that copies
+    // one of them also sees the new counter and rejects its copy of the old history.
+    fence(Ordering::Release);
+}
+
+/// Reader: one attempt at a consistent reading of the offsets; `None` while a history change
+/// is in progress or if one happened during the reading.
+pub fn try_snapshot<M: Memory + ?Sized>(m: &M) -> Option<Snapshot> {
+    let change = m.load(Word::Change, Ordering::Acquire);
+    if !change.is_multiple_of(2) {
+        return None;
+    }
+    let end = m.load(Word::End, Ordering::Acquire);
+    let start = m.load(Word::Start, Ordering::Acquire);
+    (m.load(Word::Change, Ordering::Acquire) == change).then_some(Snapshot { change, start, end })
+}
+
+/// Reader: copies the bytes from `offset` (at most `buf.len()`, at most up to `snap.end`) into
+/// `buf`, then validates the copy. `Ok(n)` only if none of the `n` bytes can have changed
+/// during the copy.
+///
+/// # Errors
+/// [`Error::Overwritten`] if the byte at `offset` is gone (before or during the copy);
+/// [`Error::NotWritten`] if `offset > snap.end + 1`; [`Error::HistoryChanged`] if the history
+/// changed since `snap`.
+pub fn read<M: Memory + ?Sized>(
+    m: &M,
+    snap: &Snapshot,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<usize, Error> {
+    if offset < snap.start {
+        return Err(Error::Overwritten {
+            requested: offset,
+            first: snap.start,
+        });
+    }
+    if offset > snap.end + 1 {
+        return Err(Error::NotWritten {
+            requested: offset,
+            end: snap.end,
+        });
+    }
+    let n = (snap.end + 1 - offset).min(buf.len() as u64) as usize;
+    m.copy_out(offset, &mut buf[..n]);
+    // Pairs with the writer's Release fences: if any copied byte was stored by a later append
+    // or after a history change, the loads below see that append's start or that change.
+    fence(Ordering::Acquire);
+    let start = m.load(Word::Start, Ordering::Relaxed);
+    if m.load(Word::Change, Ordering::Relaxed) != snap.change {
+        return Err(Error::HistoryChanged);
+    }
+    // Overwriting any byte `o >= offset` first published a start above `o`.
+    if start > offset {
+        return Err(Error::Overwritten {
+            requested: offset,
+            first: start,
+        });
+    }
+    Ok(n)
+}
+
+/// Writer, after publishing: whether a tailing reader may be asleep and needs waking.
+///
+/// Dekker-style with [`register_waiter`]: the writer stores `end` then fences (`SeqCst`) then
+/// loads the waiter count; a waiter increments the count then fences (`SeqCst`) then loads
+/// `end`. The two fences are totally ordered, so at least one side sees the other's store:
+/// either the waiter sees the new `end` and does not sleep, or the writer sees the waiter and
+/// wakes it. When nobody waits this costs the writer one fence and one load, no syscall.
+pub fn waiters_present<M: Memory + ?Sized>(m: &M) -> bool {
+    fence(Ordering::SeqCst);
+    m.load(Word::Waiters, Ordering::Relaxed) != 0
+}
+
+/// Waiter, before checking whether to sleep: counts itself as a sleeper (see
+/// [`waiters_present`]). Must be paired with [`unregister_waiter`].
+pub fn register_waiter<M: Memory + ?Sized>(m: &M) {
+    m.fetch_add(Word::Waiters, 1, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+}
+
+/// Waiter, after waking: no longer a sleeper.
+pub fn unregister_waiter<M: Memory + ?Sized>(m: &M) {
+    m.fetch_sub(Word::Waiters, 1, Ordering::Relaxed);
+}
+
+/// Whether a tailer whose next byte is `next` and who started under change counter `change`
+/// has something to act on: new bytes, or a history change to report.
+pub fn ready<M: Memory + ?Sized>(m: &M, next: u64, change: u64) -> bool {
+    m.load(Word::Change, Ordering::Acquire) != change
+        || m.load(Word::End, Ordering::Acquire) >= next
+}
