@@ -7,9 +7,11 @@
 //! - `start` (oldest offset held). Before an append overwrites ring bytes, the writer stores
 //!   the new `start` (Relaxed) and issues a Release fence; only then does it copy the bytes.
 //! - `end` (newest offset). After the bytes are in place the writer stores `end` (Release).
-//! - `change`: made odd before a rare history change (reset, `truncate_to`, a reopen whose
-//!   recovery moved the range) and even again, at a new value, after it (`SeqCst`), followed
-//!   by a Release fence so that bytes appended later are ordered after the new value.
+//! - `change`: made odd, followed by a `SeqCst` fence, before a rare history change (reset,
+//!   `truncate_to`, a reopen whose recovery moved the range), and even again, at a new value,
+//!   after it (`SeqCst`). The fence orders every later store of the writer — including bytes
+//!   appended after the change at offsets an older snapshot still names — after the odd
+//!   value, so a reader that copied such a byte sees the counter move.
 //!
 //! A reader loads `change` (Acquire; retries while odd), `end` and `start` (Acquire) and
 //! `change` again, so every byte up to `end` is visible; copies the bytes it wants; issues an

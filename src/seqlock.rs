@@ -76,7 +76,15 @@ pub fn publish<M: Memory + ?Sized>(m: &M, start: u64, end: u64, data: &[u8]) -> 
     (new_start, new_end)
 }
 
-/// Writer: starts a history change (reset, truncation, reopen): the counter turns odd.
+/// Writer: starts a history change (reset, truncation, a reopen that moved the range): the
+/// counter turns odd.
+///
+/// The fence matters as much as the counter: every later store of the writer — the new
+/// start and end, and the bytes appended after the change, which may land where a reader
+/// with an older snapshot is copying — is ordered after the odd value. A reader that copied
+/// such a byte sees, after its Acquire fence, a counter other than its snapshot's and drops
+/// the copy. (A `SeqCst` increment without the fence orders only the stores before it; the
+/// loom model `history_change_never_mixes_histories` fails with it.)
 pub fn begin_change<M: Memory + ?Sized>(m: &M) {
     let c = m.load(Word::Change, Ordering::Relaxed);
     // A writer that died mid-change left it odd: continue that change.
@@ -86,13 +94,11 @@ pub fn begin_change<M: Memory + ?Sized>(m: &M) {
     fence(Ordering::SeqCst);
 }
 
-/// Writer: ends a history change after storing the new start and end: the counter turns even
-/// again, at a value no reader saw before.
+/// Writer: ends a history change after storing the new start and end: the counter turns
+/// even again, at a value no reader saw before. A reader that loads it (Acquire) sees the
+/// new start and end.
 pub fn end_change<M: Memory + ?Sized>(m: &M) {
     m.fetch_add(Word::Change, 1, Ordering::SeqCst);
-    // Bytes appended after the change are stored after this fence, so a reader that copies
-    // one of them also sees the new counter and rejects its copy of the old history.
-    fence(Ordering::Release);
 }
 
 /// Reader: one attempt at a consistent reading of the offsets; `None` while a history change

@@ -84,7 +84,11 @@ fn writer_process_and_read_only_tailer_process() {
     let mut buf = vec![0u8; 256 * 1024];
     let (mut verified, mut laps) = (0u64, 0u64);
     while cursor.position() <= TOTAL {
-        assert!(Instant::now() < deadline, "tailer stuck at {}", cursor.position());
+        assert!(
+            Instant::now() < deadline,
+            "tailer stuck at {}",
+            cursor.position()
+        );
         let at = cursor.position();
         match cursor.read(&mut buf) {
             Ok(0) => {
@@ -106,14 +110,20 @@ fn writer_process_and_read_only_tailer_process() {
     let status = child.wait().unwrap();
     assert!(status.success(), "writer process failed: {status}");
     println!("read-only tailer process verified {verified} bytes, lapped {laps} times");
-    assert!(verified >= CAP, "the tailer must have received at least the last ring");
+    assert!(
+        verified >= CAP,
+        "the tailer must have received at least the last ring"
+    );
 
     // The writer died without closing: a new read-only view still trusts its live state
     // (same boot), and so does the next writer's recovery.
     let after = Backlog::open_read_only(&path).unwrap();
     assert_eq!(after.offset(), TOTAL);
     let mut last = vec![0u8; CAP as usize];
-    assert_eq!(after.read_at(TOTAL - CAP + 1, &mut last).unwrap(), last.len());
+    assert_eq!(
+        after.read_at(TOTAL - CAP + 1, &mut last).unwrap(),
+        last.len()
+    );
     assert!(
         last.iter()
             .enumerate()

@@ -157,7 +157,8 @@ fn scenario(name: &str, cap: u64, tailers: usize, may_lap: bool) {
     let counts = Arc::new(Counts::default());
     let final_end = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let positions: Arc<Vec<AtomicU64>> = Arc::new((0..tailers).map(|_| AtomicU64::new(1)).collect());
+    let positions: Arc<Vec<AtomicU64>> =
+        Arc::new((0..tailers).map(|_| AtomicU64::new(1)).collect());
     let mut threads = Vec::new();
     for id in 0..tailers {
         let (r, p, f, c) = (
@@ -166,7 +167,9 @@ fn scenario(name: &str, cap: u64, tailers: usize, may_lap: bool) {
             Arc::clone(&final_end),
             Arc::clone(&counts),
         );
-        threads.push(std::thread::spawn(move || tail(id, &r, &p[id], &f, &c, may_lap)));
+        threads.push(std::thread::spawn(move || {
+            tail(id, &r, &p[id], &f, &c, may_lap)
+        }));
     }
     for seed in [0x1234_5678_9abc_def1u64, 0x0fed_cba9_8765_4321] {
         let (r, s, c) = (reader.clone(), Arc::clone(&stop), Arc::clone(&counts));
