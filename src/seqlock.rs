@@ -45,7 +45,7 @@ pub trait Memory {
 pub struct Snapshot {
     /// The history-change counter (even).
     pub change: u64,
-    /// Oldest offset held (may be newer than `end` says, never older).
+    /// Oldest offset held (at most `end + 1`; may already be newer than `end` says).
     pub start: u64,
     /// Newest offset written: every byte up to it is visible.
     pub end: u64,
@@ -110,7 +110,13 @@ pub fn try_snapshot<M: Memory + ?Sized>(m: &M) -> Option<Snapshot> {
     }
     let end = m.load(Word::End, Ordering::Acquire);
     let start = m.load(Word::Start, Ordering::Acquire);
-    (m.load(Word::Change, Ordering::Acquire) == change).then_some(Snapshot { change, start, end })
+    // `start > end + 1`: an append longer than the ring is in progress (its start is out, its
+    // end not yet); such a pair describes no state of the stream, so wait for the end.
+    (start <= end + 1 && m.load(Word::Change, Ordering::Acquire) == change).then_some(Snapshot {
+        change,
+        start,
+        end,
+    })
 }
 
 /// Reader: copies the bytes from `offset` (at most `buf.len()`, at most up to `snap.end`) into

@@ -204,3 +204,26 @@ fn tailer_never_sleeps_through_an_append() {
         writer.join().unwrap();
     });
 }
+
+/// An append longer than the ring publishes its start before its end: a snapshot taken in
+/// between must not pair the new start with the old end (a cursor created at such a
+/// `first_offset` would be past the end: found by tests/stress.rs).
+#[test]
+fn snapshot_never_pairs_a_new_start_with_an_old_end() {
+    model(|| {
+        let m = Arc::new(Model::new(1, 4));
+        let w = Arc::clone(&m);
+        let writer = loom::thread::spawn(move || {
+            let data: Vec<u8> = (5..=10).map(|o| byte(0, o)).collect();
+            assert_eq!(seqlock::publish(&*w, 1, 4, &data), (7, 10));
+        });
+        if let Some(snap) = seqlock::try_snapshot(&*m) {
+            assert!(snap.start <= snap.end + 1, "{snap:?}");
+            assert!(
+                matches!((snap.start, snap.end), (1, 4) | (7, 10)),
+                "{snap:?}"
+            );
+        }
+        writer.join().unwrap();
+    });
+}

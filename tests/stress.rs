@@ -161,14 +161,14 @@ fn scenario(name: &str, cap: u64, tailers: usize, may_lap: bool) {
         Arc::new((0..tailers).map(|_| AtomicU64::new(1)).collect());
     let mut threads = Vec::new();
     for id in 0..tailers {
-        let (r, p, f, c) = (
+        let (rd, pos, fin, cnt) = (
             reader.clone(),
             Arc::clone(&positions),
             Arc::clone(&final_end),
             Arc::clone(&counts),
         );
         threads.push(std::thread::spawn(move || {
-            tail(id, &r, &p[id], &f, &c, may_lap)
+            tail(id, &rd, &pos[id], &fin, &cnt, may_lap);
         }));
     }
     for seed in [0x1234_5678_9abc_def1u64, 0x0fed_cba9_8765_4321] {
