@@ -1,0 +1,213 @@
+//! Concurrency benchmarks, each beside its baseline from the same run:
+//! - `writer_tailers`: writer throughput on a 64 MiB ring alone, then with 1 and 2 tailing
+//!   cursors streaming every byte (target: with 2 tailers ≥ 0.7× alone);
+//! - `read_bandwidth`: validated reads (`read_at`, `Cursor::write_to`) against `memcpy` of the
+//!   same sizes from a plain buffer;
+//! - `copy_choice`: what word-sized atomic copies (the `atomic-memcpy` approach) would cost
+//!   against the plain `memcpy` the engine uses, in both directions.
+//!
+//! Run: `cargo bench --bench concurrency`. Correctness is asserted before anything is timed.
+#![allow(missing_docs, clippy::cast_possible_truncation)]
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use durable_backlog::{Backlog, Durability, Options};
+
+const RING: u64 = 64 << 20;
+const APPEND: usize = 4096;
+
+fn stream(offset: u64) -> u8 {
+    (offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+fn full_backlog(dir: &tempfile::TempDir) -> Backlog {
+    let mut b = Backlog::create(
+        dir.path().join("b"),
+        Options::new().capacity(RING).durability(Durability::Never),
+    )
+    .unwrap();
+    let chunk: Vec<u8> = (1..=(1u64 << 20)).map(stream).collect();
+    for _ in 0..RING >> 20 {
+        b.append(&chunk).unwrap();
+    }
+    b
+}
+
+/// `iters` appends of `APPEND` bytes while `tailers` cursors stream everything appended.
+fn run_writer(b: &mut Backlog, tailers: usize, iters: u64, data: &[u8]) -> Duration {
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(tailers + 1));
+    let streamed = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..tailers)
+        .map(|_| {
+            let mut cursor = b.reader().cursor(b.offset() + 1);
+            let (stop, barrier, streamed) = (
+                Arc::clone(&stop),
+                Arc::clone(&barrier),
+                Arc::clone(&streamed),
+            );
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                barrier.wait();
+                while !stop.load(Ordering::Acquire) {
+                    match cursor.read(&mut buf) {
+                        Ok(0) => {
+                            cursor.wait(Duration::from_millis(1));
+                        }
+                        Ok(n) => {
+                            black_box(&buf[..n]);
+                            streamed.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        // A tailer the writer lapped resyncs from the oldest byte.
+                        Err(_) => cursor = cursor.reader().cursor(cursor.reader().first_offset()),
+                    }
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        b.append(data).unwrap();
+    }
+    let elapsed = t0.elapsed();
+    stop.store(true, Ordering::Release);
+    for t in threads {
+        t.join().unwrap();
+    }
+    black_box(streamed.load(Ordering::Relaxed));
+    elapsed
+}
+
+fn writer_tailers(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = full_backlog(&dir);
+    let data: Vec<u8> = (0..APPEND as u64).map(stream).collect();
+    // Correctness first: a tailer receives exactly what was appended.
+    let mut check = b.reader().cursor(b.offset() + 1);
+    b.append(&data).unwrap();
+    let mut got = Vec::new();
+    assert_eq!(check.write_to(&mut got, usize::MAX).unwrap(), APPEND);
+    assert_eq!(got, data);
+
+    let mut g = c.benchmark_group("writer_tailers");
+    g.throughput(Throughput::Bytes(APPEND as u64));
+    g.sample_size(20).warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    for tailers in [0usize, 1, 2] {
+        g.bench_function(format!("append_4KiB_{tailers}_tailers"), |bench| {
+            bench.iter_custom(|iters| run_writer(&mut b, tailers, iters, &data));
+        });
+    }
+    g.finish();
+}
+
+fn read_bandwidth(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let backlog = full_backlog(&dir);
+    let reader = backlog.reader();
+    let first = backlog.first_offset();
+    let mut g = c.benchmark_group("read_bandwidth");
+    g.sample_size(20).warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(2));
+    for size in [64usize << 10, 1 << 20] {
+        let src: Vec<u8> = (0..RING).map(stream).collect();
+        let mut dst = vec![0u8; size];
+        assert_eq!(reader.read_at(first, &mut dst).unwrap(), size);
+        assert_eq!(dst[..], src[..size]);
+        g.throughput(Throughput::Bytes(size as u64));
+        let label = size >> 10;
+        // Walk the whole ring so every size reads from memory, not a warm cache.
+        let slots = (RING as usize / size) as u64;
+        let mut i = 0u64;
+        g.bench_function(format!("memcpy_{label}KiB"), |bench| {
+            bench.iter(|| {
+                let at = (i % slots) as usize * size;
+                i += 1;
+                dst.copy_from_slice(&src[at..at + size]);
+                black_box(&dst);
+            });
+        });
+        let mut i = 0u64;
+        g.bench_function(format!("read_at_{label}KiB"), |bench| {
+            bench.iter(|| {
+                let at = first + (i % slots) * size as u64;
+                i += 1;
+                black_box(reader.read_at(at, &mut dst).unwrap());
+            });
+        });
+        let mut i = 0u64;
+        g.bench_function(format!("cursor_write_to_{label}KiB"), |bench| {
+            let mut sink = std::io::sink();
+            bench.iter(|| {
+                let at = first + (i % slots) * size as u64;
+                i += 1;
+                let mut cur = reader.cursor(at);
+                black_box(cur.write_to(&mut sink, size).unwrap());
+            });
+        });
+    }
+    g.finish();
+}
+
+/// The word-wise atomic copy the engine would need to make racing copies well-defined.
+fn atomic_copy_out(src: &[AtomicU64], dst: &mut [u64]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.load(Ordering::Relaxed);
+    }
+}
+
+fn atomic_copy_in(src: &[u64], dst: &[AtomicU64]) {
+    for (s, d) in src.iter().zip(dst) {
+        d.store(*s, Ordering::Relaxed);
+    }
+}
+
+fn copy_choice(c: &mut Criterion) {
+    let mut g = c.benchmark_group("copy_choice");
+    g.sample_size(30).warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(2));
+    for size in [4usize << 10, 256 << 10, 8 << 20] {
+        let words = size / 8;
+        let plain_src: Vec<u64> = (0..words as u64).map(|w| w.wrapping_mul(31)).collect();
+        let atomic_src: Vec<AtomicU64> = plain_src.iter().map(|&w| AtomicU64::new(w)).collect();
+        let mut dst = vec![0u64; words];
+        atomic_copy_out(&atomic_src, &mut dst);
+        assert_eq!(dst, plain_src);
+        let label = size >> 10;
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("read_memcpy_{label}KiB"), |bench| {
+            bench.iter(|| {
+                dst.copy_from_slice(black_box(&plain_src));
+                black_box(&dst);
+            });
+        });
+        g.bench_function(format!("read_atomic_u64_{label}KiB"), |bench| {
+            bench.iter(|| {
+                atomic_copy_out(black_box(&atomic_src), &mut dst);
+                black_box(&dst);
+            });
+        });
+        let mut plain_dst = vec![0u64; words];
+        g.bench_function(format!("write_memcpy_{label}KiB"), |bench| {
+            bench.iter(|| {
+                plain_dst.copy_from_slice(black_box(&plain_src));
+                black_box(&plain_dst);
+            });
+        });
+        g.bench_function(format!("write_atomic_u64_{label}KiB"), |bench| {
+            bench.iter(|| {
+                atomic_copy_in(black_box(&plain_src), &atomic_src);
+                black_box(&atomic_src);
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, writer_tailers, read_bandwidth, copy_choice);
+criterion_main!(benches);
