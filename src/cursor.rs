@@ -11,6 +11,9 @@ use crate::seqlock;
 const CHUNK: usize = 64 * 1024;
 /// Readiness checks spent spinning before a waiter sleeps.
 const SPINS: u32 = 128;
+/// Longest single sleep of an in-process waiter: bounds how late it notices a history
+/// change that left the end offset (the futex word) unchanged.
+const SLICE: Duration = Duration::from_millis(50);
 /// Bounds of the poll interval of a waiter in another process than the writer.
 const POLL_MIN: Duration = Duration::from_micros(20);
 const POLL_MAX: Duration = Duration::from_millis(1);
@@ -157,8 +160,9 @@ impl Cursor {
     /// [`is_ready`](Cursor::is_ready) (false: timed out). Spurious early returns do not occur
     /// before the timeout, but the bytes may be lapped by the time they are read.
     ///
-    /// In the writer's process this sleeps on a condition variable that the writer signals
-    /// only while somebody sleeps (no syscall per append otherwise). In another process
+    /// In the writer's process this sleeps on a futex on the live page's end offset, which
+    /// the writer signals only while somebody sleeps (no syscall per append otherwise, and
+    /// the writer never blocks). In another process
     /// ([`Backlog::open_read_only`](crate::Backlog::open_read_only)) it polls with an adaptive
     /// back-off: a few spins and yields, then sleeps growing from 20 µs to 1 ms, so a new byte
     /// is noticed at most about a millisecond late.
@@ -192,23 +196,13 @@ impl Cursor {
         if sh.read_only {
             return self.poll(deadline);
         }
-        let mut guard = sh.wake_lock.lock();
-        seqlock::register_waiter(sh);
-        let ready = loop {
-            if self.is_ready() {
-                break true;
-            }
-            match deadline {
-                Some(d) => {
-                    if sh.wake.wait_until(&mut guard, d).timed_out() {
-                        break self.is_ready();
-                    }
-                }
-                None => sh.wake.wait(&mut guard),
-            }
-        };
-        seqlock::unregister_waiter(sh);
-        ready
+        seqlock::wait_ready(sh, self.next, self.change, || {
+            let left = match deadline {
+                Some(d) => d.checked_duration_since(Instant::now())?,
+                None => SLICE,
+            };
+            (!left.is_zero()).then(|| left.min(SLICE))
+        })
     }
 
     /// Waiting without the writer's help: adaptive polling.

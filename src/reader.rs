@@ -23,15 +23,17 @@
 //! and crossbeam's `AtomicCell`), with the ring's `start` as the sequence number.
 //!
 //! # Waking tailers
-//! A [`Cursor`](crate::Cursor) that caught up sleeps on a condition variable. The writer pays
-//! for waking only when somebody sleeps: after publishing `end` it fences (`SeqCst`) and loads
-//! the live page's waiter count; a waiter, holding the condvar's lock, increments that count,
-//! fences (`SeqCst`) and re-loads `end` before sleeping. The two `SeqCst` fences make it
-//! impossible for both to miss the other (Dekker); the lock makes the waiter's check and its
-//! sleep one step for the notifier. With no sleeper, an append costs one fence and one load.
+//! A [`Cursor`](crate::Cursor) that caught up sleeps on a futex on the low half of the live
+//! page's `end` word. The writer pays for waking only when somebody sleeps: after publishing
+//! `end` it fences (`SeqCst`) and loads the live page's waiter count, and calls `FUTEX_WAKE`
+//! only if it is non-zero; a waiter increments that count, fences (`SeqCst`), re-loads `end`,
+//! and sleeps with `FUTEX_WAIT` on the value it saw. The two `SeqCst` fences make it
+//! impossible for both to miss the other (Dekker), and the kernel compares the word and
+//! sleeps in one step, so a wake-up between the check and the sleep is not lost. The writer
+//! takes no lock and never blocks; with no sleeper an append costs one fence and one load.
 //! Readers in another process ([`Backlog::open_read_only`](crate::Backlog::open_read_only))
-//! cannot use this process's condvar and never write the mapping: they poll with an adaptive
-//! back-off (spin, yield, then sleeps growing from 20 µs to 1 ms).
+//! never write the mapping, so they cannot register: they poll with an adaptive back-off
+//! (spin, yield, then sleeps growing from 20 µs to 1 ms).
 //!
 //! # Racing copies
 //! Bytes are copied with a plain `memcpy` through raw pointers, never through a `&[u8]` into

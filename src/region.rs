@@ -187,3 +187,70 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
         Err(io::Error::from_raw_os_error(rc))
     }
 }
+
+/// The 32-bit half of `word` that holds its low-order bits (the futex word: the kernel
+/// compares 32-bit values).
+fn low_half(word: &AtomicU64) -> *const u32 {
+    let p = std::ptr::from_ref(word).cast::<u32>();
+    if cfg!(target_endian = "little") {
+        p
+    } else {
+        p.wrapping_add(1)
+    }
+}
+
+/// Sleeps while the low 32 bits of `word` equal `expected`, until [`futex_wake`] on the same
+/// word (from any process mapping it), `timeout`, or a spurious wake-up. The comparison and
+/// the sleep are one atomic step in the kernel, so a wake after a change cannot be lost.
+#[cfg(target_os = "linux")]
+pub(crate) fn futex_wait(word: &AtomicU64, expected: u32, timeout: std::time::Duration) {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos().cast_signed()),
+    };
+    // SAFETY: `low_half` points at 4 aligned bytes inside `word`, which is live for the
+    // call; FUTEX_WAIT only reads them. `ts` outlives the call. Not FUTEX_PRIVATE: the word
+    // may be in a file mapping shared with other processes. The result (woken, timed out,
+    // value changed, interrupted) is deliberately ignored: callers re-check and loop.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            low_half(word),
+            libc::FUTEX_WAIT,
+            expected,
+            &raw const ts,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every thread sleeping in [`futex_wait`] on `word`.
+#[cfg(target_os = "linux")]
+pub(crate) fn futex_wake(word: &AtomicU64) {
+    // SAFETY: as in `futex_wait`; FUTEX_WAKE does not access the memory at all.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            low_half(word),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Without futexes: a short nap (callers re-check and loop).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn futex_wait(word: &AtomicU64, expected: u32, timeout: std::time::Duration) {
+    let _ = (low_half(word), expected);
+    std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
+}
+
+/// Without futexes: nothing to do (waiters nap and re-check).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn futex_wake(word: &AtomicU64) {
+    let _ = word;
+}

@@ -5,6 +5,8 @@
 //! so the engine (a shared file mapping) and the loom model of `tests/loom.rs` run this same
 //! code. Fences come from [`crate::sync`], which loom swaps out.
 
+use std::time::Duration;
+
 use crate::error::Error;
 use crate::sync::{Ordering, fence};
 
@@ -38,6 +40,11 @@ pub trait Memory {
     /// Copies the stream bytes starting at offset `first` into `dst`; they may be changing
     /// while they are copied (`dst.len() <= capacity`).
     fn copy_out(&self, first: u64, dst: &mut [u8]);
+    /// Sleeps while `End` still holds `end` (compared and slept atomically, as a futex
+    /// does), at most `timeout`; may return early.
+    fn sleep(&self, end: u64, timeout: Duration);
+    /// Wakes every thread in [`Memory::sleep`].
+    fn wake_all(&self);
 }
 
 /// One consistent reading of the published offsets.
@@ -164,28 +171,46 @@ pub fn read<M: Memory + ?Sized>(
     Ok(n)
 }
 
-/// Writer, after publishing: whether a tailing reader may be asleep and needs waking.
+/// Writer, after publishing (`end` or a history change): wakes sleeping tailers, if any.
 ///
-/// Dekker-style with [`register_waiter`]: the writer stores `end` then fences (`SeqCst`) then
-/// loads the waiter count; a waiter increments the count then fences (`SeqCst`) then loads
-/// `end`. The two fences are totally ordered, so at least one side sees the other's store:
-/// either the waiter sees the new `end` and does not sleep, or the writer sees the waiter and
-/// wakes it. When nobody waits this costs the writer one fence and one load, no syscall.
-pub fn waiters_present<M: Memory + ?Sized>(m: &M) -> bool {
+/// Dekker-style with [`wait_ready`]: the writer stores `end`, fences (`SeqCst`), then loads
+/// the waiter count; a waiter increments the count, fences (`SeqCst`), then loads `end`. The
+/// two fences are totally ordered, so at least one side sees the other's store: either the
+/// waiter sees the new `end` and does not sleep, or the writer sees the waiter and wakes it.
+/// The sleep itself compares `end` with the value the waiter saw atomically (a futex), so a
+/// wake-up between the waiter's check and its sleep is not lost either. With no waiter this
+/// costs the writer one fence and one load: no lock, no syscall. The writer never blocks.
+pub fn wake<M: Memory + ?Sized>(m: &M) {
     fence(Ordering::SeqCst);
-    m.load(Word::Waiters, Ordering::Relaxed) != 0
+    if m.load(Word::Waiters, Ordering::Relaxed) != 0 {
+        m.wake_all();
+    }
 }
 
-/// Waiter, before checking whether to sleep: counts itself as a sleeper (see
-/// [`waiters_present`]). Must be paired with [`unregister_waiter`].
-pub fn register_waiter<M: Memory + ?Sized>(m: &M) {
+/// Waiter: blocks until the cursor at `next` (following change counter `change`) is
+/// [`ready`], or until `slice` returns `None` (timed out). Each sleep lasts at most what
+/// `slice` returns, so a history change that leaves `end` as it was (the futex word) is
+/// noticed within one slice. Returns whether the cursor is ready.
+pub fn wait_ready<M: Memory + ?Sized>(
+    m: &M,
+    next: u64,
+    change: u64,
+    mut slice: impl FnMut() -> Option<Duration>,
+) -> bool {
     m.fetch_add(Word::Waiters, 1, Ordering::Relaxed);
     fence(Ordering::SeqCst);
-}
-
-/// Waiter, after waking: no longer a sleeper.
-pub fn unregister_waiter<M: Memory + ?Sized>(m: &M) {
+    let ready = loop {
+        let end = m.load(Word::End, Ordering::Acquire);
+        if m.load(Word::Change, Ordering::Acquire) != change || end >= next {
+            break true;
+        }
+        match slice() {
+            Some(t) => m.sleep(end, t),
+            None => break false,
+        }
+    };
     m.fetch_sub(Word::Waiters, 1, Ordering::Relaxed);
+    ready
 }
 
 /// Whether a tailer whose next byte is `next` and who started under change counter `change`

@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::{Condvar, Mutex};
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::format::live::{L_CHANGE, L_DURABLE, L_END, L_START, L_WAITERS};
 use crate::format::{Geometry, LIVE_OFFSET};
-use crate::region::Medium;
+use crate::region::{Medium, futex_wait, futex_wake};
 use crate::ring::spans;
 use crate::seqlock::{self, Word};
 
@@ -20,9 +22,6 @@ pub(crate) struct Shared {
     pub(crate) path: PathBuf,
     poisoned: AtomicBool,
     poison_cause: Mutex<Option<String>>,
-    /// Tailing readers sleep here; the writer only touches it when `L_WAITERS` is non-zero.
-    pub(crate) wake_lock: Mutex<()>,
-    pub(crate) wake: Condvar,
     /// Mapped read-only, without the writer's lock ([`crate::Backlog::open_read_only`]): the
     /// live page is only ever loaded, never stored to, and waiting polls.
     pub(crate) read_only: bool,
@@ -36,8 +35,6 @@ impl Shared {
             path,
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
-            wake_lock: Mutex::new(()),
-            wake: Condvar::new(),
             read_only: false,
         }
     }
@@ -123,16 +120,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Wakes tailing readers, paying for the lock only when one is asleep.
-    /// The fence in [`seqlock::waiters_present`] pairs with the one a waiter issues between
-    /// registering itself and re-checking `end` (Dekker-style): either the waiter sees the
-    /// new end or we see the waiter. Taking the lock before notifying closes the window
-    /// between a waiter's check and its sleep (it checks while holding the lock).
+    /// Wakes tailing readers of this process, paying a syscall only when one is asleep
+    /// (see [`seqlock::wake`]).
     pub(crate) fn wake_waiters(&self) {
-        if seqlock::waiters_present(self) {
-            let _g = self.wake_lock.lock();
-            self.wake.notify_all();
-        }
+        seqlock::wake(self);
     }
 }
 
@@ -166,5 +157,15 @@ impl seqlock::Memory for Shared {
 
     fn copy_out(&self, first: u64, dst: &mut [u8]) {
         self.read_ring(first, dst);
+    }
+
+    fn sleep(&self, end: u64, timeout: Duration) {
+        // The futex word is `end`'s low half; an `end` that moved by a multiple of 2^32 in
+        // between is caught when the (bounded) sleep ends.
+        futex_wait(self.end(), end as u32, timeout);
+    }
+
+    fn wake_all(&self) {
+        futex_wake(self.end());
     }
 }

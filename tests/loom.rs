@@ -25,6 +25,8 @@ fn byte(h: u8, offset: u64) -> u8 {
 struct Model {
     words: [AtomicU64; 4],
     ring: Vec<AtomicU8>,
+    /// The kernel's side of the futex: its hash-bucket lock and wait queue.
+    futex: (Mutex<()>, Condvar),
 }
 
 impl Model {
@@ -42,6 +44,7 @@ impl Model {
                 AtomicU64::new(0),
             ],
             ring,
+            futex: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -80,6 +83,19 @@ impl Memory for Model {
         for (i, d) in dst.iter_mut().enumerate() {
             *d = self.ring[((first + i as u64) % CAP) as usize].load(Ordering::Relaxed);
         }
+    }
+    /// FUTEX_WAIT: under the bucket lock, compare (the kernel's read is fully fenced) and
+    /// queue; no timeout in the model, so a lost wake-up is a deadlock loom reports.
+    fn sleep(&self, end: u64, _timeout: std::time::Duration) {
+        let g = self.futex.0.lock().unwrap();
+        if self.word(Word::End).load(Ordering::SeqCst) == end {
+            drop(self.futex.1.wait(g).unwrap());
+        }
+    }
+    /// FUTEX_WAKE: under the bucket lock, wake the queue.
+    fn wake_all(&self) {
+        let _g = self.futex.0.lock().unwrap();
+        self.futex.1.notify_all();
     }
 }
 
@@ -177,30 +193,39 @@ fn history_change_never_mixes_histories() {
     });
 }
 
-/// The wake-up protocol: the writer signals only if it sees a registered waiter; a waiter
-/// re-checks `end` after registering. Loom reports a deadlock if the waiter can sleep
-/// through the append.
+/// The wake-up protocol: the writer wakes only if it sees a registered waiter; a waiter
+/// re-checks `end` after registering and sleeps on the futex with the value it saw. Loom
+/// reports a deadlock if the waiter can sleep through the append.
 #[test]
 fn tailer_never_sleeps_through_an_append() {
     model(|| {
         let m = Arc::new(Model::new(1, 4));
-        let lock = Arc::new((Mutex::new(()), Condvar::new()));
-        let (w, wl) = (Arc::clone(&m), Arc::clone(&lock));
+        let w = Arc::clone(&m);
         let writer = loom::thread::spawn(move || {
             seqlock::publish(&*w, 1, 4, &[byte(0, 5)]);
-            if seqlock::waiters_present(&*w) {
-                let _g = wl.0.lock().unwrap();
-                wl.1.notify_all();
-            }
+            seqlock::wake(&*w);
         });
-        let (mx, cv) = &*lock;
-        let mut g = mx.lock().unwrap();
-        seqlock::register_waiter(&*m);
-        while !seqlock::ready(&*m, 5, 0) {
-            g = cv.wait(g).unwrap();
-        }
-        seqlock::unregister_waiter(&*m);
-        drop(g);
+        let forever = || Some(std::time::Duration::MAX);
+        assert!(seqlock::wait_ready(&*m, 5, 0, forever));
+        writer.join().unwrap();
+    });
+}
+
+/// A history change wakes a sleeping tailer too.
+#[test]
+fn tailer_never_sleeps_through_a_history_change() {
+    model(|| {
+        let m = Arc::new(Model::new(1, 4));
+        let w = Arc::clone(&m);
+        let writer = loom::thread::spawn(move || {
+            seqlock::begin_change(&*w);
+            w.store(Word::Start, 1, Ordering::SeqCst);
+            w.store(Word::End, 2, Ordering::SeqCst);
+            seqlock::end_change(&*w);
+            seqlock::wake(&*w);
+        });
+        let forever = || Some(std::time::Duration::MAX);
+        assert!(seqlock::wait_ready(&*m, 5, 0, forever));
         writer.join().unwrap();
     });
 }
