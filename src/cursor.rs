@@ -11,6 +11,10 @@ use crate::seqlock;
 const CHUNK: usize = 64 * 1024;
 /// Readiness checks spent spinning before a waiter sleeps.
 const SPINS: u32 = 128;
+/// How long a waiter keeps yielding (re-checking between yields) before it sleeps: a tailer
+/// keeping pace with a streaming writer then rarely sleeps, so the writer rarely pays a wake
+/// syscall and the woken tailer does not preempt it (measured in benches/concurrency.rs).
+const YIELD_FOR: Duration = Duration::from_micros(50);
 /// Longest single sleep of an in-process waiter: bounds how late it notices a history
 /// change that left the end offset (the futex word) unchanged.
 const SLICE: Duration = Duration::from_millis(50);
@@ -160,9 +164,11 @@ impl Cursor {
     /// [`is_ready`](Cursor::is_ready) (false: timed out). Spurious early returns do not occur
     /// before the timeout, but the bytes may be lapped by the time they are read.
     ///
-    /// In the writer's process this sleeps on a futex on the live page's end offset, which
-    /// the writer signals only while somebody sleeps (no syscall per append otherwise, and
-    /// the writer never blocks). In another process
+    /// It first re-checks while spinning briefly and then yielding the CPU for up to 50 µs
+    /// (a tailer keeping pace with the writer rarely goes to sleep). Then, in the writer's
+    /// process, it sleeps on a futex on the live page's end offset, which the writer signals
+    /// only while somebody sleeps (no syscall per append otherwise, and the writer never
+    /// blocks). In another process
     /// ([`Backlog::open_read_only`](crate::Backlog::open_read_only)) it polls with an adaptive
     /// back-off: a few spins and yields, then sleeps growing from 20 µs to 1 ms, so a new byte
     /// is noticed at most about a millisecond late.
@@ -192,6 +198,13 @@ impl Cursor {
             }
         }
         let deadline = Instant::now().checked_add(timeout);
+        let yield_until = Instant::now() + YIELD_FOR;
+        while Instant::now() < yield_until.min(deadline.unwrap_or(yield_until)) {
+            std::thread::yield_now();
+            if self.is_ready() {
+                return true;
+            }
+        }
         let sh = self.reader.shared();
         if sh.read_only {
             return self.poll(deadline);

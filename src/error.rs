@@ -59,7 +59,8 @@ pub enum Error {
         /// The failure that poisoned the handle.
         cause: String,
     },
-    /// The bytes at `requested` were already overwritten by the ring (or dropped).
+    /// The bytes at `requested` were already overwritten by the ring (or dropped). For a
+    /// [`Cursor`](crate::Cursor) this means it was **lapped**: that replica needs a full resync.
     Overwritten {
         /// The replication offset asked for.
         requested: u64,

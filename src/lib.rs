@@ -28,6 +28,12 @@
 //!   pointers in one module (`region`); no reference into the mapping is handed out.
 //! - One writer: enforced by the type (`append` takes `&mut self`, [`Backlog`] is not `Clone`)
 //!   and by an exclusive `flock` on the file.
+//! - Readers never block the writer and the writer never waits for readers: copies are
+//!   validated afterwards (a seqlock; protocol at the top of the `reader` module, proved by a
+//!   loom model in `tests/loom.rs`). Tailing [`Cursor`]s sleep on a futex on the live page,
+//!   which the writer wakes only when somebody sleeps.
+//! - [`Backlog::open_read_only`] maps the file read-only and takes no lock; such views only
+//!   load from the mapping (atomic loads of at most 8 bytes, which read-only memory allows).
 //! - Remaining hazards, outside what the crate can prevent: another process truncating the
 //!   file while it is mapped (accesses would raise SIGBUS), or writing to it without the
 //!   lock (readers would return what it wrote if it passes validation; recovery after a power

@@ -135,7 +135,9 @@ impl Medium {
         assert!(pos.is_multiple_of(8), "unaligned atomic at {pos}");
         // SAFETY: in bounds (checked), 8-aligned (checked; the mapping and the simulated
         // buffer are page/u64 aligned), and the region lives as long as `&self`. Every access
-        // to these words, in every process, is atomic.
+        // to these words, in every process, is atomic. On a read-only mapping only loads are
+        // ever issued (`Shared::read_only`): aligned atomic loads of at most 8 bytes are
+        // allowed on read-only memory.
         unsafe { &*(self.base().add(pos as usize).cast::<AtomicU64>()) }
     }
 
