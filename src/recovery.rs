@@ -217,9 +217,19 @@ fn verify(
     let mut checked: Vec<[Option<bool>; 2]> = vec![[None; 2]; table.len()];
     let mut o = slot.end;
     let mut bytes = 0u64;
+    // The block holding the newest byte also holds, after it, the oldest bytes of the
+    // previous lap; entries only describe the newer run, so the walk ends there.
+    let head = (g.block_of_pos(g.pos(slot.end)), run_base(g, slot.end));
     while o >= slot.start && o > 0 {
         let block = g.block_of_pos(g.pos(o)) as usize;
         let base = run_base(g, o);
+        if block as u64 == head.0 && base != head.1 {
+            return Some(Verified {
+                first: o + 1,
+                copies: verified,
+                bytes,
+            });
+        }
         let chunk_first = base.max(slot.start);
         let pair = &table[block];
         let order = match pair {
