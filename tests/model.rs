@@ -6,7 +6,10 @@
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
-    clippy::cast_sign_loss
+    clippy::cast_sign_loss,
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    clippy::similar_names
 )]
 
 use durable_backlog::sim::SimDisk;
