@@ -655,7 +655,9 @@ impl Backlog {
             u64::from_le_bytes(b1.try_into().unwrap_or_default()),
             Ordering::SeqCst,
         );
-        sh.change().fetch_add(2, Ordering::SeqCst);
+        // A writer that died mid-change left the counter odd: make it even (and new).
+        let c = sh.change().load(Ordering::SeqCst);
+        sh.change().store((c | 1) + 1, Ordering::SeqCst);
         sh.live(L_MAGIC).store(LIVE_MAGIC, Ordering::SeqCst);
         let commit = Arc::new(Mutex::new(state));
         let flusher = if d == Durability::EverySec {
