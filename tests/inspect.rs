@@ -140,10 +140,10 @@ fn a_flipped_data_byte_is_named_by_its_offset() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[(data_offset + 20_000) as usize] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
-    let f = BacklogFile::open(&path).unwrap();
+    let file = BacklogFile::open(&path).unwrap();
     let mut calls = 0u64;
     let mut last = (0, 0);
-    let v = f.verify(|done, total| {
+    let v = file.verify(|done, total| {
         calls += 1;
         last = (done, total);
     });

@@ -1,5 +1,6 @@
 //! The commands: each prints to stdout (text or JSON) and returns the exit code.
 
+use std::fmt::Write as _;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -118,12 +119,12 @@ fn slot_json(s: &SlotView) -> Value {
 }
 
 pub(crate) fn info(path: &Path, json: bool) -> Outcome {
-    let f = open(path)?;
-    let i = f.inspection();
+    let file = open(path)?;
+    let i = file.inspection();
     if json {
         return print_json(&info_json(i));
     }
-    let r = &i.recovery;
+    let rec = &i.recovery;
     let mut o = out();
     let slot = |n: usize| if n == 0 { "A" } else { "B" };
     writeln!(
@@ -158,15 +159,16 @@ pub(crate) fn info(path: &Path, json: bool) -> Outcome {
             "unclean (open, or the last writer did not close it)"
         }
     )?;
-    let mut path_line = format!("{}", r.kind);
-    if r.used_older_slot {
+    let mut path_line = format!("{}", rec.kind);
+    if rec.used_older_slot {
         path_line.push_str(", falls back to the older header slot");
     }
-    if r.history_cut {
-        path_line.push_str(&format!(
+    if rec.history_cut {
+        let _ = write!(
+            path_line,
             ", cuts the history after offset {} (recorded end {})",
-            r.last, r.recorded_end
-        ));
+            rec.last, rec.recorded_end
+        );
     }
     writeln!(o, "open would take:  {path_line}")?;
     writeln!(o, "run id:           {}", i.run_id)?;
@@ -294,9 +296,9 @@ impl Progress {
 }
 
 pub(crate) fn verify(path: &Path, json: bool) -> Outcome {
-    let f = open(path)?;
+    let file = open(path)?;
     let mut progress = Progress::new();
-    let report = f.verify(|done, total| progress.update(done, total));
+    let report = file.verify(|done, total| progress.update(done, total));
     progress.clear();
     let code = if report.is_intact() {
         ExitCode::SUCCESS
@@ -304,16 +306,16 @@ pub(crate) fn verify(path: &Path, json: bool) -> Outcome {
         ExitCode::from(1)
     };
     if json {
-        print_json(&verify_json(f.inspection(), &report))?;
+        print_json(&verify_json(file.inspection(), &report))?;
         return Ok(code);
     }
     let mut o = out();
-    let p = path.display();
+    let name = path.display();
     match report.first_damage() {
         None => {
             write!(
                 o,
-                "{p}: intact: {} committed bytes verified; both header slots and every checksum entry checked",
+                "{name}: intact: {} committed bytes verified; both header slots and every checksum entry checked",
                 report.checked_bytes
             )?;
             if report.unchecked_tail > 0 {
@@ -321,6 +323,14 @@ pub(crate) fn verify(path: &Path, json: bool) -> Outcome {
                     o,
                     "; {} newer bytes not yet committed (no checksum to check)",
                     report.unchecked_tail
+                )?;
+            }
+            if report.uncovered_head > 0 {
+                write!(
+                    o,
+                    "; the {} oldest bytes share a checksum block with newer ones and cannot be \
+                     checked",
+                    report.uncovered_head
                 )?;
             }
             if report.lapped_bytes > 0 {
@@ -339,7 +349,7 @@ pub(crate) fn verify(path: &Path, json: bool) -> Outcome {
             };
             writeln!(
                 o,
-                "{p}: damaged: {at}: {} ({} problem{} found)",
+                "{name}: damaged: {at}: {} ({} problem{} found)",
                 d.what,
                 report.damage.len(),
                 if report.damage.len() == 1 { "" } else { "s" }
@@ -347,11 +357,11 @@ pub(crate) fn verify(path: &Path, json: bool) -> Outcome {
             for d in report.damage.iter().skip(1) {
                 writeln!(o, "  also: {}", d.what)?;
             }
-            let r = &f.inspection().recovery;
+            let rec = &file.inspection().recovery;
             writeln!(
                 o,
                 "  an open would recover offsets {}..={} ({})",
-                r.first, r.last, r.kind
+                rec.first, rec.last, rec.kind
             )?;
         }
     }
@@ -366,6 +376,7 @@ fn verify_json(i: &Inspection, r: &VerifyReport) -> Value {
         "checked_bytes": r.checked_bytes,
         "unchecked_tail": r.unchecked_tail,
         "lapped_bytes": r.lapped_bytes,
+        "uncovered_head": r.uncovered_head,
         "first_bad_offset": r.first_damage().and_then(|d| d.stream_offset),
         "first_bad_file_offset": r.first_damage().map(|d| d.file_offset),
         "damage": r.damage.iter().map(|d| json!({
@@ -524,9 +535,11 @@ pub(crate) fn psync(path: &Path, replid: &str, offset: &str, json: bool) -> Outc
     let f = open(path)?;
     let i = f.inspection();
     let reply = f.psync(replid, off);
-    let live = matches!(i.holder, Holder::Process { .. });
-    let line = String::from_utf8_lossy(&reply.to_wire()).trim_end().to_string();
-    let note = (!live).then_some(
+    let is_live = matches!(i.holder, Holder::Process { .. });
+    let line = String::from_utf8_lossy(&reply.to_wire())
+        .trim_end()
+        .to_string();
+    let note = (!is_live).then_some(
         "the file is at rest: a master opening it starts a new generation and answers with a \
          new run ID (the file's run ID then being a past one); the decision is the same",
     );
@@ -587,7 +600,7 @@ pub(crate) fn create(path: &Path, size: &str, json: bool) -> Outcome {
     )?;
     let id = b.run_id();
     b.close()?;
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
     if json {
         return print_json(&json!({
             "file": path.display().to_string(),

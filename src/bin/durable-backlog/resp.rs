@@ -6,6 +6,8 @@
 //! it) is skipped up to the first command boundary that is followed by well-formed commands;
 //! bytes that are not RESP are skipped the same way. Both are reported, never guessed at.
 
+use std::fmt::Write as _;
+
 /// Largest element count and bulk length accepted (Redis's own limits).
 const MAX_ELEMENTS: u64 = 1024 * 1024;
 const MAX_BULK: u64 = 512 * 1024 * 1024;
@@ -59,9 +61,8 @@ fn parse_one(buf: &[u8]) -> Parse {
         Some(_) => return Parse::Invalid,
     }
     let count = match number(buf, at, MAX_ELEMENTS) {
-        Err(()) => return Parse::Invalid,
+        Err(()) | Ok(Some((0, _))) => return Parse::Invalid,
         Ok(None) => return Parse::NeedMore,
-        Ok(Some((0, _))) => return Parse::Invalid,
         Ok(Some((n, next))) => {
             at = next;
             n
@@ -233,8 +234,7 @@ impl Decoder {
 /// else quoted with escapes.
 pub(crate) fn render_arg(a: &[u8]) -> String {
     let bare = !a.is_empty()
-        && a
-            .iter()
+        && a.iter()
             .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\' && b != b'\'');
     if bare {
         return String::from_utf8_lossy(a).into_owned();
@@ -248,7 +248,9 @@ pub(crate) fn render_arg(a: &[u8]) -> String {
             b'\r' => s.push_str("\\r"),
             b'\t' => s.push_str("\\t"),
             0x20..=0x7e => s.push(char::from(b)),
-            _ => s.push_str(&format!("\\x{b:02x}")),
+            _ => {
+                let _ = write!(s, "\\x{b:02x}");
+            }
         }
     }
     s.push('"');
@@ -291,9 +293,18 @@ mod tests {
             assert_eq!(
                 got,
                 vec![
-                    Item::Command { offset: 1, args: args(&["SELECT", "0"]) },
-                    Item::Command { offset: 24, args: args(&["SET", "k", "v"]) },
-                    Item::Command { offset: 57, args: args(&["PING"]) },
+                    Item::Command {
+                        offset: 1,
+                        args: args(&["SELECT", "0"])
+                    },
+                    Item::Command {
+                        offset: 24,
+                        args: args(&["SET", "k", "v"])
+                    },
+                    Item::Command {
+                        offset: 51,
+                        args: args(&["PING"])
+                    },
                 ],
                 "piece {piece}"
             );
@@ -308,10 +319,19 @@ mod tests {
         s.extend(cmd(&["DEL", "a"]));
         let got = decode_all(100 + cut as u64, &s[cut..], 5);
         let first_len = (cmd(&["SET", "k*", "*1\r\n"]).len() - cut) as u64;
-        assert_eq!(got[0], Item::Skipped { offset: 109, len: first_len });
+        assert_eq!(
+            got[0],
+            Item::Skipped {
+                offset: 109,
+                len: first_len
+            }
+        );
         assert_eq!(
             got[1],
-            Item::Command { offset: 109 + first_len, args: args(&["SET", "a", "b"]) }
+            Item::Command {
+                offset: 109 + first_len,
+                args: args(&["SET", "a", "b"])
+            }
         );
         assert_eq!(got.len(), 3);
     }
@@ -323,7 +343,13 @@ mod tests {
         s.extend(&cmd(&["SET", "a", "b"])[..10]);
         let got = decode_all(1, &s, 4);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[1], Item::Incomplete { offset: 1 + whole, len: 10 });
+        assert_eq!(
+            got[1],
+            Item::Incomplete {
+                offset: 1 + whole,
+                len: 10
+            }
+        );
     }
 
     #[test]
@@ -332,12 +358,28 @@ mod tests {
         s.extend(cmd(&["PING"]));
         s.extend(b"\x00\x01junk");
         s.extend(cmd(&["SET", "x", "y"]));
+        s.extend(cmd(&["DEL", "x"]));
         let got = decode_all(1, &s, 3);
-        assert_eq!(got[0], Item::Skipped { offset: 1, len: 11 });
-        assert!(matches!(got[1], Item::Command { offset: 12, .. }));
-        assert!(matches!(got[2], Item::Skipped { len: 6, .. }));
-        assert!(matches!(&got[3], Item::Command { args, .. } if args[0] == b"SET"));
-        assert_eq!(got.len(), 4);
+        // A lone PING between garbage is not trusted as a boundary: a boundary must be
+        // followed by well-formed commands (or the end of the range).
+        assert_eq!(
+            got[0],
+            Item::Skipped {
+                offset: 1,
+                len: 11 + 14 + 6
+            }
+        );
+        assert!(matches!(&got[1], Item::Command { offset: 32, args } if args[0] == b"SET"));
+        assert!(matches!(&got[2], Item::Command { args, .. } if args[0] == b"DEL"));
+        assert_eq!(got.len(), 3);
+        // Garbage after a trusted boundary is skipped and reported too.
+        let mut s = cmd(&["PING"]).repeat(3);
+        s.extend(b"\x00junk");
+        s.extend(cmd(&["SET", "x", "y"]));
+        let got = decode_all(1, &s, 2);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[3], Item::Skipped { offset: 43, len: 5 });
+        assert!(matches!(&got[4], Item::Command { offset: 48, .. }));
     }
 
     #[test]

@@ -80,7 +80,16 @@ mod tests {
 
     #[test]
     fn malformed_sizes_are_rejected() {
-        for s in ["", "mb", "-1mb", "1.5mb", "1 mb", "1tb", "1mbb", "99999999999999999999"] {
+        for s in [
+            "",
+            "mb",
+            "-1mb",
+            "1.5mb",
+            "1 mb",
+            "1tb",
+            "1mbb",
+            "99999999999999999999",
+        ] {
             assert!(parse_size(s).is_err(), "{s}");
         }
         assert!(parse_size("18446744073709551615gb").is_err());
