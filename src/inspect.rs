@@ -493,17 +493,25 @@ impl BacklogFile {
                 continue;
             }
             let mut verdict = self.check_chunk(pair, c.first, c.last);
+            let mut lapped = false;
             if verdict.is_err() && self.follows_live {
-                // A live writer may have lapped these bytes or committed newer entries.
-                if self.sh.start().load(Ordering::Acquire) > c.last {
-                    report.lapped_bytes += len;
-                    verdict = Ok(());
-                } else {
+                // A live writer may have lapped these bytes (it publishes the new start before
+                // overwriting the oldest byte) or committed newer entries meanwhile.
+                for _ in 0..20 {
+                    if self.sh.start().load(Ordering::Acquire) > c.first {
+                        lapped = true;
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                     let pair = read_pair(&self.sh, &g, c.block);
                     verdict = self.check_chunk(&pair, c.first, c.last);
+                    if verdict.is_ok() {
+                        break;
+                    }
                 }
             }
             match verdict {
+                _ if lapped => report.lapped_bytes += len,
                 Ok(()) => report.checked_bytes += len,
                 Err(what) => report.damage.push(Damage {
                     file_offset: g.data_offset + g.pos(c.first),
@@ -517,8 +525,36 @@ impl BacklogFile {
         report
     }
 
+    /// With a live writer, a slot or entry it is rewriting can be read half-written: such a
+    /// read is retried a few times before it counts as damage.
+    fn settle<T>(&self, mut read: impl FnMut() -> Option<T>) -> Option<T> {
+        let tries = if self.follows_live { 20 } else { 1 };
+        for i in 0..tries {
+            if let Some(x) = read() {
+                return Some(x);
+            }
+            if i + 1 < tries {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        None
+    }
+
     fn verify_header(&self, report: &mut VerifyReport) {
-        for (i, s) in self.info.slots.iter().enumerate() {
+        let slots = [0, 1].map(|i| {
+            let first = self.info.slots[i].clone();
+            if !matches!(first, SlotView::Invalid { .. }) {
+                return first;
+            }
+            self.settle(
+                || match slot_view(&self.sh.medium, i, &read_slots(&self.sh.medium)[i]) {
+                    SlotView::Invalid { .. } => None,
+                    v => Some(v),
+                },
+            )
+            .unwrap_or(first)
+        });
+        for (i, s) in slots.iter().enumerate() {
             if let SlotView::Invalid {
                 at,
                 expected,
@@ -535,7 +571,7 @@ impl BacklogFile {
                 });
             }
         }
-        for (i, s) in self.info.slots.iter().enumerate() {
+        for (i, s) in slots.iter().enumerate() {
             // Only the very first commit leaves a slot unwritten.
             if *s == SlotView::NeverWritten && self.newest.seq > 1 {
                 report.damage.push(Damage {
@@ -549,7 +585,7 @@ impl BacklogFile {
                 });
             }
         }
-        if let [SlotView::Valid(a), SlotView::Valid(b)] = &self.info.slots
+        if let [SlotView::Valid(a), SlotView::Valid(b)] = &slots
             && a.seq == b.seq
         {
             report.damage.push(Damage {
@@ -578,11 +614,17 @@ impl BacklogFile {
             for (copy, slot) in pair.iter_mut().enumerate() {
                 let at = g.entry_offset(block, copy);
                 let mut raw = [0u8; ENTRY_LEN];
-                self.sh.medium.read(at, &mut raw);
-                if raw == [0u8; ENTRY_LEN] {
+                let decoded = self.settle(|| {
+                    self.sh.medium.read(at, &mut raw);
+                    if raw == [0u8; ENTRY_LEN] {
+                        return Some(None);
+                    }
+                    Entry::decode(&raw).map(Some)
+                });
+                if decoded == Some(None) {
                     continue;
                 }
-                let problem = match Entry::decode(&raw) {
+                let problem = match decoded.flatten() {
                     None => Some("fails its own checksum (torn or corrupt)".to_string()),
                     Some(e) => {
                         let (bstart, bend) = g.block_bounds(block);

@@ -255,3 +255,31 @@ fn reopen_after_a_crash_inside_a_history_change_leaves_readers_working() {
     assert_eq!(&got[..], &bytes_from(1, 10)[..]);
     assert_eq!(inspect::inspect(&path).unwrap().live.change % 2, 0);
 }
+
+#[test]
+fn bytes_a_live_writer_overwrites_during_verify_are_lapped_not_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    let opts = Options::new()
+        .capacity(16 * 1024)
+        .durability(Durability::Never);
+    let mut b = Backlog::create(&path, opts).unwrap();
+    append_stream(&mut b, 16 * 1024);
+    b.flush().unwrap();
+    let f = BacklogFile::open(&path).unwrap();
+    let mut lapped_once = false;
+    let v = f.verify(|_, _| {
+        if !lapped_once {
+            // While verify is between its first and second block, the writer laps two.
+            append_stream(&mut b, 8 * 1024);
+            lapped_once = true;
+        }
+    });
+    assert!(v.is_intact(), "{:?}", v.damage);
+    // Offsets 1..=4095 share block 0 with offset 16384 (uncovered); the lap moved the start
+    // to 8193, so blocks 1 and 2 (4096..=12287) were overwritten while being checked; block 3
+    // and offset 16384 verify.
+    assert_eq!(v.uncovered_head, 4095);
+    assert_eq!(v.lapped_bytes, 8192);
+    assert_eq!(v.checked_bytes, 4097);
+}
