@@ -30,7 +30,7 @@ use crate::format::entry::{ENTRY_LEN, Entry};
 use crate::format::live::{
     L_BOOT0, L_BOOT1, L_CHANGE, L_DURABLE, L_END, L_EPOCH, L_MAGIC, L_START, LIVE_MAGIC,
 };
-use crate::format::slot::{SLOT_LEN, Slot, SlotError};
+use crate::format::slot::{MAX_GENERATIONS, SLOT_LEN, Slot, SlotError};
 use crate::format::{Geometry, LIVE_OFFSET, MAGIC, SLOT_OFFSETS, TABLE_OFFSET, VERSION};
 use crate::psync::{History, PsyncReply, decide};
 use crate::recovery::{RecoveryKind, RecoveryReport, corrupt, probe, read_slots, recover};
@@ -393,17 +393,23 @@ impl BacklogFile {
     }
 
     /// What a master serving this history would answer to `PSYNC <replid> <offset>` (the
-    /// library's rule, with the chain of past run IDs).
+    /// library's rule, with the chain of past run IDs), over the snapshot's range.
     ///
-    /// A master that reopens the file starts a new generation first: it answers with a new
-    /// run ID and accepts the file's run ID as a past one up to the last offset + 1, which
-    /// leads to the same decision as the one returned here.
+    /// For a live file this is what its writer answers. For a file at rest it is what a
+    /// master that reopens the file answers: that master first starts a new generation — a
+    /// new run ID, the file's run ID accepted as a past one up to the last offset + 1, the
+    /// oldest past ID dropped when the chain is full — so its decision is the one returned
+    /// here, but its reply carries its new run ID where this one carries the file's.
     #[must_use]
     pub fn psync(&self, replid: &str, offset: i64) -> PsyncReply {
+        let mut past = self.info.past_run_ids.as_slice();
+        if !matches!(self.info.holder, Holder::Process { .. }) {
+            past = &past[..past.len().min(MAX_GENERATIONS - 1)];
+        }
         decide(
             &History {
                 run_id: self.info.run_id,
-                past: &self.info.past_run_ids,
+                past,
                 first: self.info.first_offset,
                 end: self.info.last_offset,
             },

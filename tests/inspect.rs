@@ -283,3 +283,44 @@ fn bytes_a_live_writer_overwrites_during_verify_are_lapped_not_damaged() {
     assert_eq!(v.lapped_bytes, 8192);
     assert_eq!(v.checked_bytes, 4097);
 }
+
+/// The answer the inspector gives for a file at rest is the decision of the master that
+/// reopens it — including when that reopen pushes the oldest run ID out of a full chain.
+#[test]
+fn psync_on_a_resting_file_matches_the_master_that_reopens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    let opts = Options::new().durability(Durability::Never);
+    let mut ids = Vec::new();
+    let mut b = Backlog::create(&path, opts).unwrap();
+    for _ in 0..10 {
+        append_stream(&mut b, 100);
+        ids.push(b.run_id());
+        b.close().unwrap();
+        b = Backlog::open(&path, opts).unwrap();
+    }
+    append_stream(&mut b, 100);
+    ids.push(b.run_id());
+    b.close().unwrap();
+    let f = BacklogFile::open(&path).unwrap();
+    let answers: Vec<_> = ids
+        .iter()
+        .flat_map(|id| [1i64, 101, 201, 250, 701, 1000, 1001, 1100, 1101, 1102].map(|o| (id, o)))
+        .map(|(id, o)| (id, o, f.psync(id.as_str(), o)))
+        .collect();
+    let master = Backlog::open(&path, opts).unwrap();
+    let mut continued = 0;
+    for (id, o, mine) in answers {
+        let theirs = master.psync(id.as_str(), o);
+        assert_eq!(mine.is_continue(), theirs.is_continue(), "{id} {o}");
+        continued += usize::from(mine.is_continue());
+    }
+    assert!(continued > 0);
+    // The oldest remembered ID before the reopen is no longer accepted after it.
+    assert_eq!(f.inspection().past_run_ids.len(), 8);
+    let (oldest, limit) = f.inspection().past_run_ids[7];
+    assert!(!f.psync(oldest.as_str(), limit.cast_signed()).is_continue());
+    assert!(!master.psync(oldest.as_str(), limit.cast_signed()).is_continue());
+    let (next, limit) = f.inspection().past_run_ids[6];
+    assert!(f.psync(next.as_str(), limit.cast_signed()).is_continue());
+}

@@ -540,8 +540,8 @@ pub(crate) fn psync(path: &Path, replid: &str, offset: &str, json: bool) -> Outc
         .trim_end()
         .to_string();
     let note = (!is_live).then_some(
-        "the file is at rest: a master opening it starts a new generation and answers with a \
-         new run ID (the file's run ID then being a past one); the decision is the same",
+        "the file is at rest: this is the decision of a master that reopens it, which sends \
+         its new run ID in place of the file's (an open starts a new generation)",
     );
     if json {
         let mut v = match &reply {
