@@ -315,6 +315,9 @@ impl BacklogFile {
             )));
         }
         let len = md.len();
+        if !has_magic(&file) {
+            return Err(corrupt(path, 0, NOT_A_BACKLOG, "no backlog header"));
+        }
         if len < TABLE_OFFSET {
             return Err(corrupt(
                 path,
@@ -326,13 +329,6 @@ impl BacklogFile {
         let map = MapMedium::map(&file, len, false)
             .map_err(|e| Error::io("mapping the backlog file", Some(path), e))?;
         let medium = Medium::Map(map);
-        let mut magic = [[0u8; 8]; 2];
-        for (m, off) in magic.iter_mut().zip(SLOT_OFFSETS) {
-            medium.read(off, m);
-        }
-        if magic.iter().all(|m| *m != MAGIC) {
-            return Err(corrupt(path, 0, NOT_A_BACKLOG, "no backlog header"));
-        }
         let geo = probe(&medium, path)?;
         let holder = lock_holder(&md);
         let sh = Arc::new(Shared::new(medium, geo, path.to_path_buf()));
@@ -790,6 +786,16 @@ fn slot_view(medium: &Medium, i: usize, r: &std::result::Result<Slot, SlotError>
             }
         }
     }
+}
+
+/// Whether either header slot starts with the magic (read with `pread`: the file may be too
+/// short to map).
+fn has_magic(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    SLOT_OFFSETS.iter().any(|&off| {
+        let mut m = [0u8; 8];
+        file.read_exact_at(&mut m, off).is_ok() && m == MAGIC
+    })
 }
 
 /// Who holds an `flock` on the file, from the kernel's lock table.

@@ -289,9 +289,15 @@ fn bad_input_gets_one_line_and_exit_2() {
     std::fs::write(&junk, vec![0x5a; 100_000]).unwrap();
     assert_error(&run(&["verify", p(&junk)]), "not a backlog file");
     std::fs::write(&junk, b"").unwrap();
-    assert_error(&run(&["info", p(&junk)]), "at least 12288 bytes");
+    assert_error(&run(&["info", p(&junk)]), "is not a backlog file");
+    let short = dir.path().join("short");
     let f = dir.path().join("b");
     make_backlog(&f, 16 * 1024, 10);
+    std::fs::write(&short, &std::fs::read(&f).unwrap()[..9000]).unwrap();
+    assert_error(
+        &run(&["info", p(&short)]),
+        "at least 12288 bytes, found 9000",
+    );
     assert_error(&run(&["psync", p(&f), "?", "minus one"]), "bad offset");
     // clap's own usage errors also exit 2 (with its usage text).
     for args in [

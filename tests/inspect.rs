@@ -320,7 +320,11 @@ fn psync_on_a_resting_file_matches_the_master_that_reopens_it() {
     assert_eq!(f.inspection().past_run_ids.len(), 8);
     let (oldest, limit) = f.inspection().past_run_ids[7];
     assert!(!f.psync(oldest.as_str(), limit.cast_signed()).is_continue());
-    assert!(!master.psync(oldest.as_str(), limit.cast_signed()).is_continue());
+    assert!(
+        !master
+            .psync(oldest.as_str(), limit.cast_signed())
+            .is_continue()
+    );
     let (next, limit) = f.inspection().past_run_ids[6];
     assert!(f.psync(next.as_str(), limit.cast_signed()).is_continue());
 }

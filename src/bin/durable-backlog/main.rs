@@ -104,7 +104,10 @@ impl From<io::Error> for Fail {
 
 impl From<durable_backlog::Error> for Fail {
     fn from(e: durable_backlog::Error) -> Self {
-        Fail::Error(e.to_string())
+        match e {
+            durable_backlog::Error::InvalidArgument(msg) => Fail::Error(msg),
+            e => Fail::Error(e.to_string()),
+        }
     }
 }
 
