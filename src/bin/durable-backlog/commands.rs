@@ -377,7 +377,7 @@ fn verify_json(i: &Inspection, r: &VerifyReport) -> Value {
         "unchecked_tail": r.unchecked_tail,
         "lapped_bytes": r.lapped_bytes,
         "uncovered_head": r.uncovered_head,
-        "first_bad_offset": r.first_damage().and_then(|d| d.stream_offset),
+        "first_bad_offset": r.damage.iter().find_map(|d| d.stream_offset),
         "first_bad_file_offset": r.first_damage().map(|d| d.file_offset),
         "damage": r.damage.iter().map(|d| json!({
             "file_offset": d.file_offset,
