@@ -18,6 +18,10 @@
 //!
 //! A [`BacklogFile`] is a snapshot: it sees the range as it was at `open`. Bytes a live writer
 //! appends afterwards need a new `open`.
+//!
+//! The hazard of the crate's safety model applies here too: another process truncating the
+//! file while it is mapped makes accesses raise SIGBUS. (A writer's resize replaces the file
+//! by a rename, which is harmless: the mapping keeps the old file.)
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
