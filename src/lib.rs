@@ -47,6 +47,7 @@ mod commit;
 mod cursor;
 mod error;
 mod format;
+pub mod inspect;
 mod psync;
 mod read_only;
 mod reader;

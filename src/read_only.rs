@@ -30,8 +30,8 @@ impl Backlog {
     ///
     /// The view follows the file the path named at open: if a writer later resizes the
     /// backlog (which replaces the file), this reader keeps reading the old file, which no
-    /// longer grows. A writer that reopens the file and recovers exactly the range readers
-    /// saw leaves their cursors valid; any other reopen is a history change for them.
+    /// longer grows. A writer that reopens the file starts a new generation: existing
+    /// cursors report [`Error::HistoryChanged`]; make new ones.
     ///
     /// # Errors
     /// [`Error::NeedsRecovery`] if the last writer neither closed the file cleanly nor left a

@@ -642,22 +642,15 @@ impl Backlog {
         state.commit(&sh, start, end, false, false)?;
         report.slot_seq = state.last.seq;
         // Readers in other processes may be looking at the live page
-        // (`Backlog::open_read_only`): if the range or epoch they see changes, that is a
-        // history change for them (the counter is odd meanwhile, and moves). A reopen that
-        // recovered exactly the published range leaves their cursors valid.
-        let same = sh.live(L_MAGIC).load(Ordering::SeqCst) == LIVE_MAGIC
-            && sh.start().load(Ordering::SeqCst) == start
-            && sh.end().load(Ordering::SeqCst) == end
-            && sh.live(L_EPOCH).load(Ordering::SeqCst) == meta.epoch
-            && sh.change().load(Ordering::SeqCst).is_multiple_of(2);
-        if !same {
-            seqlock::begin_change(&*sh);
-            // The live page is invalid (no magic) while its fields are rewritten.
-            sh.live(L_MAGIC).store(0, Ordering::SeqCst);
-            sh.start().store(start, Ordering::SeqCst);
-            sh.end().store(end, Ordering::SeqCst);
-            sh.live(L_EPOCH).store(meta.epoch, Ordering::SeqCst);
-        }
+        // (`Backlog::open_read_only`, `inspect`): a reopen is a history change for them (a new
+        // generation; the range may have moved). The counter is odd meanwhile — a writer that
+        // died inside a history change left it odd already — and even, at a new value, after.
+        seqlock::begin_change(&*sh);
+        // The live page is invalid (no magic) while its fields are rewritten.
+        sh.live(L_MAGIC).store(0, Ordering::SeqCst);
+        sh.start().store(start, Ordering::SeqCst);
+        sh.end().store(end, Ordering::SeqCst);
+        sh.live(L_EPOCH).store(meta.epoch, Ordering::SeqCst);
         // No waiter of this process exists yet; a count left by a dead process is stale.
         sh.waiters().store(0, Ordering::SeqCst);
         let boot = sh.medium.boot_id();
@@ -670,9 +663,7 @@ impl Backlog {
             u64::from_le_bytes(b1.try_into().unwrap_or_default()),
             Ordering::SeqCst,
         );
-        if !same {
-            seqlock::end_change(&*sh);
-        }
+        seqlock::end_change(&*sh);
         sh.live(L_MAGIC).store(LIVE_MAGIC, Ordering::SeqCst);
         let commit = Arc::new(Mutex::new(state));
         let flusher = if d == Durability::EverySec {
