@@ -44,6 +44,7 @@ mod psync;
 mod reader;
 mod recovery;
 mod region;
+pub mod resp;
 mod ring;
 mod runid;
 mod shared;

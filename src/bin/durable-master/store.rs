@@ -1,0 +1,294 @@
+//! The master's data and its durability: the keyspace, the durable backlog as its write-ahead
+//! log, snapshots, and recovery at start.
+//!
+//! Invariant: the dataset at replication offset `o` is the latest snapshot (taken at offset
+//! `S`) plus the replay of backlog bytes `S+1 ..= o`. Two rules keep it true across crashes:
+//! - a write is executed, its propagated form appended to the backlog, and only then
+//!   acknowledged;
+//! - the ring never overwrites a byte after the snapshot's offset: once `offset - S` passes
+//!   half the capacity a new snapshot is taken (after the backlog is flushed, so the backlog
+//!   on disk always reaches the snapshot's offset), and an append that would overwrite such
+//!   bytes is preceded by a snapshot.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use durable_backlog::resp::{StreamDecoder, StreamItem};
+use durable_backlog::{Backlog, Options, RunId};
+
+use crate::commands::{ReplicationFeed, apply};
+use crate::config::Config;
+use crate::keyspace::{DbIndex, Keyspace};
+use crate::log;
+use crate::rdb::{RdbOptions, ReplInfo, rdb_to_vec, read_rdb};
+
+/// File name of the snapshot in the data directory.
+pub(crate) const SNAPSHOT_FILE: &str = "dump.rdb";
+/// File name of the backlog in the data directory.
+pub(crate) const BACKLOG_FILE: &str = "backlog";
+
+/// Everything the writer owns, behind the server's one lock.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub(crate) ks: Keyspace,
+    pub(crate) backlog: Backlog,
+    pub(crate) feed: ReplicationFeed,
+    /// Replication offset of the latest snapshot on disk.
+    pub(crate) snapshot_offset: u64,
+    /// Unix time of the latest snapshot.
+    pub(crate) last_save: u64,
+    /// Snapshots written since start.
+    pub(crate) snapshots: u64,
+    dir: PathBuf,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Logs a fatal storage error and exits: nothing unacknowledged is lost, and recovery at the
+/// next start rebuilds a consistent state from disk.
+pub(crate) fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
+    log::warning(format_args!("FATAL: {what}: {err}; exiting"));
+    std::process::exit(1)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Store {
+    /// Opens the data directory: loads the snapshot, opens the backlog and replays it.
+    pub(crate) fn recover(cfg: &Config) -> Result<Store, String> {
+        let dir = cfg.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let snap_path = dir.join(SNAPSHOT_FILE);
+        let (mut ks, snap_offset, mut db) = match fs::read(&snap_path) {
+            Ok(bytes) => {
+                let loaded = read_rdb(&bytes)
+                    .map_err(|e| format!("loading {}: {e}", snap_path.display()))?;
+                let repl = loaded.repl_info();
+                let (offset, db) = repl.map_or((0, DbIndex::ZERO), |r| (r.offset, r.stream_db));
+                log::notice(format_args!(
+                    "Loaded snapshot {} at replication offset {offset}: {} keys",
+                    snap_path.display(),
+                    loaded.keyspace.len()
+                ));
+                (loaded.keyspace, offset, db)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (Keyspace::new(), 0, DbIndex::ZERO)
+            }
+            Err(e) => return Err(format!("reading {}: {e}", snap_path.display())),
+        };
+        let opts = Options::new()
+            .capacity(cfg.backlog_size)
+            .durability(cfg.durability);
+        let mut backlog = Backlog::open_or_create(dir.join(BACKLOG_FILE), opts)
+            .map_err(|e| format!("opening the backlog: {e}"))?;
+        let rep = backlog.recovery().clone();
+        log::notice(format_args!(
+            "Backlog opened ({}): offsets {}..={}, replication ID {}",
+            rep.kind,
+            backlog.first_offset(),
+            backlog.offset(),
+            backlog.run_id()
+        ));
+        if rep.history_cut {
+            log::warning(format_args!(
+                "The backlog's history was cut at offset {} (bytes up to {} were recorded but \
+                 did not verify): replicas beyond it will get a full resync",
+                rep.last, rep.recorded_end
+            ));
+        }
+        if let Some(t) = cfg.debug_truncate_backlog {
+            if t < snap_offset {
+                return Err(format!(
+                    "--debug-truncate-backlog {t} is below the snapshot's offset {snap_offset}"
+                ));
+            }
+            if t < backlog.offset() {
+                backlog
+                    .truncate_to(t)
+                    .map_err(|e| format!("truncating the backlog: {e}"))?;
+                log::warning(format_args!(
+                    "Backlog truncated to offset {t} (--debug-truncate-backlog); new replication ID {}",
+                    backlog.run_id()
+                ));
+            }
+        }
+        let (first, end) = (backlog.first_offset(), backlog.offset());
+        if snap_offset > end || first > snap_offset + 1 {
+            log::warning(format_args!(
+                "The backlog (offsets {first}..={end}) does not cover the bytes after the \
+                 snapshot's offset {snap_offset}: starting from the snapshot alone; replicas \
+                 will get a full resync"
+            ));
+            backlog
+                .reset(RunId::random(), snap_offset)
+                .map_err(|e| format!("resetting the backlog: {e}"))?;
+        } else if end > snap_offset {
+            let replayed = replay(&mut ks, &mut db, &mut backlog, snap_offset)?;
+            log::notice(format_args!(
+                "Replayed {replayed} commands (offsets {}..={}) from the backlog",
+                snap_offset + 1,
+                backlog.offset()
+            ));
+        }
+        log::notice(format_args!(
+            "DB loaded: {} keys at replication offset {}",
+            ks.len(),
+            backlog.offset()
+        ));
+        Ok(Store {
+            ks,
+            backlog,
+            // A new feed writes a SELECT before its first command: the stream's database is
+            // not assumed across a restart.
+            feed: ReplicationFeed::new(),
+            snapshot_offset: snap_offset,
+            last_save: unix_now(),
+            snapshots: 0,
+            dir,
+        })
+    }
+
+    /// Appends propagated bytes, taking a snapshot when the ring would otherwise overwrite bytes
+    /// no snapshot covers. Exits the process on a storage error (see [`fatal`]).
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> u64 {
+        if bytes.is_empty() {
+            return self.backlog.offset();
+        }
+        let cap = self.backlog.capacity();
+        let len = bytes.len() as u64;
+        let end = self.backlog.offset();
+        if end + len - self.snapshot_offset > cap {
+            // This append alone would overwrite uncovered bytes: snapshot the state it leads to
+            // first (the keyspace already reflects it). A crash before the append leaves a
+            // snapshot ahead of the backlog; recovery then starts from the snapshot.
+            self.flush();
+            self.snapshot(end + len);
+        }
+        let new_end = match self.backlog.append(bytes) {
+            Ok(e) => e,
+            Err(e) => fatal("appending to the backlog", e),
+        };
+        if new_end - self.snapshot_offset > cap / 2 {
+            self.flush();
+            self.snapshot(new_end);
+        }
+        new_end
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.backlog.flush() {
+            fatal("flushing the backlog", e);
+        }
+    }
+
+    /// Writes the keyspace as the snapshot at replication offset `offset` (temp file, fsync,
+    /// rename, directory fsync).
+    pub(crate) fn snapshot(&mut self, offset: u64) {
+        let rdb = self.rdb_at(offset);
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let tmp = self.dir.join(format!("temp-{}.rdb", std::process::id()));
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&rdb)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &path)?;
+            sync_dir(&self.dir)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            fatal("writing the snapshot", e);
+        }
+        self.snapshot_offset = offset;
+        self.last_save = unix_now();
+        self.snapshots += 1;
+    }
+
+    /// The keyspace as an RDB carrying the replication ID, `offset` and the stream's database.
+    pub(crate) fn rdb_at(&self, offset: u64) -> Vec<u8> {
+        let opts = RdbOptions {
+            ctime: i64::try_from(unix_now()).unwrap_or_default(),
+            used_mem: self.ks.payload_bytes(),
+            repl: Some(ReplInfo {
+                id: self.backlog.run_id().as_bytes().to_vec(),
+                offset,
+                stream_db: self.feed.selected().unwrap_or(DbIndex::ZERO),
+            }),
+            ..RdbOptions::default()
+        };
+        rdb_to_vec(&self.ks, &opts)
+    }
+
+    /// Graceful shutdown: flush, snapshot, close the backlog cleanly.
+    pub(crate) fn shutdown(mut self) {
+        self.flush();
+        let end = self.backlog.offset();
+        self.snapshot(end);
+        if let Err(e) = self.backlog.close() {
+            fatal("closing the backlog", e);
+        }
+    }
+}
+
+/// Replays backlog bytes after `from` onto `ks`. A corrupt or cut command at the end (which
+/// only a damaged file can hold) is cut off the backlog.
+fn replay(
+    ks: &mut Keyspace,
+    db: &mut DbIndex,
+    backlog: &mut Backlog,
+    from: u64,
+) -> Result<u64, String> {
+    let end = backlog.offset();
+    let len = usize::try_from(end - from).map_err(|_| "backlog too large".to_owned())?;
+    let mut bytes = vec![0u8; len];
+    let reader = backlog.reader();
+    let mut done = 0;
+    while done < len {
+        let n = reader
+            .read_at(from + 1 + done as u64, &mut bytes[done..])
+            .map_err(|e| format!("reading the backlog: {e}"))?;
+        if n == 0 {
+            return Err("the backlog ended early".to_owned());
+        }
+        done += n;
+    }
+    let mut count = 0;
+    let mut cut: Option<(u64, String)> = None;
+    for item in StreamDecoder::new(&bytes, from + 1) {
+        match item {
+            Ok(StreamItem::Command(cmd)) => {
+                if let Err(e) = apply(ks, db, &cmd.argv) {
+                    cut = Some((cmd.start, e.to_string()));
+                    break;
+                }
+                count += 1;
+            }
+            Ok(StreamItem::Incomplete { start, have }) => {
+                cut = Some((start, format!("a command cut after {have} bytes")));
+            }
+            Err(e) => {
+                cut = Some((e.command_start, e.to_string()));
+                break;
+            }
+        }
+    }
+    if let Some((start, why)) = cut {
+        log::warning(format_args!(
+            "Backlog holds an unusable command at offset {start} ({why}): cutting the backlog there"
+        ));
+        backlog
+            .truncate_to(start - 1)
+            .map_err(|e| format!("truncating the backlog: {e}"))?;
+    }
+    Ok(count)
+}
