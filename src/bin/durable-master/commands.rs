@@ -191,6 +191,10 @@ const TABLE: &[Spec] = &[
         name: "select",
         arity: 2,
     },
+    Spec {
+        name: "keys",
+        arity: 2,
+    },
 ];
 
 /// Who sent the command: Redis lifts some limits for its master's stream.
@@ -285,9 +289,70 @@ fn execute_from(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>], from: Sou
         "dbsize" => reply_only(count_reply(ks.db_len(*db))),
         "flushall" | "flushdb" => flush(ks, *db, argv, spec.name == "flushall"),
         "select" => select(db, arg(1)),
+        "keys" => {
+            let mut keys: Vec<&[u8]> = ks
+                .iter(*db)
+                .map(|(k, _)| k)
+                .filter(|k| glob_match(arg(1), k))
+                .collect();
+            keys.sort_unstable();
+            let items: Vec<Vec<u8>> = keys.into_iter().map(resp::bulk).collect();
+            reply_only(resp::array(&items))
+        }
         _ => error_reply(&unknown_command_text(argv)),
     };
     Outcome::Executed(done)
+}
+
+/// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a-z]`, `\\x`.
+fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| glob_match(rest, s.get(i..).unwrap_or_default())),
+        Some((b'?', rest)) => s
+            .split_first()
+            .is_some_and(|(_, tail)| glob_match(rest, tail)),
+        Some((b'[', rest)) => {
+            let Some((&c, tail)) = s.split_first() else {
+                return false;
+            };
+            let (negate, mut p) = match rest.split_first() {
+                Some((b'^', r)) => (true, r),
+                _ => (false, rest),
+            };
+            let mut matched = false;
+            loop {
+                match p {
+                    [] => break,
+                    [b']', r @ ..] => {
+                        p = r;
+                        break;
+                    }
+                    [b'\\', x, r @ ..] => {
+                        matched |= *x == c;
+                        p = r;
+                    }
+                    [a, b'-', b, r @ ..] if *b != b']' => {
+                        let (lo, hi) = if a <= b { (*a, *b) } else { (*b, *a) };
+                        matched |= (lo..=hi).contains(&c);
+                        p = r;
+                    }
+                    [x, r @ ..] => {
+                        matched |= *x == c;
+                        p = r;
+                    }
+                }
+            }
+            matched != negate && glob_match(p, tail)
+        }
+        Some((b'\\', rest)) if !rest.is_empty() => match (rest.split_first(), s.split_first()) {
+            (Some((x, prest)), Some((c, tail))) => x == c && glob_match(prest, tail),
+            _ => false,
+        },
+        Some((x, rest)) => s
+            .split_first()
+            .is_some_and(|(c, tail)| c == x && glob_match(rest, tail)),
+    }
 }
 
 /// An integer reply for a count.
@@ -570,6 +635,27 @@ pub(crate) fn apply(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>]) -> Re
 #[allow(clippy::too_many_lines, clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_matches_like_redis_stringmatch() {
+        for (p, s, want) in [
+            ("*", "", true),
+            ("*", "abc", true),
+            ("k*", "key:1", true),
+            ("k*", "xkey", false),
+            ("key:?", "key:1", true),
+            ("key:?", "key:12", false),
+            ("h[ae]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-c]llo", "hbllo", true),
+            ("h[a-c]llo", "hdllo", false),
+            ("a\\*", "a*", true),
+            ("a\\*", "ab", false),
+            ("*1*2", "x1y2", true),
+        ] {
+            assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), want, "{p} {s}");
+        }
+    }
     use durable_backlog::resp::{decode_stream, RequestParser};
 
     /// Parses one inline command line, with Redis's quoting.
