@@ -478,12 +478,13 @@ pub fn split_inline_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         loop {
             let c = at(p);
             if in_double {
-                if c == b'\\' && at(p + 1) == b'x' {
-                    if let (Some(hi), Some(lo)) = (hex_value(at(p + 2)), hex_value(at(p + 3))) {
-                        current.push(hi * 16 + lo);
-                        p += 4;
-                        continue;
-                    }
+                if c == b'\\'
+                    && at(p + 1) == b'x'
+                    && let (Some(hi), Some(lo)) = (hex_value(at(p + 2)), hex_value(at(p + 3)))
+                {
+                    current.push(hi * 16 + lo);
+                    p += 4;
+                    continue;
                 }
                 if c == b'\\' && at(p + 1) != 0 {
                     p += 1;
@@ -756,7 +757,7 @@ impl<'a> StreamDecoder<'a> {
                         char::from(tag),
                         describe_byte(b)
                     ),
-                })
+                });
             }
             Some(_) => {}
         }
@@ -851,7 +852,7 @@ impl<'a> StreamDecoder<'a> {
                                 describe_byte(expected),
                                 describe_byte(b)
                             ),
-                        })
+                        });
                     }
                     Some(_) => {}
                 }
@@ -1112,10 +1113,12 @@ mod tests {
             "buffer grew to {}",
             parser.buf.capacity()
         );
-        assert!(parser
-            .multibulk
-            .as_ref()
-            .is_some_and(|mb| mb.argv.capacity() <= 1));
+        assert!(
+            parser
+                .multibulk
+                .as_ref()
+                .is_some_and(|mb| mb.argv.capacity() <= 1)
+        );
     }
 
     #[test]

@@ -209,7 +209,12 @@ fn assert_same(master: &Master, replica: &RedisGuard, model: &Model) {
 }
 
 /// Pipelined `SET`s in database `db` (selected first), each acknowledged with `+OK`.
-fn set_many(c: &mut Client, model: &mut Model, db: u8, items: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
+fn set_many(
+    c: &mut Client,
+    model: &mut Model,
+    db: u8,
+    items: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+) {
     c.ok(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
     let items: Vec<_> = items.into_iter().collect();
     for chunk in items.chunks(500) {
@@ -385,7 +390,9 @@ fn s6_replica_lag_beyond_backlog_gives_full_resync() {
     let mut model = Model::new();
     set_many(&mut master.client(), &mut model, 0, keys("a", 0..300));
     wait_in_sync(&master, &replica);
-    replica.client().send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
+    replica
+        .client()
+        .send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
     replica.wait_exit();
     // ~250 KB: four times the backlog.
     set_many(&mut master.client(), &mut model, 0, keys("b", 0..4000));
@@ -484,7 +491,9 @@ fn s9_restarted_replica_continues_from_its_rdb() {
     let mut model = Model::new();
     set_many(&mut master.client(), &mut model, 0, keys("a", 0..1000));
     wait_in_sync(&master, &replica);
-    replica.client().send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
+    replica
+        .client()
+        .send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
     replica.wait_exit();
     set_many(&mut master.client(), &mut model, 0, keys("b", 0..500));
     let replica = start_replica(&bin, &rdir, &master);
@@ -508,7 +517,9 @@ fn requirepass_masterauth_and_wait() {
         c.call(&[&b"SET"[..], b"k", b"v"]),
         Reply::Error("NOAUTH Authentication required.".into())
     );
-    assert!(matches!(c.call(&[&b"AUTH"[..], b"wrong"]), Reply::Error(e) if e.starts_with("WRONGPASS")));
+    assert!(
+        matches!(c.call(&[&b"AUTH"[..], b"wrong"]), Reply::Error(e) if e.starts_with("WRONGPASS"))
+    );
     c.ok(&[&b"AUTH"[..], b"s3cret"]);
     c.ok(&[&b"SET"[..], b"k", b"v"]);
     let rdir = dir.path().join("r");
@@ -516,10 +527,20 @@ fn requirepass_masterauth_and_wait() {
     let replica = RedisGuard::start_with(
         &bin,
         &rdir,
-        &["--replicaof", "127.0.0.1", &master.port.to_string(), "--masterauth", "s3cret"],
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &master.port.to_string(),
+            "--masterauth",
+            "s3cret",
+        ],
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !replica.client().info("replication").contains("master_link_status:up") {
+    while !replica
+        .client()
+        .info("replication")
+        .contains("master_link_status:up")
+    {
         assert!(Instant::now() < deadline, "{}", replica.log());
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -305,53 +305,59 @@ fn execute_from(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>], from: Sou
 }
 
 /// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a-z]`, `\\x`.
-fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| glob_match(rest, s.get(i..).unwrap_or_default())),
-        Some((b'?', rest)) => s
+        None => text.is_empty(),
+        Some((b'*', rest)) => {
+            (0..=text.len()).any(|i| glob_match(rest, text.get(i..).unwrap_or_default()))
+        }
+        Some((b'?', rest)) => text
             .split_first()
             .is_some_and(|(_, tail)| glob_match(rest, tail)),
         Some((b'[', rest)) => {
-            let Some((&c, tail)) = s.split_first() else {
+            let Some((&ch, tail)) = text.split_first() else {
                 return false;
             };
-            let (negate, mut p) = match rest.split_first() {
+            let (negate, mut class) = match rest.split_first() {
                 Some((b'^', r)) => (true, r),
                 _ => (false, rest),
             };
             let mut matched = false;
             loop {
-                match p {
+                match class {
                     [] => break,
-                    [b']', r @ ..] => {
-                        p = r;
+                    [b']', after @ ..] => {
+                        class = after;
                         break;
                     }
-                    [b'\\', x, r @ ..] => {
-                        matched |= *x == c;
-                        p = r;
+                    [b'\\', lit, after @ ..] => {
+                        matched |= *lit == ch;
+                        class = after;
                     }
-                    [a, b'-', b, r @ ..] if *b != b']' => {
-                        let (lo, hi) = if a <= b { (*a, *b) } else { (*b, *a) };
-                        matched |= (lo..=hi).contains(&c);
-                        p = r;
+                    [from, b'-', to, after @ ..] if *to != b']' => {
+                        let (low, high) = if from <= to {
+                            (*from, *to)
+                        } else {
+                            (*to, *from)
+                        };
+                        matched |= (low..=high).contains(&ch);
+                        class = after;
                     }
-                    [x, r @ ..] => {
-                        matched |= *x == c;
-                        p = r;
+                    [lit, after @ ..] => {
+                        matched |= *lit == ch;
+                        class = after;
                     }
                 }
             }
-            matched != negate && glob_match(p, tail)
+            matched != negate && glob_match(class, tail)
         }
-        Some((b'\\', rest)) if !rest.is_empty() => match (rest.split_first(), s.split_first()) {
-            (Some((x, prest)), Some((c, tail))) => x == c && glob_match(prest, tail),
+        Some((b'\\', rest)) if !rest.is_empty() => match (rest.split_first(), text.split_first()) {
+            (Some((lit, prest)), Some((ch, tail))) => lit == ch && glob_match(prest, tail),
             _ => false,
         },
-        Some((x, rest)) => s
+        Some((lit, rest)) => text
             .split_first()
-            .is_some_and(|(c, tail)| c == x && glob_match(rest, tail)),
+            .is_some_and(|(ch, tail)| ch == lit && glob_match(rest, tail)),
     }
 }
 
@@ -376,7 +382,7 @@ fn del(ks: &mut Keyspace, db: DbIndex, argv: &[Vec<u8>]) -> Execution {
 
 /// `MSET key value [key value ...]`.
 fn mset(ks: &mut Keyspace, db: DbIndex, argv: &[Vec<u8>]) -> Execution {
-    if argv.len() % 2 == 0 {
+    if argv.len().is_multiple_of(2) {
         return arity_error("mset");
     }
     for pair in argv.get(1..).unwrap_or_default().chunks_exact(2) {
@@ -602,7 +608,11 @@ impl std::error::Error for ApplyError {}
 /// assert_eq!(ks.get(DbIndex::new(3).unwrap(), b"n"), Some(&b"1"[..]));
 /// assert!(apply(&mut ks, &mut db, &[b"GETX".to_vec()]).is_err());
 /// ```
-pub(crate) fn apply(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>]) -> Result<(), ApplyError> {
+pub(crate) fn apply(
+    ks: &mut Keyspace,
+    db: &mut DbIndex,
+    argv: &[Vec<u8>],
+) -> Result<(), ApplyError> {
     let describe = || {
         argv.iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -656,7 +666,7 @@ mod tests {
             assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), want, "{p} {s}");
         }
     }
-    use durable_backlog::resp::{decode_stream, RequestParser};
+    use durable_backlog::resp::{RequestParser, decode_stream};
 
     /// Parses one inline command line, with Redis's quoting.
     fn cmd(line: &str) -> Vec<Vec<u8>> {

@@ -2,6 +2,7 @@
 //! before they are acknowledged), answer the server's own commands, and hand the connection
 //! to the replica sender on `PSYNC` / `SYNC`.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ struct Conn {
 }
 
 /// Serves one accepted connection until it closes.
-pub(crate) fn handle(server: Arc<Server>, stream: TcpStream) {
+pub(crate) fn handle(server: &Arc<Server>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let peer_ip = stream
         .peer_addr()
@@ -46,7 +47,7 @@ pub(crate) fn handle(server: Arc<Server>, stream: TcpStream) {
     server.connected_clients.fetch_add(1, Ordering::Relaxed);
     let authed = server.cfg.requirepass.is_none();
     let mut conn = Conn {
-        server: Arc::clone(&server),
+        server: Arc::clone(server),
         stream,
         db: DbIndex::ZERO,
         authed,
@@ -56,7 +57,7 @@ pub(crate) fn handle(server: Arc<Server>, stream: TcpStream) {
     let next = conn.serve(&mut parser);
     server.connected_clients.fetch_sub(1, Ordering::Relaxed);
     if let Next::Replicate(psync) = next {
-        replica::serve(server, conn.stream, parser, conn.handshake, psync);
+        replica::serve(server, conn.stream, parser, &conn.handshake, psync.as_ref());
     }
 }
 
@@ -157,14 +158,19 @@ impl Conn {
                 return Next::Close;
             }
             "auth" => {
-                if let Some(e) = arity(2, false).or_else(|| (argv.len() > 3).then(|| resp::error(b"ERR syntax error"))) {
+                if let Some(e) = arity(2, false)
+                    .or_else(|| (argv.len() > 3).then(|| resp::error(b"ERR syntax error")))
+                {
                     out.extend(e);
                 } else {
                     out.extend(self.auth(argv));
                 }
             }
             "info" => {
-                let text = info(&self.server, argv.get(1).map(|s| String::from_utf8_lossy(s).to_ascii_lowercase()));
+                let section = argv
+                    .get(1)
+                    .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+                let text = info(&self.server, section.as_deref());
                 out.extend(resp::bulk(text.as_bytes()));
             }
             "role" => out.extend(arity(1, true).unwrap_or_else(|| role(&self.server))),
@@ -177,7 +183,7 @@ impl Conn {
                 self.server.shutdown();
             }
             "replconf" => {
-                if argv.len() % 2 == 0 {
+                if argv.len().is_multiple_of(2) {
                     out.extend(resp::error(b"ERR syntax error"));
                 } else if let Some(reply) = self.replconf(argv) {
                     out.extend(reply);
@@ -263,9 +269,8 @@ impl Conn {
             return resp::integer(i64::try_from(count).unwrap_or(i64::MAX));
         }
         server.append(GETACK);
-        let deadline = (timeout > 0).then(|| {
-            Instant::now() + Duration::from_millis(u64::try_from(timeout).unwrap_or(0))
-        });
+        let deadline = (timeout > 0)
+            .then(|| Instant::now() + Duration::from_millis(u64::try_from(timeout).unwrap_or(0)));
         loop {
             let count = server.replicas_acked(target);
             let now = Instant::now();
@@ -302,8 +307,8 @@ fn role(server: &Server) -> Vec<u8> {
 }
 
 /// `INFO [section]`, with Redis's section and field names.
-fn info(server: &Server, section: Option<String>) -> String {
-    let want = |name: &str| match section.as_deref() {
+fn info(server: &Server, section: Option<&str>) -> String {
+    let want = |name: &str| match section {
         None | Some("default" | "all" | "everything") => true,
         Some(s) => s == name,
     };
@@ -311,7 +316,8 @@ fn info(server: &Server, section: Option<String>) -> String {
     let store = g.get();
     let mut out = String::new();
     if want("server") {
-        out += &format!(
+        let _ = write!(
+            out,
             "# Server\r\nredis_version:7.0.15\r\ndurable_master_version:{}\r\nredis_mode:standalone\r\n\
              os:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
@@ -322,13 +328,15 @@ fn info(server: &Server, section: Option<String>) -> String {
         );
     }
     if want("clients") {
-        out += &format!(
+        let _ = write!(
+            out,
             "# Clients\r\nconnected_clients:{}\r\n\r\n",
             server.connected_clients.load(Ordering::Relaxed)
         );
     }
     if want("persistence") {
-        out += &format!(
+        let _ = write!(
+            out,
             "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_last_save_time:{}\r\n\
              rdb_saves:{}\r\nsnapshot_repl_offset:{}\r\ndurability:{}\r\nbacklog_durable_offset:{}\r\n\r\n",
             store.backlog.offset() - store.snapshot_offset,
@@ -340,7 +348,8 @@ fn info(server: &Server, section: Option<String>) -> String {
         );
     }
     if want("stats") {
-        out += &format!(
+        let _ = write!(
+            out,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
             server.connections.load(Ordering::Relaxed),
@@ -353,11 +362,23 @@ fn info(server: &Server, section: Option<String>) -> String {
     if want("replication") {
         let now = server.millis();
         let replicas = lock(&server.replicas);
-        let online: Vec<_> = replicas.iter().filter(|r| !r.closed.load(Ordering::SeqCst)).collect();
-        out += &format!("# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n", online.len());
+        let online: Vec<_> = replicas
+            .iter()
+            .filter(|r| !r.closed.load(Ordering::SeqCst))
+            .collect();
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n",
+            online.len()
+        );
         for (i, r) in online.iter().enumerate() {
-            let state = if r.online.load(Ordering::SeqCst) { "online" } else { "send_bulk" };
-            out += &format!(
+            let state = if r.online.load(Ordering::SeqCst) {
+                "online"
+            } else {
+                "send_bulk"
+            };
+            let _ = write!(
+                out,
                 "slave{i}:ip={},port={},state={state},offset={},lag={}\r\n",
                 r.ip,
                 r.port,
@@ -380,8 +401,9 @@ fn info(server: &Server, section: Option<String>) -> String {
 }
 
 fn keyspace_lines(ks: &Keyspace) -> String {
-    DbIndex::all()
-        .filter(|&db| ks.db_len(db) > 0)
-        .map(|db| format!("db{db}:keys={},expires=0,avg_ttl=0\r\n", ks.db_len(db)))
-        .collect()
+    let mut out = String::new();
+    for db in DbIndex::all().filter(|&db| ks.db_len(db) > 0) {
+        let _ = write!(out, "db{db}:keys={},expires=0,avg_ttl=0\r\n", ks.db_len(db));
+    }
+    out
 }

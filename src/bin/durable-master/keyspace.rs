@@ -133,6 +133,7 @@ impl Keyspace {
 
     /// Whether every database is empty.
     #[must_use]
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn is_empty(&self) -> bool {
         self.dbs.iter().all(HashMap::is_empty)
     }

@@ -16,6 +16,14 @@ mod replica;
 mod server;
 mod store;
 
+#[cfg(test)]
+mod commands_interop;
+#[cfg(test)]
+mod rdb_interop;
+#[cfg(test)]
+#[path = "../../../tests/common/mod.rs"]
+mod test_redis;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -76,7 +84,7 @@ fn main() {
         let srv = Arc::clone(&server);
         let spawned = std::thread::Builder::new()
             .name("client".into())
-            .spawn(move || conn::handle(srv, stream));
+            .spawn(move || conn::handle(&srv, stream));
         if let Err(e) = spawned {
             log::warning(format_args!("Cannot start a client thread: {e}"));
         }

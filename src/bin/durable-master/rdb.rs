@@ -32,7 +32,7 @@
 //! clear error: this master holds plain strings without TTLs.
 
 use crate::crc64::crc64;
-use crate::keyspace::{DbIndex, Keyspace, DB_COUNT};
+use crate::keyspace::{DB_COUNT, DbIndex, Keyspace};
 use crate::lzf;
 use durable_backlog::resp::parse_i64;
 use std::fmt;
@@ -154,33 +154,34 @@ pub(crate) fn encode_len(out: &mut Vec<u8>, len: u64) {
 /// decimal of a 32-bit integer in at most 11 bytes, else LZF if `compress`, longer than 20 bytes
 /// and at least 4 bytes shorter, else plain.
 pub(crate) fn encode_string(out: &mut Vec<u8>, s: &[u8], compress: bool) {
-    if s.len() <= 11 {
-        if let Some(n) = parse_i64(s) {
-            if let Ok(small) = i8::try_from(n) {
-                out.push(0xC0 | ENC_INT8);
-                out.extend_from_slice(&small.to_le_bytes());
-                return;
-            }
-            if let Ok(small) = i16::try_from(n) {
-                out.push(0xC0 | ENC_INT16);
-                out.extend_from_slice(&small.to_le_bytes());
-                return;
-            }
-            if let Ok(small) = i32::try_from(n) {
-                out.push(0xC0 | ENC_INT32);
-                out.extend_from_slice(&small.to_le_bytes());
-                return;
-            }
-        }
-    }
-    if compress && s.len() > 20 {
-        if let Some(packed) = lzf::compress(s, s.len() - 4) {
-            out.push(0xC0 | ENC_LZF);
-            encode_len(out, packed.len() as u64);
-            encode_len(out, s.len() as u64);
-            out.extend_from_slice(&packed);
+    if s.len() <= 11
+        && let Some(n) = parse_i64(s)
+    {
+        if let Ok(small) = i8::try_from(n) {
+            out.push(0xC0 | ENC_INT8);
+            out.extend_from_slice(&small.to_le_bytes());
             return;
         }
+        if let Ok(small) = i16::try_from(n) {
+            out.push(0xC0 | ENC_INT16);
+            out.extend_from_slice(&small.to_le_bytes());
+            return;
+        }
+        if let Ok(small) = i32::try_from(n) {
+            out.push(0xC0 | ENC_INT32);
+            out.extend_from_slice(&small.to_le_bytes());
+            return;
+        }
+    }
+    if compress
+        && s.len() > 20
+        && let Some(packed) = lzf::compress(s, s.len() - 4)
+    {
+        out.push(0xC0 | ENC_LZF);
+        encode_len(out, packed.len() as u64);
+        encode_len(out, s.len() as u64);
+        out.extend_from_slice(&packed);
+        return;
     }
     encode_len(out, s.len() as u64);
     out.extend_from_slice(s);

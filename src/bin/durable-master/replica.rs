@@ -76,11 +76,11 @@ enum Sync {
 
 /// Serves a replica until its connection ends.
 pub(crate) fn serve(
-    server: Arc<Server>,
+    server: &Arc<Server>,
     mut stream: TcpStream,
     parser: RequestParser,
-    hs: Handshake,
-    psync: Option<(Vec<u8>, Vec<u8>)>,
+    hs: &Handshake,
+    psync: Option<&(Vec<u8>, Vec<u8>)>,
 ) {
     let name = format!("{}:{}", hs.ip, hs.listening_port);
     log::notice(format_args!("Replica {name} asks for synchronization"));
@@ -98,11 +98,11 @@ pub(crate) fn serve(
             Err(_) => return,
         },
     });
-    let (reply, sync) = decide(&server, &name, &hs, psync.as_ref(), &info);
+    let (reply, sync) = decide(server, &name, hs, psync, &info);
     let mut ok = stream.write_all(&reply).is_ok();
     if ok {
         let acker = Arc::clone(&info);
-        let srv = Arc::clone(&server);
+        let srv = Arc::clone(server);
         let spawned = std::thread::Builder::new()
             .name(format!("ack-{}", info.id))
             .spawn(move || read_acks(&srv, &acker, parser));
@@ -111,7 +111,7 @@ pub(crate) fn serve(
     let from = match sync {
         Sync::Partial { from } => from,
         Sync::Full { rdb, from } => {
-            ok = ok && send_snapshot(&mut stream, &rdb, &hs, psync.is_none(), &info, &name);
+            ok = ok && send_snapshot(&mut stream, &rdb, hs, psync.is_none(), &info, &name);
             from
         }
     };
@@ -122,7 +122,7 @@ pub(crate) fn serve(
         }
         let mut src = BacklogSource {
             reader: server.reader.clone(),
-            server: Arc::clone(&server),
+            server: Arc::clone(server),
         };
         stream_to(&mut src, &mut stream, from, &info, &name);
     }
