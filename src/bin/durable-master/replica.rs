@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use durable_backlog::resp::{RequestParser, parse_i64};
 use durable_backlog::{Error, PsyncReply, Reader, RunId};
 
+use crate::keyspace::Keyspace;
 use crate::log;
+use crate::rdb::{RdbOptions, rdb_to_vec};
 use crate::server::{ReplicaInfo, Server, lock};
 
 /// How long a `$EOF:` replica may take to load the snapshot and send its first ACK
@@ -71,7 +73,10 @@ enum Sync {
     /// Stream from this offset.
     Partial { from: u64 },
     /// Send this snapshot, then stream from `from`.
-    Full { rdb: Vec<u8>, from: u64 },
+    Full {
+        rdb: (Keyspace, RdbOptions),
+        from: u64,
+    },
 }
 
 /// Serves a replica until its connection ends.
@@ -111,6 +116,7 @@ pub(crate) fn serve(
     let from = match sync {
         Sync::Partial { from } => from,
         Sync::Full { rdb, from } => {
+            let rdb = rdb_to_vec(&rdb.0, &rdb.1);
             ok = ok && send_snapshot(&mut stream, &rdb, hs, psync.is_none(), &info, &name);
             from
         }
@@ -185,7 +191,8 @@ fn decide(
             log::notice(format_args!(
                 "Starting BGSAVE for SYNC with target: {target} (full resync at offset {at})"
             ));
-            let rdb = store.rdb_at(at);
+            // A copy of the data, encoded after the lock is released (Redis forks for this).
+            let rdb = (store.ks.clone(), store.rdb_options(at));
             // The stream after a full sync starts with a SELECT.
             store.feed.force_select();
             let wire = if psync.is_some() {

@@ -216,7 +216,12 @@ impl Store {
 
     /// The keyspace as an RDB carrying the replication ID, `offset` and the stream's database.
     pub(crate) fn rdb_at(&self, offset: u64) -> Vec<u8> {
-        let opts = RdbOptions {
+        rdb_to_vec(&self.ks, &self.rdb_options(offset))
+    }
+
+    /// What an RDB at `offset` carries besides the keys.
+    pub(crate) fn rdb_options(&self, offset: u64) -> RdbOptions {
+        RdbOptions {
             ctime: i64::try_from(unix_now()).unwrap_or_default(),
             used_mem: self.ks.payload_bytes(),
             repl: Some(ReplInfo {
@@ -225,8 +230,7 @@ impl Store {
                 stream_db: self.feed.selected().unwrap_or(DbIndex::ZERO),
             }),
             ..RdbOptions::default()
-        };
-        rdb_to_vec(&self.ks, &opts)
+        }
     }
 
     /// Graceful shutdown: flush, snapshot, close the backlog cleanly.
