@@ -74,7 +74,7 @@ enum Sync {
     Partial { from: u64 },
     /// Send this snapshot, then stream from `from`.
     Full {
-        rdb: (Keyspace, RdbOptions),
+        rdb: Box<(Keyspace, RdbOptions)>,
         from: u64,
     },
 }
@@ -192,7 +192,7 @@ fn decide(
                 "Starting BGSAVE for SYNC with target: {target} (full resync at offset {at})"
             ));
             // A copy of the data, encoded after the lock is released (Redis forks for this).
-            let rdb = (store.ks.clone(), store.rdb_options(at));
+            let rdb = Box::new((store.ks.clone(), store.rdb_options(at)));
             // The stream after a full sync starts with a SELECT.
             store.feed.force_select();
             let wire = if psync.is_some() {
