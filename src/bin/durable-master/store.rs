@@ -67,6 +67,16 @@ impl Store {
     pub(crate) fn recover(cfg: &Config) -> Result<Store, String> {
         let dir = cfg.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        // A crash during a snapshot leaves its temporary file behind.
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("temp-") && name.ends_with(".rdb") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let snap_path = dir.join(SNAPSHOT_FILE);
         let (mut ks, snap_offset, mut db) = match fs::read(&snap_path) {
             Ok(bytes) => {
