@@ -366,7 +366,8 @@ fn s4_master_kill9_while_replica_lags_gives_partial() {
 }
 
 /// Scenario 5: the master is killed twice while the replica is down across both restarts →
-/// still partial (the replica's ID is two generations old).
+/// still partial (the replica's ID is two generations old). The restarted master runs with
+/// `--durability always` (group commit).
 #[test]
 fn s5_master_killed_twice_while_replica_down_still_partial() {
     let Some(bin) = redis_server() else { return };
@@ -378,9 +379,9 @@ fn s5_master_killed_twice_while_replica_down_still_partial() {
     wait_in_sync(&master, &replica);
     signal(replica.pid(), "-STOP");
     set_many(&mut master.client(), &mut model, 0, keys("b", 0..500));
-    master.restart(&[]);
+    master.restart(&["--durability", "always"]);
     set_many(&mut master.client(), &mut model, 2, keys("c", 0..500));
-    master.restart(&[]);
+    master.restart(&["--durability", "always"]);
     set_many(&mut master.client(), &mut model, 0, keys("d", 0..500));
     signal(replica.pid(), "-CONT");
     wait_in_sync(&master, &replica);

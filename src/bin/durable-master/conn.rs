@@ -88,10 +88,14 @@ impl Conn {
         let server = Arc::clone(&self.server);
         let mut held: Option<StoreGuard<'_>> = None;
         let mut pending: Vec<u8> = Vec::new();
+        // Ends a locked run: one append for its writes, then (under `always`) waits until the
+        // backlog is durable up to everything the run wrote or read.
         let finish = |held: &mut Option<StoreGuard<'_>>, pending: &mut Vec<u8>| {
             if let Some(mut g) = held.take() {
-                g.append(pending);
+                let seen = g.append(pending);
                 pending.clear();
+                drop(g);
+                server.make_durable(seen);
             }
         };
         loop {
@@ -343,7 +347,7 @@ fn info(server: &Server, section: Option<&str>) -> String {
             store.last_save,
             store.snapshots,
             store.snapshot_offset,
-            format!("{:?}", store.backlog.durability()).to_ascii_lowercase(),
+            format!("{:?}", server.cfg.durability).to_ascii_lowercase(),
             store.backlog.durable_offset(),
         );
     }

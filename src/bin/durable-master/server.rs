@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use durable_backlog::Reader;
+use durable_backlog::{Durability, Reader};
 
 use crate::config::Config;
 use crate::log;
@@ -67,6 +67,8 @@ pub(crate) struct Server {
     /// Signalled on every replica ACK (for `WAIT`).
     ack_lock: Mutex<()>,
     ack_cv: Condvar,
+    /// Held by the connection committing for a group (`--durability always`).
+    flush_lock: Mutex<()>,
     pub(crate) replicas: Mutex<Vec<Arc<ReplicaInfo>>>,
     pub(crate) sync_full: AtomicU64,
     pub(crate) sync_partial_ok: AtomicU64,
@@ -89,6 +91,7 @@ impl Server {
             wake_cv: Condvar::new(),
             ack_lock: Mutex::new(()),
             ack_cv: Condvar::new(),
+            flush_lock: Mutex::new(()),
             replicas: Mutex::new(Vec::new()),
             sync_full: AtomicU64::new(0),
             sync_partial_ok: AtomicU64::new(0),
@@ -119,6 +122,24 @@ impl Server {
     pub(crate) fn append(&self, bytes: &[u8]) -> u64 {
         let mut g = self.store();
         g.append(bytes)
+    }
+
+    /// Under `--durability always`, returns once the backlog is committed up to `offset`.
+    ///
+    /// Group commit: appends run without a sync (the backlog is opened with
+    /// `Durability::Never`); the first waiter to take `flush_lock` commits everything appended
+    /// so far with one sync, which covers every connection that appended meanwhile.
+    pub(crate) fn make_durable(&self, offset: u64) {
+        if self.cfg.durability != Durability::Always {
+            return;
+        }
+        while self.reader.durable_offset() < offset {
+            let _leader = lock(&self.flush_lock);
+            if self.reader.durable_offset() >= offset {
+                return;
+            }
+            self.store().get().flush();
+        }
     }
 
     /// Wakes every sender waiting for new bytes.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use durable_backlog::resp::{StreamDecoder, StreamItem};
-use durable_backlog::{Backlog, Options, RunId};
+use durable_backlog::{Backlog, Durability, Options, RunId};
 
 use crate::commands::{ReplicationFeed, apply};
 use crate::config::Config;
@@ -67,38 +67,17 @@ impl Store {
     pub(crate) fn recover(cfg: &Config) -> Result<Store, String> {
         let dir = cfg.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        // A crash during a snapshot leaves its temporary file behind.
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with("temp-") && name.ends_with(".rdb") {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        let snap_path = dir.join(SNAPSHOT_FILE);
-        let (mut ks, snap_offset, mut db) = match fs::read(&snap_path) {
-            Ok(bytes) => {
-                let loaded = read_rdb(&bytes)
-                    .map_err(|e| format!("loading {}: {e}", snap_path.display()))?;
-                let repl = loaded.repl_info();
-                let (offset, db) = repl.map_or((0, DbIndex::ZERO), |r| (r.offset, r.stream_db));
-                log::notice(format_args!(
-                    "Loaded snapshot {} at replication offset {offset}: {} keys",
-                    snap_path.display(),
-                    loaded.keyspace.len()
-                ));
-                (loaded.keyspace, offset, db)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (Keyspace::new(), 0, DbIndex::ZERO)
-            }
-            Err(e) => return Err(format!("reading {}: {e}", snap_path.display())),
+        remove_stale_temp_files(&dir);
+        let (mut ks, snap_offset, mut db) = load_snapshot(&dir.join(SNAPSHOT_FILE))?;
+        // `always` is implemented by group commit in the server (`Server::make_durable`): the
+        // backlog itself never syncs on append.
+        let backlog_durability = match cfg.durability {
+            Durability::Always => Durability::Never,
+            d => d,
         };
         let opts = Options::new()
             .capacity(cfg.backlog_size)
-            .durability(cfg.durability);
+            .durability(backlog_durability);
         let mut backlog = Backlog::open_or_create(dir.join(BACKLOG_FILE), opts)
             .map_err(|e| format!("opening the backlog: {e}"))?;
         let rep = backlog.recovery().clone();
@@ -195,7 +174,8 @@ impl Store {
         new_end
     }
 
-    fn flush(&mut self) {
+    /// Commits everything appended (one sync). Exits the process on a storage error.
+    pub(crate) fn flush(&mut self) {
         if let Err(e) = self.backlog.flush() {
             fatal("flushing the backlog", e);
         }
@@ -251,6 +231,42 @@ impl Store {
         if let Err(e) = self.backlog.close() {
             fatal("closing the backlog", e);
         }
+    }
+}
+
+/// A crash during a snapshot leaves its temporary file behind.
+fn remove_stale_temp_files(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("temp-") && name.ends_with(".rdb") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The snapshot's data, replication offset and stream database (empty at offset 0 if there
+/// is none).
+fn load_snapshot(snap_path: &Path) -> Result<(Keyspace, u64, DbIndex), String> {
+    match fs::read(snap_path) {
+        Ok(bytes) => {
+            let loaded =
+                read_rdb(&bytes).map_err(|e| format!("loading {}: {e}", snap_path.display()))?;
+            let repl = loaded.repl_info();
+            let (offset, db) = repl.map_or((0, DbIndex::ZERO), |r| (r.offset, r.stream_db));
+            log::notice(format_args!(
+                "Loaded snapshot {} at replication offset {offset}: {} keys",
+                snap_path.display(),
+                loaded.keyspace.len()
+            ));
+            Ok((loaded.keyspace, offset, db))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((Keyspace::new(), 0, DbIndex::ZERO))
+        }
+        Err(e) => Err(format!("reading {}: {e}", snap_path.display())),
     }
 }
 
