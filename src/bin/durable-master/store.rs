@@ -5,10 +5,10 @@
 //! `S`) plus the replay of backlog bytes `S+1 ..= o`. Two rules keep it true across crashes:
 //! - a write is executed, its propagated form appended to the backlog, and only then
 //!   acknowledged;
-//! - the ring never overwrites a byte after the snapshot's offset: once `offset - S` passes
-//!   half the capacity a new snapshot is taken (after the backlog is flushed, so the backlog
-//!   on disk always reaches the snapshot's offset), and an append that would overwrite such
-//!   bytes is preceded by a snapshot.
+//! - the ring never overwrites a byte after the last finished snapshot's offset: once
+//!   `offset - S` passes half the capacity a background snapshot starts (after the backlog is
+//!   flushed, so the backlog on disk reaches the snapshot's offset), and an append that would
+//!   overwrite uncovered bytes first waits for it (or writes one itself).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -41,6 +41,8 @@ pub(crate) struct Store {
     pub(crate) last_save: u64,
     /// Snapshots written since start.
     pub(crate) snapshots: u64,
+    /// The background snapshot being written, and its offset.
+    running: Option<(u64, std::thread::JoinHandle<std::io::Result<()>>)>,
     dir: PathBuf,
 }
 
@@ -143,33 +145,44 @@ impl Store {
             snapshot_offset: snap_offset,
             last_save: unix_now(),
             snapshots: 0,
+            running: None,
             dir,
         })
     }
 
     /// Appends propagated bytes, taking a snapshot when the ring would otherwise overwrite bytes
     /// no snapshot covers. Exits the process on a storage error (see [`fatal`]).
+    ///
+    /// Snapshots normally run in the background (a copy of the keyspace is written by another
+    /// thread, as Redis forks for BGSAVE): one starts when `offset - snapshot_offset` passes half
+    /// the capacity. An append only waits when it would overwrite a byte after the last
+    /// *finished* snapshot: it waits for the running one, and if that is not enough writes one
+    /// itself before appending.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> u64 {
         if bytes.is_empty() {
             return self.backlog.offset();
         }
+        self.reap_snapshot(false);
         let cap = self.backlog.capacity();
         let len = bytes.len() as u64;
         let end = self.backlog.offset();
+        if end + len - self.snapshot_offset > cap {
+            self.reap_snapshot(true);
+        }
         if end + len - self.snapshot_offset > cap {
             // This append alone would overwrite uncovered bytes: snapshot the state it leads to
             // first (the keyspace already reflects it). A crash before the append leaves a
             // snapshot ahead of the backlog; recovery then starts from the snapshot.
             self.flush();
-            self.snapshot(end + len);
+            let rdb = self.rdb_at(end + len);
+            self.finish_snapshot(end + len, write_snapshot(&self.dir, &rdb));
         }
         let new_end = match self.backlog.append(bytes) {
             Ok(e) => e,
             Err(e) => fatal("appending to the backlog", e),
         };
-        if new_end - self.snapshot_offset > cap / 2 {
-            self.flush();
-            self.snapshot(new_end);
+        if new_end - self.snapshot_offset > cap / 2 && self.running.is_none() {
+            self.start_snapshot(new_end);
         }
         new_end
     }
@@ -181,22 +194,42 @@ impl Store {
         }
     }
 
-    /// Writes the keyspace as the snapshot at replication offset `offset` (temp file, fsync,
-    /// rename, directory fsync).
-    pub(crate) fn snapshot(&mut self, offset: u64) {
-        let rdb = self.rdb_at(offset);
-        let path = self.dir.join(SNAPSHOT_FILE);
-        let tmp = self.dir.join(format!("temp-{}.rdb", std::process::id()));
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&rdb)?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, &path)?;
-            sync_dir(&self.dir)
-        })();
+    /// Starts writing a snapshot of the current keyspace (at `offset`) in the background.
+    fn start_snapshot(&mut self, offset: u64) {
+        // The backlog on disk then reaches the snapshot's offset, so a restart after an OS
+        // crash can still replay (and serve) the bytes after it.
+        self.flush();
+        let ks = self.ks.clone();
+        let opts = self.rdb_options(offset);
+        let dir = self.dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || write_snapshot(&dir, &rdb_to_vec(&ks, &opts)));
+        match spawned {
+            Ok(handle) => self.running = Some((offset, handle)),
+            Err(e) => fatal("starting the snapshot thread", e),
+        }
+    }
+
+    /// Collects the background snapshot if it finished (or, with `wait`, once it finishes).
+    fn reap_snapshot(&mut self, wait: bool) {
+        let done = self
+            .running
+            .as_ref()
+            .is_some_and(|(_, h)| wait || h.is_finished());
+        if !done {
+            return;
+        }
+        if let Some((offset, handle)) = self.running.take() {
+            let result = handle
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the snapshot thread panicked")));
+            self.finish_snapshot(offset, result);
+        }
+    }
+
+    fn finish_snapshot(&mut self, offset: u64, result: std::io::Result<()>) {
         if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
             fatal("writing the snapshot", e);
         }
         self.snapshot_offset = offset;
@@ -225,13 +258,34 @@ impl Store {
 
     /// Graceful shutdown: flush, snapshot, close the backlog cleanly.
     pub(crate) fn shutdown(mut self) {
+        self.reap_snapshot(true);
         self.flush();
         let end = self.backlog.offset();
-        self.snapshot(end);
+        let rdb = self.rdb_at(end);
+        self.finish_snapshot(end, write_snapshot(&self.dir, &rdb));
         if let Err(e) = self.backlog.close() {
             fatal("closing the backlog", e);
         }
     }
+}
+
+/// Writes `rdb` as the data directory's snapshot, atomically: temporary file, fsync, rename,
+/// directory fsync.
+fn write_snapshot(dir: &Path, rdb: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let tmp = dir.join(format!("temp-{}.rdb", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(rdb)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, &path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// A crash during a snapshot leaves its temporary file behind.
