@@ -376,3 +376,147 @@ fn replay(
     }
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{Outcome, execute};
+
+    fn cfg(dir: &Path) -> Config {
+        Config {
+            dir: dir.to_path_buf(),
+            backlog_size: 64 * 1024,
+            ..Config::default()
+        }
+    }
+
+    /// Runs a client command and appends what it propagates, as a connection does.
+    fn run(store: &mut Store, db: &mut DbIndex, line: &str) {
+        let argv: Vec<Vec<u8>> = line.split(' ').map(|a| a.as_bytes().to_vec()).collect();
+        let Outcome::Executed(done) = execute(&mut store.ks, db, &argv) else {
+            panic!("{line}")
+        };
+        assert_ne!(done.reply.first(), Some(&b'-'), "{line}");
+        if let Some(p) = done.propagate {
+            let bytes = store.feed.encode(*db, &p);
+            store.append(&bytes);
+        }
+    }
+
+    fn value(store: &Store, db: u64, key: &str) -> Option<Vec<u8>> {
+        store
+            .ks
+            .get(DbIndex::new(db).unwrap(), key.as_bytes())
+            .map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn restart_restores_snapshot_plus_replay_across_many_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        for i in 0..3000 {
+            if i % 1000 == 0 {
+                run(&mut s, &mut db, &format!("SELECT {}", i / 1000));
+            }
+            run(&mut s, &mut db, &format!("SET key:{i} value-{i}"));
+            run(&mut s, &mut db, "INCR counter");
+        }
+        s.reap_snapshot(true);
+        assert!(s.snapshots >= 3, "{} snapshots", s.snapshots);
+        assert!(
+            s.backlog.offset() > s.snapshot_offset,
+            "some bytes only in the backlog"
+        );
+        let (end, keys) = (s.backlog.offset(), s.ks.len());
+        drop(s);
+        let s = Store::recover(&cfg(dir.path())).unwrap();
+        assert_eq!(s.backlog.offset(), end);
+        assert_eq!(s.ks.len(), keys);
+        assert_eq!(
+            value(&s, 2, "key:2999").as_deref(),
+            Some(&b"value-2999"[..])
+        );
+        assert_eq!(value(&s, 0, "key:0").as_deref(), Some(&b"value-0"[..]));
+        assert_eq!(value(&s, 2, "counter").as_deref(), Some(&b"1000"[..]));
+    }
+
+    #[test]
+    fn value_larger_than_half_the_ring_is_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        let big = "x".repeat(60_000);
+        for i in 0..5 {
+            run(&mut s, &mut db, &format!("SET small{i} {i}"));
+            run(&mut s, &mut db, &format!("SET big{i} {big}"));
+        }
+        s.reap_snapshot(true);
+        drop(s);
+        let s = Store::recover(&cfg(dir.path())).unwrap();
+        for i in 0..5 {
+            assert_eq!(
+                value(&s, 0, &format!("big{i}")).map(|v| v.len()),
+                Some(60_000)
+            );
+            assert!(value(&s, 0, &format!("small{i}")).is_some());
+        }
+    }
+
+    #[test]
+    fn snapshot_ahead_of_the_backlog_starts_from_the_snapshot_with_a_new_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        run(&mut s, &mut db, "SET a 1");
+        let old_id = s.backlog.run_id();
+        // As if a snapshot was written for an append that never reached the backlog.
+        s.ks.set(DbIndex::ZERO, b"b".to_vec(), b"2".to_vec());
+        let ahead = s.backlog.offset() + 100;
+        let rdb = s.rdb_at(ahead);
+        s.finish_snapshot(ahead, write_snapshot(&s.dir, &rdb));
+        drop(s);
+        let s = Store::recover(&cfg(dir.path())).unwrap();
+        assert_eq!(s.backlog.offset(), ahead);
+        assert_eq!(value(&s, 0, "b").as_deref(), Some(&b"2"[..]));
+        assert!(!s.backlog.psync(old_id.as_str(), 2).is_continue());
+    }
+
+    #[test]
+    fn damaged_command_at_the_end_is_cut_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        run(&mut s, &mut db, "SET a 1");
+        let good_end = s.backlog.offset();
+        s.backlog.append(b"*1\r\n$4\r\nPI").unwrap();
+        drop(s);
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        assert_eq!(s.backlog.offset(), good_end, "a cut command is cut off");
+        assert_eq!(value(&s, 0, "a").as_deref(), Some(&b"1"[..]));
+        s.backlog
+            .append(b"+garbage\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n")
+            .unwrap();
+        drop(s);
+        let s = Store::recover(&cfg(dir.path())).unwrap();
+        assert_eq!(
+            s.backlog.offset(),
+            good_end,
+            "garbage and what follows it are cut off"
+        );
+        assert_eq!(value(&s, 0, "b"), None);
+    }
+
+    #[test]
+    fn truncation_below_the_snapshot_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        run(&mut s, &mut db, "SET a 1");
+        s.shutdown();
+        let mut c = cfg(dir.path());
+        c.debug_truncate_backlog = Some(1);
+        let err = Store::recover(&c).unwrap_err();
+        assert!(err.contains("below the snapshot"), "{err}");
+    }
+}
