@@ -178,3 +178,24 @@ fn replica_vanishing_mid_snapshot_leaves_the_server_running() {
     let info = String::from_utf8_lossy(&exchange(m.port, b"INFO stats\r\n")).into_owned();
     assert!(info.contains("sync_full:5"), "{info}");
 }
+
+#[test]
+fn legacy_sync_gets_a_length_prefixed_snapshot_without_fullresync_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = start(dir.path());
+    assert_eq!(exchange(m.port, b"SET k v\r\n"), b"+OK\r\n");
+    let mut s = TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"SYNC\r\n").expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(9).any(|w| w == b"REDIS0010") {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed after {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"$"), "{got:?}");
+    let header_end = got.iter().position(|&b| b == b'\n').expect("header");
+    assert_eq!(&got[header_end + 1..header_end + 10], b"REDIS0010");
+}

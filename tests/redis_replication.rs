@@ -568,3 +568,23 @@ fn requirepass_masterauth_and_wait() {
     assert!(info.contains("slave0:ip=127.0.0.1,port="), "{info}");
     assert!(info.contains("state=online"), "{info}");
 }
+
+/// The master pings its replicas every 10 s with a lowercase `ping` that goes through the
+/// stream (14 bytes, counted in the offsets), as Redis 7.0 does; the replica stays in sync.
+#[test]
+fn master_pings_replicas_through_the_stream() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(dir.path(), "1mb");
+    let replica = start_replica(&bin, &dir.path().join("r"), &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..10));
+    wait_in_sync(&master, &replica);
+    let before = master.offset();
+    std::thread::sleep(Duration::from_millis(10_500));
+    let after = master.offset();
+    assert!(after > before, "no ping in 10.5 s");
+    assert_eq!((after - before) % 14, 0, "only 14-byte pings were written");
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+}
