@@ -164,7 +164,12 @@ fn replica_vanishing_mid_snapshot_leaves_the_server_running() {
             .as_bytes(),
         );
     }
-    let replies = exchange(m.port, &load);
+    let mut c = TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    c.write_all(&load).expect("send");
+    let mut replies = vec![0u8; 5 * 2000];
+    c.read_exact(&mut replies).expect("replies");
     assert_eq!(replies, b"+OK\r\n".repeat(2000));
     for _ in 0..5 {
         let mut s = TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
