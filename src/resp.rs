@@ -158,6 +158,8 @@ struct Multibulk {
     argv: Vec<Vec<u8>>,
     /// Length of the bulk whose `$N` line has been read, if any.
     bulk_len: Option<usize>,
+    /// Bytes of the arguments read so far.
+    bytes: usize,
 }
 
 /// An incremental parser of client requests: feed it bytes as they arrive, then take commands.
@@ -224,6 +226,14 @@ impl RequestParser {
         self.buf.len() - self.pos
     }
 
+    /// Memory held for the command being received: unconsumed bytes plus the arguments of an
+    /// unfinished multibulk request (Redis compares this sum with `client-query-buffer-limit`).
+    #[must_use]
+    pub fn pending_len(&self) -> usize {
+        self.buffered()
+            .saturating_add(self.multibulk.as_ref().map_or(0, |mb| mb.bytes))
+    }
+
     /// How many empty or blank inline lines were skipped. A replica sends a bare `\n` to show
     /// it is alive while it loads a snapshot; Redis uses that to refresh the replica's last ACK
     /// time.
@@ -283,6 +293,7 @@ impl RequestParser {
                     remaining,
                     argv: Vec::with_capacity(prealloc),
                     bulk_len: None,
+                    bytes: 0,
                 });
             } else {
                 match self.parse_inline()? {
@@ -383,6 +394,7 @@ impl RequestParser {
             let arg = payload.to_vec();
             self.advance(len + 2);
             if let Some(mb) = &mut self.multibulk {
+                mb.bytes = mb.bytes.saturating_add(arg.len());
                 mb.argv.push(arg);
                 mb.remaining -= 1;
                 mb.bulk_len = None;
@@ -1129,6 +1141,17 @@ mod tests {
         let mb = parser.multibulk.as_ref().unwrap();
         assert!(mb.argv.capacity() <= ARGV_PREALLOC_MAX);
         assert_eq!(mb.argv.len(), 1);
+    }
+
+    #[test]
+    fn pending_len_counts_unfinished_arguments_and_resets_after_the_command() {
+        let mut parser = RequestParser::new();
+        parser.feed(b"*3\r\n$3\r\nSET\r\n$5\r\nhello\r\n$10\r\nabc");
+        assert_eq!(parser.next_command(), Ok(None));
+        assert_eq!(parser.pending_len(), 3 + 5 + 3);
+        parser.feed(b"defghij\r\n");
+        assert!(parser.next_command().unwrap().is_some());
+        assert_eq!(parser.pending_len(), 0);
     }
 
     #[test]

@@ -16,6 +16,9 @@ use crate::keyspace::{DbIndex, Keyspace};
 use crate::replica::{self, Handshake};
 use crate::server::{GETACK, Server, StoreGuard, lock};
 
+/// Redis's `client-query-buffer-limit`: a client whose unfinished command holds more is closed.
+const QUERY_BUFFER_LIMIT: usize = 1024 * 1024 * 1024;
+
 const NOAUTH: &[u8] = b"NOAUTH Authentication required.";
 const WRONGPASS: &[u8] = b"WRONGPASS invalid username-password pair or user is disabled.";
 const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
@@ -70,6 +73,10 @@ impl Conn {
                 Ok(n) => n,
             };
             parser.feed(&buf[..n]);
+            if parser.pending_len() > QUERY_BUFFER_LIMIT {
+                crate::log::warning("Closing client that reached max query buffer length (1gb)");
+                return Next::Close;
+            }
             let mut out = Vec::new();
             let next = self.run_batch(parser, &mut out);
             if !out.is_empty() && self.stream.write_all(&out).is_err() {
