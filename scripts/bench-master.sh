@@ -13,7 +13,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 exec 3>&2 2>/dev/null
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port() { echo $((20000 + RANDOM % 40000)); }  # collisions are unlikely; wait_up fails loudly
 wait_up() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
 replica() { # master port -> starts a replica, waits for link up
   local rp; rp=$(port); mkdir -p "$WORK/r$rp"
