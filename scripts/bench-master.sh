@@ -13,7 +13,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 exec 3>&2 2>/dev/null
-port() { echo $((20000 + RANDOM % 40000)); }  # collisions are unlikely; wait_up fails loudly
+port() { local p; while :; do p=$((20000 + RANDOM % 40000)); redis-cli -p "$p" ping >/dev/null 2>&1 || { echo "$p"; return; }; done; }  # a free port
 wait_up() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
 replica() { # master port -> starts a replica, waits for link up
   local rp; rp=$(port); mkdir -p "$WORK/r$rp"
