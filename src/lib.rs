@@ -23,6 +23,12 @@
 //! assert!(reply.is_continue());
 //! ```
 //!
+//! The [`resp`] module holds the Redis protocol pieces a master built on this crate needs:
+//! [`resp::encode_command`] to write commands into the stream, [`resp::StreamDecoder`] to walk
+//! an already-written stream command by command with offsets (replay, inspection), and the
+//! client-side [`resp::RequestParser`] with Redis's limits and error texts. The reference
+//! master, `src/bin/durable-master`, uses only this public API (docs/MASTER.md).
+//!
 //! ## Safety model
 //! - The file is mapped shared. Its contents are only ever copied in and out through raw
 //!   pointers in one module (`region`); no reference into the mapping is handed out.
@@ -53,6 +59,7 @@ mod read_only;
 mod reader;
 mod recovery;
 mod region;
+pub mod resp;
 mod ring;
 mod runid;
 /// The publication protocol, public only to the loom model (`cfg(loom)`, `tests/loom.rs`).

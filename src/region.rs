@@ -89,6 +89,7 @@ impl Medium {
     }
 
     /// Copies `src` to `pos`. Only the single writer calls this.
+    #[allow(irrefutable_let_patterns)] // `Map` is the only variant without feature `sim`
     pub(crate) fn write(&self, pos: u64, src: &[u8]) {
         if src.is_empty() {
             return;

@@ -1,0 +1,183 @@
+//! Command-line options.
+
+use std::path::PathBuf;
+
+use durable_backlog::{Durability, MAX_CAPACITY, MIN_CAPACITY};
+
+/// The default TCP port (Redis's is 6379; this one leaves room for a real Redis beside it).
+pub(crate) const DEFAULT_PORT: u16 = 6390;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// TCP port.
+    pub(crate) port: u16,
+    /// Address to listen on.
+    pub(crate) bind: String,
+    /// Data directory: `backlog` (the durable backlog, the write-ahead log) and `dump.rdb`
+    /// (the latest snapshot).
+    pub(crate) dir: PathBuf,
+    /// Backlog capacity in bytes.
+    pub(crate) backlog_size: u64,
+    /// When appends become durable.
+    pub(crate) durability: Durability,
+    /// Password clients (and replicas, as `masterauth`) must send with `AUTH`.
+    pub(crate) requirepass: Option<Vec<u8>>,
+    /// Test hook: at start, cut the recovered backlog back to this offset (simulates an OS
+    /// crash that lost an unsynced tail).
+    pub(crate) debug_truncate_backlog: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: DEFAULT_PORT,
+            bind: "127.0.0.1".to_owned(),
+            dir: PathBuf::from("data"),
+            backlog_size: 1024 * 1024,
+            durability: Durability::EverySec,
+            requirepass: None,
+            debug_truncate_backlog: None,
+        }
+    }
+}
+
+pub(crate) const HELP: &str = "\
+durable-master: a Redis-protocol master whose replication backlog and data survive kill -9.
+Real redis-server replicas follow it with PSYNC, also across its restarts.
+
+USAGE:
+    durable-master [OPTIONS]
+
+OPTIONS:
+    --port <port>              TCP port [default: 6390]
+    --bind <addr>              address to listen on [default: 127.0.0.1]
+    --dir <path>               data directory (backlog + dump.rdb) [default: ./data]
+    --backlog-size <size>      backlog capacity, Redis size syntax: 1mb, 64kb, 1gb, bytes
+                               [default: 1mb; at least 16kb]
+    --durability <mode>        always | everysec | never, like appendfsync [default: everysec]
+                                 always:   every write is synced before it is acknowledged
+                                 everysec: synced once a second (an OS crash loses <= 1 s)
+                                 never:    synced at snapshots and shutdown only
+                               kill -9 loses nothing acknowledged under every mode.
+    --requirepass <password>   clients must AUTH; replicas need masterauth <password>
+    --debug-truncate-backlog <offset>
+                               test hook: cut the recovered backlog back to <offset> at
+                               start, as an OS crash that lost an unsynced tail would
+    -h, --help                 print this help
+
+Attach a replica:  redis-server --port 6391 --replicaof 127.0.0.1 6390
+";
+
+/// Parses a size like Redis's `memtoll`: `1mb` = 1024*1024, `1m` = 1000*1000, `64kb`, `1gb`,
+/// plain bytes; case-insensitive.
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
+    let lower = s.to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (num, unit) = lower.split_at(digits_end);
+    let mul: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+/// Parses the arguments (without the program name). `Ok(None)`: help was asked for.
+pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
+    let mut cfg = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match name.as_str() {
+            "--port" => {
+                let v = value()?;
+                cfg.port = v.parse().map_err(|_| format!("invalid port {v:?}"))?;
+            }
+            "--bind" => cfg.bind = value()?,
+            "--dir" => cfg.dir = PathBuf::from(value()?),
+            "--backlog-size" => {
+                let v = value()?;
+                let size = parse_size(&v).ok_or_else(|| format!("invalid size {v:?}"))?;
+                if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&size) {
+                    return Err(format!(
+                        "--backlog-size must be between {MIN_CAPACITY} and {MAX_CAPACITY} bytes"
+                    ));
+                }
+                cfg.backlog_size = size;
+            }
+            "--durability" => {
+                let v = value()?;
+                cfg.durability = match v.to_ascii_lowercase().as_str() {
+                    "always" => Durability::Always,
+                    "everysec" => Durability::EverySec,
+                    "never" | "no" => Durability::Never,
+                    _ => return Err(format!("invalid durability {v:?}: always|everysec|never")),
+                };
+            }
+            "--requirepass" => {
+                let v = value()?;
+                cfg.requirepass = (!v.is_empty()).then(|| v.into_bytes());
+            }
+            "--debug-truncate-backlog" => {
+                let v = value()?;
+                cfg.debug_truncate_backlog =
+                    Some(v.parse().map_err(|_| format!("invalid offset {v:?}"))?);
+            }
+            other => return Err(format!("unknown option {other:?} (see --help)")),
+        }
+    }
+    Ok(Some(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_redis_memtoll() {
+        assert_eq!(parse_size("1mb"), Some(1 << 20));
+        assert_eq!(parse_size("64KB"), Some(64 << 10));
+        assert_eq!(parse_size("1m"), Some(1_000_000));
+        assert_eq!(parse_size("2gb"), Some(2 << 30));
+        assert_eq!(parse_size("12345"), Some(12345));
+        assert_eq!(parse_size("mb"), None);
+        assert_eq!(parse_size("1tb"), None);
+        assert_eq!(parse_size("-1mb"), None);
+    }
+
+    #[test]
+    fn options_are_parsed_and_bad_ones_rejected() {
+        let args = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let cfg = parse_args(args("--port 7000 --backlog-size=64kb --durability always"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.port, 7000);
+        assert_eq!(cfg.backlog_size, 65536);
+        assert_eq!(cfg.durability, Durability::Always);
+        assert!(parse_args(args("--help")).unwrap().is_none());
+        assert!(parse_args(args("--backlog-size 1kb")).is_err());
+        assert!(parse_args(args("--durability sometimes")).is_err());
+        assert!(parse_args(args("--port")).is_err());
+        assert!(parse_args(args("--bogus 1")).is_err());
+    }
+}

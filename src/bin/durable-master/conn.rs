@@ -1,0 +1,420 @@
+//! One client connection: parse requests, execute them (writes are appended to the backlog
+//! before they are acknowledged), answer the server's own commands, and hand the connection
+//! to the replica sender on `PSYNC` / `SYNC`.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use durable_backlog::resp::{self, RequestParser, parse_i64};
+
+use crate::commands::{Outcome, execute, is_server_command};
+use crate::keyspace::{DbIndex, Keyspace};
+use crate::replica::{self, Handshake};
+use crate::server::{GETACK, Server, StoreGuard, lock};
+
+/// Redis's `client-query-buffer-limit`: a client whose unfinished command holds more is closed.
+const QUERY_BUFFER_LIMIT: usize = 1024 * 1024 * 1024;
+
+const NOAUTH: &[u8] = b"NOAUTH Authentication required.";
+const WRONGPASS: &[u8] = b"WRONGPASS invalid username-password pair or user is disabled.";
+const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
+
+/// What the connection does after a batch of commands.
+enum Next {
+    Continue,
+    Close,
+    /// `PSYNC <id> <offset>` (or `SYNC` when `None`): become a replica link.
+    Replicate(Option<(Vec<u8>, Vec<u8>)>),
+}
+
+struct Conn {
+    server: Arc<Server>,
+    stream: TcpStream,
+    db: DbIndex,
+    authed: bool,
+    handshake: Handshake,
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) fn handle(server: &Arc<Server>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer_ip = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    server.connections.fetch_add(1, Ordering::Relaxed);
+    server.connected_clients.fetch_add(1, Ordering::Relaxed);
+    let authed = server.cfg.requirepass.is_none();
+    let mut conn = Conn {
+        server: Arc::clone(server),
+        stream,
+        db: DbIndex::ZERO,
+        authed,
+        handshake: Handshake::new(peer_ip),
+    };
+    let mut parser = RequestParser::new();
+    let next = conn.serve(&mut parser);
+    server.connected_clients.fetch_sub(1, Ordering::Relaxed);
+    if let Next::Replicate(psync) = next {
+        replica::serve(server, conn.stream, parser, &conn.handshake, psync.as_ref());
+    }
+}
+
+impl Conn {
+    fn serve(&mut self, parser: &mut RequestParser) -> Next {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return Next::Close,
+                Ok(n) => n,
+            };
+            parser.feed(&buf[..n]);
+            if parser.pending_len() > QUERY_BUFFER_LIMIT {
+                crate::log::warning("Closing client that reached max query buffer length (1gb)");
+                return Next::Close;
+            }
+            let mut out = Vec::new();
+            let next = self.run_batch(parser, &mut out);
+            if !out.is_empty() && self.stream.write_all(&out).is_err() {
+                return Next::Close;
+            }
+            match next {
+                Next::Continue => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs every complete command received. Consecutive data commands share one lock and
+    /// one backlog append: their replies are written only after that append returned.
+    fn run_batch(&mut self, parser: &mut RequestParser, out: &mut Vec<u8>) -> Next {
+        let server = Arc::clone(&self.server);
+        let mut held: Option<StoreGuard<'_>> = None;
+        let mut pending: Vec<u8> = Vec::new();
+        // Ends a locked run: one append for its writes, then (under `always`) waits until the
+        // backlog is durable up to everything the run wrote or read.
+        let finish = |held: &mut Option<StoreGuard<'_>>, pending: &mut Vec<u8>| {
+            if let Some(mut g) = held.take() {
+                let seen = g.append(pending);
+                pending.clear();
+                drop(g);
+                server.make_durable(seen);
+            }
+        };
+        loop {
+            let argv = match parser.next_command() {
+                Ok(Some(argv)) => argv,
+                Ok(None) => {
+                    finish(&mut held, &mut pending);
+                    return Next::Continue;
+                }
+                Err(e) => {
+                    finish(&mut held, &mut pending);
+                    out.extend(e.to_reply());
+                    return Next::Close;
+                }
+            };
+            server.commands.fetch_add(1, Ordering::Relaxed);
+            let name = argv.first().map_or(&[][..], Vec::as_slice);
+            if !self.authed && !name.eq_ignore_ascii_case(b"auth") {
+                if name.eq_ignore_ascii_case(b"quit") {
+                    finish(&mut held, &mut pending);
+                    out.extend(resp::simple_string(b"OK"));
+                    return Next::Close;
+                }
+                out.extend(resp::error(NOAUTH));
+                continue;
+            }
+            if is_server_command(name) || name.eq_ignore_ascii_case(b"quit") {
+                finish(&mut held, &mut pending);
+                match self.server_command(&argv, out) {
+                    Next::Continue => continue,
+                    other => return other,
+                }
+            }
+            let g = held.get_or_insert_with(|| server.store());
+            let store = g.get();
+            match execute(&mut store.ks, &mut self.db, &argv) {
+                Outcome::Executed(done) => {
+                    out.extend(done.reply);
+                    if let Some(p) = done.propagate {
+                        pending.extend(store.feed.encode(self.db, &p));
+                    }
+                }
+                Outcome::NotMine => out.extend(resp::error(b"ERR unknown command")),
+            }
+        }
+    }
+
+    fn server_command(&mut self, argv: &[Vec<u8>], out: &mut Vec<u8>) -> Next {
+        let name = String::from_utf8_lossy(argv.first().map_or(&[][..], Vec::as_slice))
+            .to_ascii_lowercase();
+        let arg = |i: usize| argv.get(i).map_or(&[][..], Vec::as_slice);
+        let arity = |n: usize, exact: bool| {
+            if (exact && argv.len() != n) || argv.len() < n {
+                Some(resp::error(
+                    format!("ERR wrong number of arguments for '{name}' command").as_bytes(),
+                ))
+            } else {
+                None
+            }
+        };
+        match name.as_str() {
+            "quit" => {
+                out.extend(resp::simple_string(b"OK"));
+                return Next::Close;
+            }
+            "auth" => {
+                if let Some(e) = arity(2, false)
+                    .or_else(|| (argv.len() > 3).then(|| resp::error(b"ERR syntax error")))
+                {
+                    out.extend(e);
+                } else {
+                    out.extend(self.auth(argv));
+                }
+            }
+            "info" => {
+                let section = argv
+                    .get(1)
+                    .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+                let text = info(&self.server, section.as_deref());
+                out.extend(resp::bulk(text.as_bytes()));
+            }
+            "role" => out.extend(arity(1, true).unwrap_or_else(|| role(&self.server))),
+            "wait" => match arity(3, true) {
+                Some(e) => out.extend(e),
+                None => out.extend(self.wait(arg(1), arg(2))),
+            },
+            "shutdown" => {
+                let _ = self.stream.flush();
+                self.server.shutdown();
+            }
+            "replconf" => {
+                if argv.len().is_multiple_of(2) {
+                    out.extend(resp::error(b"ERR syntax error"));
+                } else if let Some(reply) = self.replconf(argv) {
+                    out.extend(reply);
+                }
+            }
+            "psync" => match arity(3, true) {
+                Some(e) => out.extend(e),
+                None => return Next::Replicate(Some((arg(1).to_vec(), arg(2).to_vec()))),
+            },
+            "sync" => return Next::Replicate(None),
+            _ => out.extend(resp::error(b"ERR unknown command")),
+        }
+        Next::Continue
+    }
+
+    fn auth(&mut self, argv: &[Vec<u8>]) -> Vec<u8> {
+        let Some(pass) = &self.server.cfg.requirepass else {
+            return resp::error(
+                b"ERR AUTH <password> called without any password configured for the default user. \
+                  Are you sure your configuration is correct?",
+            );
+        };
+        let (user, given) = match argv {
+            [_, p] => (&b"default"[..], p.as_slice()),
+            [_, u, p] => (u.as_slice(), p.as_slice()),
+            _ => return resp::error(b"ERR syntax error"),
+        };
+        if user == b"default" && given == pass.as_slice() {
+            self.authed = true;
+            resp::simple_string(b"OK")
+        } else {
+            resp::error(WRONGPASS)
+        }
+    }
+
+    /// `REPLCONF <option> <value> ...` during a replica's handshake. `None`: no reply (ACK).
+    fn replconf(&mut self, argv: &[Vec<u8>]) -> Option<Vec<u8>> {
+        let mut pairs = argv.get(1..).unwrap_or_default().chunks_exact(2);
+        for pair in pairs.by_ref() {
+            let [opt, value] = pair else { continue };
+            let opt_l = opt.to_ascii_lowercase();
+            match opt_l.as_slice() {
+                b"listening-port" => match parse_i64(value).and_then(|p| u16::try_from(p).ok()) {
+                    Some(p) => self.handshake.listening_port = p,
+                    None => return Some(resp::error(NOT_AN_INTEGER)),
+                },
+                b"ip-address" => {
+                    self.handshake.ip = String::from_utf8_lossy(value).into_owned();
+                }
+                b"capa" => {
+                    if value.eq_ignore_ascii_case(b"eof") {
+                        self.handshake.capa_eof = true;
+                    } else if value.eq_ignore_ascii_case(b"psync2") {
+                        self.handshake.capa_psync2 = true;
+                    }
+                }
+                // Only meaningful on a replica link (handled by the ACK reader there).
+                b"ack" | b"getack" | b"fack" => return None,
+                b"rdb-only" | b"rdb-filter-only" => {}
+                _ => {
+                    let mut text = b"ERR Unrecognized REPLCONF option: ".to_vec();
+                    text.extend_from_slice(opt);
+                    return Some(resp::error(&text));
+                }
+            }
+        }
+        Some(resp::simple_string(b"OK"))
+    }
+
+    /// `WAIT numreplicas timeout`: how many replicas acknowledged the current offset.
+    fn wait(&self, n: &[u8], timeout: &[u8]) -> Vec<u8> {
+        let (Some(n), Some(timeout)) = (parse_i64(n), parse_i64(timeout)) else {
+            return resp::error(NOT_AN_INTEGER);
+        };
+        if timeout < 0 {
+            return resp::error(b"ERR timeout is negative");
+        }
+        let server = &self.server;
+        let target = server.reader.offset();
+        let want = usize::try_from(n).unwrap_or(0);
+        let count = server.replicas_acked(target);
+        if count >= want || want == 0 {
+            return resp::integer(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        server.append(GETACK);
+        let deadline = (timeout > 0)
+            .then(|| Instant::now() + Duration::from_millis(u64::try_from(timeout).unwrap_or(0)));
+        loop {
+            let count = server.replicas_acked(target);
+            let now = Instant::now();
+            if count >= want || deadline.is_some_and(|d| now >= d) {
+                return resp::integer(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            let step = deadline.map_or(Duration::from_millis(100), |d| {
+                (d - now).min(Duration::from_millis(100))
+            });
+            server.wait_for_ack(step);
+        }
+    }
+}
+
+/// `ROLE`: `master`, the offset, and each replica's ip, port and acknowledged offset.
+fn role(server: &Server) -> Vec<u8> {
+    let offset = server.reader.offset();
+    let replicas: Vec<Vec<u8>> = lock(&server.replicas)
+        .iter()
+        .filter(|r| r.online.load(Ordering::SeqCst))
+        .map(|r| {
+            resp::array(&[
+                resp::bulk(r.ip.as_bytes()),
+                resp::bulk(r.port.to_string().as_bytes()),
+                resp::bulk(r.ack.load(Ordering::SeqCst).to_string().as_bytes()),
+            ])
+        })
+        .collect();
+    resp::array(&[
+        resp::bulk(b"master"),
+        resp::integer(i64::try_from(offset).unwrap_or(i64::MAX)),
+        resp::array(&replicas),
+    ])
+}
+
+/// `INFO [section]`, with Redis's section and field names.
+fn info(server: &Server, section: Option<&str>) -> String {
+    let want = |name: &str| match section {
+        None | Some("default" | "all" | "everything") => true,
+        Some(s) => s == name,
+    };
+    let mut g = server.store();
+    let store = g.get();
+    let mut out = String::new();
+    if want("server") {
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:7.0.15\r\ndurable_master_version:{}\r\nredis_mode:standalone\r\n\
+             os:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            server.cfg.port,
+            server.started.elapsed().as_secs()
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\n\r\n",
+            server.connected_clients.load(Ordering::Relaxed)
+        );
+    }
+    if want("persistence") {
+        let _ = write!(
+            out,
+            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_last_save_time:{}\r\n\
+             rdb_saves:{}\r\nsnapshot_repl_offset:{}\r\ndurability:{}\r\nbacklog_durable_offset:{}\r\n\r\n",
+            store.backlog.offset() - store.snapshot_offset,
+            store.last_save,
+            store.snapshots,
+            store.snapshot_offset,
+            format!("{:?}", server.cfg.durability).to_ascii_lowercase(),
+            store.backlog.durable_offset(),
+        );
+    }
+    if want("stats") {
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
+            server.connections.load(Ordering::Relaxed),
+            server.commands.load(Ordering::Relaxed),
+            server.sync_full.load(Ordering::SeqCst),
+            server.sync_partial_ok.load(Ordering::SeqCst),
+            server.sync_partial_err.load(Ordering::SeqCst),
+        );
+    }
+    if want("replication") {
+        let now = server.millis();
+        let replicas = lock(&server.replicas);
+        let online: Vec<_> = replicas
+            .iter()
+            .filter(|r| !r.closed.load(Ordering::SeqCst))
+            .collect();
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n",
+            online.len()
+        );
+        for (i, r) in online.iter().enumerate() {
+            let state = if r.online.load(Ordering::SeqCst) {
+                "online"
+            } else {
+                "send_bulk"
+            };
+            let _ = write!(
+                out,
+                "slave{i}:ip={},port={},state={state},offset={},lag={}\r\n",
+                r.ip,
+                r.port,
+                r.ack.load(Ordering::SeqCst),
+                now.saturating_sub(r.last_ack_ms.load(Ordering::Relaxed)) / 1000
+            );
+        }
+        out += "master_failover_state:no-failover\r\n";
+        out += &store.backlog.stats().to_string();
+        out += "\r\n";
+    }
+    if want("keyspace") {
+        out += "# Keyspace\r\n";
+        out += &keyspace_lines(&store.ks);
+    }
+    while out.ends_with("\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    out
+}
+
+fn keyspace_lines(ks: &Keyspace) -> String {
+    let mut out = String::new();
+    for db in DbIndex::all().filter(|&db| ks.db_len(db) > 0) {
+        let _ = write!(out, "db{db}:keys={},expires=0,avg_ttl=0\r\n", ks.db_len(db));
+    }
+    out
+}

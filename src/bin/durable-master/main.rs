@@ -1,0 +1,92 @@
+//! `durable-master`: a small Redis-protocol master built on the `durable-backlog` library.
+//!
+//! Real `redis-server` replicas follow it with `PSYNC`, also across its restarts and crashes:
+//! the durable backlog is both the replication backlog and the master's write-ahead log.
+//! See docs/MASTER.md.
+
+mod commands;
+mod config;
+mod conn;
+mod crc64;
+mod keyspace;
+mod log;
+mod lzf;
+mod rdb;
+mod replica;
+mod server;
+mod store;
+
+#[cfg(test)]
+mod commands_interop;
+#[cfg(test)]
+mod rdb_interop;
+#[cfg(test)]
+#[path = "../../../tests/common/mod.rs"]
+mod test_redis;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use crate::server::Server;
+use crate::store::Store;
+
+fn main() {
+    let cfg = match config::parse_args(std::env::args().skip(1)) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => {
+            print!("{}", config::HELP);
+            return;
+        }
+        Err(e) => {
+            eprintln!("durable-master: {e}");
+            std::process::exit(2);
+        }
+    };
+    log::notice(format_args!(
+        "durable-master {} starting: data in {}, backlog {} bytes, durability {:?}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.dir.display(),
+        cfg.backlog_size,
+        cfg.durability
+    ));
+    let store = match Store::recover(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warning(format_args!("FATAL: {e}"));
+            std::process::exit(1);
+        }
+    };
+    let listener = match TcpListener::bind((cfg.bind.as_str(), cfg.port)) {
+        Ok(l) => l,
+        Err(e) => {
+            log::warning(format_args!(
+                "FATAL: cannot listen on {}:{}: {e}",
+                cfg.bind, cfg.port
+            ));
+            std::process::exit(1);
+        }
+    };
+    log::notice(format_args!(
+        "Ready to accept connections on {}:{}",
+        cfg.bind, cfg.port
+    ));
+    let server = Arc::new(Server::new(cfg, store));
+    let pinger = Arc::clone(&server);
+    if let Err(e) = std::thread::Builder::new()
+        .name("pinger".into())
+        .spawn(move || pinger.run_pinger())
+    {
+        log::warning(format_args!("FATAL: starting the ping thread: {e}"));
+        std::process::exit(1);
+    }
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        let srv = Arc::clone(&server);
+        let spawned = std::thread::Builder::new()
+            .name("client".into())
+            .spawn(move || conn::handle(&srv, stream));
+        if let Err(e) = spawned {
+            log::warning(format_args!("Cannot start a client thread: {e}"));
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! State shared by every connection thread: the store behind one lock, the wake-up counter
+//! replica senders wait on, the replica table and the counters.
+
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use durable_backlog::{Durability, Reader};
+
+use crate::config::Config;
+use crate::log;
+use crate::store::Store;
+
+/// What the master sends its replicas every [`PING_PERIOD`] (Redis 7.0's lowercase `ping`,
+/// written into the stream and the backlog like any command).
+pub(crate) const PING: &[u8] = b"*1\r\n$4\r\nping\r\n";
+/// `REPLCONF GETACK *`, sent to replicas for `WAIT`.
+pub(crate) const GETACK: &[u8] = b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n";
+/// Redis's `repl-ping-replica-period`.
+pub(crate) const PING_PERIOD: Duration = Duration::from_secs(10);
+
+/// Locks a mutex, ignoring poisoning: a panicking thread never leaves the protected state
+/// half-changed (the store exits the process on storage errors instead of unwinding).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A replica attached to this master.
+#[derive(Debug)]
+pub(crate) struct ReplicaInfo {
+    pub(crate) id: u64,
+    pub(crate) ip: String,
+    pub(crate) port: u16,
+    /// Offset of the last `REPLCONF ACK`.
+    pub(crate) ack: AtomicU64,
+    /// Whether any ACK arrived (the `$EOF:` form waits for the first one).
+    pub(crate) got_ack: AtomicBool,
+    /// Milliseconds since server start of the last ACK.
+    pub(crate) last_ack_ms: AtomicU64,
+    /// Streaming (as opposed to still receiving its snapshot).
+    pub(crate) online: AtomicBool,
+    /// The connection is gone or being closed.
+    pub(crate) closed: AtomicBool,
+    pub(crate) stream: TcpStream,
+}
+
+impl ReplicaInfo {
+    /// Closes the connection: the sender's next write fails and its wait ends.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Everything the connection threads share.
+#[derive(Debug)]
+pub(crate) struct Server {
+    pub(crate) cfg: Config,
+    /// The one writer lock. `None` only while the server shuts down (it then never unlocks).
+    store: Mutex<Option<Store>>,
+    /// A reader of the backlog for replica senders.
+    pub(crate) reader: Reader,
+    /// Bumped after every append; senders wait on it.
+    wake: Mutex<u64>,
+    wake_cv: Condvar,
+    /// Signalled on every replica ACK (for `WAIT`).
+    ack_lock: Mutex<()>,
+    ack_cv: Condvar,
+    /// Held by the connection committing for a group (`--durability always`).
+    flush_lock: Mutex<()>,
+    pub(crate) replicas: Mutex<Vec<Arc<ReplicaInfo>>>,
+    pub(crate) sync_full: AtomicU64,
+    pub(crate) sync_partial_ok: AtomicU64,
+    pub(crate) sync_partial_err: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) connected_clients: AtomicU64,
+    pub(crate) commands: AtomicU64,
+    next_id: AtomicU64,
+    pub(crate) started: Instant,
+}
+
+impl Server {
+    pub(crate) fn new(cfg: Config, store: Store) -> Server {
+        let reader = store.backlog.reader();
+        Server {
+            cfg,
+            store: Mutex::new(Some(store)),
+            reader,
+            wake: Mutex::new(0),
+            wake_cv: Condvar::new(),
+            ack_lock: Mutex::new(()),
+            ack_cv: Condvar::new(),
+            flush_lock: Mutex::new(()),
+            replicas: Mutex::new(Vec::new()),
+            sync_full: AtomicU64::new(0),
+            sync_partial_ok: AtomicU64::new(0),
+            sync_partial_err: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            connected_clients: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            started: Instant::now(),
+        }
+    }
+
+    /// A new connection or replica ID.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Locks the store.
+    pub(crate) fn store(&self) -> StoreGuard<'_> {
+        StoreGuard {
+            guard: lock(&self.store),
+            server: self,
+            appended: false,
+        }
+    }
+
+    /// Appends `bytes` to the stream (under the store lock) and wakes the senders.
+    pub(crate) fn append(&self, bytes: &[u8]) -> u64 {
+        let mut g = self.store();
+        g.append(bytes)
+    }
+
+    /// Under `--durability always`, returns once the backlog is committed up to `offset`.
+    ///
+    /// Group commit: appends run without a sync (the backlog is opened with
+    /// `Durability::Never`); the first waiter to take `flush_lock` commits everything appended
+    /// so far with one sync, which covers every connection that appended meanwhile.
+    pub(crate) fn make_durable(&self, offset: u64) {
+        if self.cfg.durability != Durability::Always {
+            return;
+        }
+        while self.reader.durable_offset() < offset {
+            let _leader = lock(&self.flush_lock);
+            if self.reader.durable_offset() >= offset {
+                return;
+            }
+            self.store().get().flush();
+        }
+    }
+
+    /// Wakes every sender waiting for new bytes.
+    fn notify_senders(&self) {
+        let mut generation = lock(&self.wake);
+        *generation = generation.wrapping_add(1);
+        self.wake_cv.notify_all();
+    }
+
+    /// Waits (at most `timeout`) until the stream holds a byte at offset `next`.
+    pub(crate) fn wait_for_offset(&self, next: u64, timeout: Duration) {
+        let generation = lock(&self.wake);
+        if self.reader.offset() >= next {
+            return;
+        }
+        let _ = self
+            .wake_cv
+            .wait_timeout(generation, timeout)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+
+    /// Records a replica's `REPLCONF ACK`.
+    pub(crate) fn record_ack(&self, r: &ReplicaInfo, offset: u64) {
+        r.ack.fetch_max(offset, Ordering::SeqCst);
+        r.got_ack.store(true, Ordering::SeqCst);
+        r.last_ack_ms.store(self.millis(), Ordering::Relaxed);
+        let _g = lock(&self.ack_lock);
+        self.ack_cv.notify_all();
+    }
+
+    /// Waits at most `timeout` for any ACK.
+    pub(crate) fn wait_for_ack(&self, timeout: Duration) {
+        let g = lock(&self.ack_lock);
+        let _ = self
+            .ack_cv
+            .wait_timeout(g, timeout)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+
+    /// Milliseconds since start.
+    pub(crate) fn millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Replicas that are streaming and acknowledged at least `offset`.
+    pub(crate) fn replicas_acked(&self, offset: u64) -> usize {
+        lock(&self.replicas)
+            .iter()
+            .filter(|r| r.online.load(Ordering::SeqCst) && r.ack.load(Ordering::SeqCst) >= offset)
+            .count()
+    }
+
+    /// Flushes, snapshots and closes the backlog, then exits the process.
+    pub(crate) fn shutdown(&self) -> ! {
+        log::notice("User requested shutdown...");
+        let mut g = lock(&self.store);
+        if let Some(store) = g.take() {
+            log::notice("Saving the final snapshot and closing the backlog.");
+            store.shutdown();
+        }
+        log::notice("durable-master is now ready to exit, bye bye...");
+        std::process::exit(0)
+    }
+
+    /// Sends `ping` into the stream every [`PING_PERIOD`] while replicas are attached.
+    pub(crate) fn run_pinger(self: Arc<Self>) {
+        loop {
+            std::thread::sleep(PING_PERIOD);
+            if !lock(&self.replicas).is_empty() {
+                self.append(PING);
+            }
+        }
+    }
+}
+
+/// The locked store; wakes the senders when dropped after an append.
+pub(crate) struct StoreGuard<'a> {
+    guard: MutexGuard<'a, Option<Store>>,
+    server: &'a Server,
+    appended: bool,
+}
+
+impl std::fmt::Debug for StoreGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreGuard")
+    }
+}
+
+impl StoreGuard<'_> {
+    /// The store. Only a shutdown in progress (which exits the process while holding the
+    /// lock) leaves it empty, so this never returns in that case.
+    pub(crate) fn get(&mut self) -> &mut Store {
+        match self.guard.as_mut() {
+            Some(s) => s,
+            None => loop {
+                std::thread::park();
+            },
+        }
+    }
+
+    /// Appends stream bytes; the senders are woken when the guard is dropped.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> u64 {
+        self.appended |= !bytes.is_empty();
+        self.get().append(bytes)
+    }
+}
+
+impl Drop for StoreGuard<'_> {
+    fn drop(&mut self) {
+        if self.appended {
+            self.server.notify_senders();
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! The master's data and its durability: the keyspace, the durable backlog as its write-ahead
+//! log, snapshots, and recovery at start.
+//!
+//! Invariant: the dataset at replication offset `o` is the latest snapshot (taken at offset
+//! `S`) plus the replay of backlog bytes `S+1 ..= o`. Two rules keep it true across crashes:
+//! - a write is executed, its propagated form appended to the backlog, and only then
+//!   acknowledged;
+//! - the ring never overwrites a byte after the last finished snapshot's offset: once
+//!   `offset - S` passes half the capacity a background snapshot starts (after the backlog is
+//!   flushed, so the backlog on disk reaches the snapshot's offset), and an append that would
+//!   overwrite uncovered bytes first waits for it (or writes one itself).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use durable_backlog::resp::{StreamDecoder, StreamItem};
+use durable_backlog::{Backlog, Durability, Options, RunId};
+
+use crate::commands::{ReplicationFeed, apply};
+use crate::config::Config;
+use crate::keyspace::{DbIndex, Keyspace};
+use crate::log;
+use crate::rdb::{RdbOptions, ReplInfo, rdb_to_vec, read_rdb};
+
+/// File name of the snapshot in the data directory.
+pub(crate) const SNAPSHOT_FILE: &str = "dump.rdb";
+/// File name of the backlog in the data directory.
+pub(crate) const BACKLOG_FILE: &str = "backlog";
+
+/// Everything the writer owns, behind the server's one lock.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub(crate) ks: Keyspace,
+    pub(crate) backlog: Backlog,
+    pub(crate) feed: ReplicationFeed,
+    /// Replication offset of the latest snapshot on disk.
+    pub(crate) snapshot_offset: u64,
+    /// Unix time of the latest snapshot.
+    pub(crate) last_save: u64,
+    /// Snapshots written since start.
+    pub(crate) snapshots: u64,
+    /// The background snapshot being written, and its offset.
+    running: Option<(u64, std::thread::JoinHandle<std::io::Result<()>>)>,
+    dir: PathBuf,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Logs a fatal storage error and exits: nothing unacknowledged is lost, and recovery at the
+/// next start rebuilds a consistent state from disk.
+pub(crate) fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
+    log::warning(format_args!("FATAL: {what}: {err}; exiting"));
+    std::process::exit(1)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Store {
+    /// Opens the data directory: loads the snapshot, opens the backlog and replays it.
+    pub(crate) fn recover(cfg: &Config) -> Result<Store, String> {
+        let dir = cfg.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        remove_stale_temp_files(&dir);
+        let (mut ks, snap_offset, mut db) = load_snapshot(&dir.join(SNAPSHOT_FILE))?;
+        // `always` is implemented by group commit in the server (`Server::make_durable`): the
+        // backlog itself never syncs on append.
+        let backlog_durability = match cfg.durability {
+            Durability::Always => Durability::Never,
+            d => d,
+        };
+        let opts = Options::new()
+            .capacity(cfg.backlog_size)
+            .durability(backlog_durability);
+        let mut backlog = Backlog::open_or_create(dir.join(BACKLOG_FILE), opts)
+            .map_err(|e| format!("opening the backlog: {e}"))?;
+        let rep = backlog.recovery().clone();
+        log::notice(format_args!(
+            "Backlog opened ({}): offsets {}..={}, replication ID {}",
+            rep.kind,
+            backlog.first_offset(),
+            backlog.offset(),
+            backlog.run_id()
+        ));
+        if rep.history_cut {
+            log::warning(format_args!(
+                "The backlog's history was cut at offset {} (bytes up to {} were recorded but \
+                 did not verify): replicas beyond it will get a full resync",
+                rep.last, rep.recorded_end
+            ));
+        }
+        if let Some(t) = cfg.debug_truncate_backlog {
+            if t < snap_offset {
+                return Err(format!(
+                    "--debug-truncate-backlog {t} is below the snapshot's offset {snap_offset}"
+                ));
+            }
+            if t < backlog.offset() {
+                backlog
+                    .truncate_to(t)
+                    .map_err(|e| format!("truncating the backlog: {e}"))?;
+                log::warning(format_args!(
+                    "Backlog truncated to offset {t} (--debug-truncate-backlog); new replication ID {}",
+                    backlog.run_id()
+                ));
+            }
+        }
+        let (first, end) = (backlog.first_offset(), backlog.offset());
+        if snap_offset > end || first > snap_offset + 1 {
+            log::warning(format_args!(
+                "The backlog (offsets {first}..={end}) does not cover the bytes after the \
+                 snapshot's offset {snap_offset}: starting from the snapshot alone; replicas \
+                 will get a full resync"
+            ));
+            backlog
+                .reset(RunId::random(), snap_offset)
+                .map_err(|e| format!("resetting the backlog: {e}"))?;
+        } else if end > snap_offset {
+            let replayed = replay(&mut ks, &mut db, &mut backlog, snap_offset)?;
+            log::notice(format_args!(
+                "Replayed {replayed} commands (offsets {}..={}) from the backlog",
+                snap_offset + 1,
+                backlog.offset()
+            ));
+        }
+        log::notice(format_args!(
+            "DB loaded: {} keys at replication offset {}",
+            ks.len(),
+            backlog.offset()
+        ));
+        Ok(Store {
+            ks,
+            backlog,
+            // A new feed writes a SELECT before its first command: the stream's database is
+            // not assumed across a restart.
+            feed: ReplicationFeed::new(),
+            snapshot_offset: snap_offset,
+            last_save: unix_now(),
+            snapshots: 0,
+            running: None,
+            dir,
+        })
+    }
+
+    /// Appends propagated bytes, taking a snapshot when the ring would otherwise overwrite bytes
+    /// no snapshot covers. Exits the process on a storage error (see [`fatal`]).
+    ///
+    /// Snapshots normally run in the background (a copy of the keyspace is written by another
+    /// thread, as Redis forks for BGSAVE): one starts when `offset - snapshot_offset` passes half
+    /// the capacity. An append only waits when it would overwrite a byte after the last
+    /// *finished* snapshot: it waits for the running one, and if that is not enough writes one
+    /// itself before appending.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> u64 {
+        if bytes.is_empty() {
+            return self.backlog.offset();
+        }
+        self.reap_snapshot(false);
+        let cap = self.backlog.capacity();
+        let len = bytes.len() as u64;
+        let end = self.backlog.offset();
+        if end + len - self.snapshot_offset > cap {
+            self.reap_snapshot(true);
+        }
+        if end + len - self.snapshot_offset > cap {
+            // This append alone would overwrite uncovered bytes: snapshot the state it leads to
+            // first (the keyspace already reflects it). A crash before the append leaves a
+            // snapshot ahead of the backlog; recovery then starts from the snapshot.
+            self.flush();
+            let rdb = self.rdb_at(end + len);
+            self.finish_snapshot(end + len, write_snapshot(&self.dir, &rdb));
+        }
+        let new_end = match self.backlog.append(bytes) {
+            Ok(e) => e,
+            Err(e) => fatal("appending to the backlog", e),
+        };
+        if new_end - self.snapshot_offset > cap / 2 && self.running.is_none() {
+            self.start_snapshot(new_end);
+        }
+        new_end
+    }
+
+    /// Commits everything appended (one sync). Exits the process on a storage error.
+    pub(crate) fn flush(&mut self) {
+        if let Err(e) = self.backlog.flush() {
+            fatal("flushing the backlog", e);
+        }
+    }
+
+    /// Starts writing a snapshot of the current keyspace (at `offset`) in the background.
+    fn start_snapshot(&mut self, offset: u64) {
+        // The backlog on disk then reaches the snapshot's offset, so a restart after an OS
+        // crash can still replay (and serve) the bytes after it.
+        self.flush();
+        let ks = self.ks.clone();
+        let opts = self.rdb_options(offset);
+        let dir = self.dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || write_snapshot(&dir, &rdb_to_vec(&ks, &opts)));
+        match spawned {
+            Ok(handle) => self.running = Some((offset, handle)),
+            Err(e) => fatal("starting the snapshot thread", e),
+        }
+    }
+
+    /// Collects the background snapshot if it finished (or, with `wait`, once it finishes).
+    fn reap_snapshot(&mut self, wait: bool) {
+        let done = self
+            .running
+            .as_ref()
+            .is_some_and(|(_, h)| wait || h.is_finished());
+        if !done {
+            return;
+        }
+        if let Some((offset, handle)) = self.running.take() {
+            let result = handle
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the snapshot thread panicked")));
+            self.finish_snapshot(offset, result);
+        }
+    }
+
+    fn finish_snapshot(&mut self, offset: u64, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            fatal("writing the snapshot", e);
+        }
+        self.snapshot_offset = offset;
+        self.last_save = unix_now();
+        self.snapshots += 1;
+    }
+
+    /// The keyspace as an RDB carrying the replication ID, `offset` and the stream's database.
+    pub(crate) fn rdb_at(&self, offset: u64) -> Vec<u8> {
+        rdb_to_vec(&self.ks, &self.rdb_options(offset))
+    }
+
+    /// What an RDB at `offset` carries besides the keys.
+    pub(crate) fn rdb_options(&self, offset: u64) -> RdbOptions {
+        RdbOptions {
+            ctime: i64::try_from(unix_now()).unwrap_or_default(),
+            used_mem: self.ks.payload_bytes(),
+            repl: Some(ReplInfo {
+                id: self.backlog.run_id().as_bytes().to_vec(),
+                offset,
+                stream_db: self.feed.selected().unwrap_or(DbIndex::ZERO),
+            }),
+            ..RdbOptions::default()
+        }
+    }
+
+    /// Graceful shutdown: flush, snapshot, close the backlog cleanly.
+    pub(crate) fn shutdown(mut self) {
+        self.reap_snapshot(true);
+        self.flush();
+        let end = self.backlog.offset();
+        let rdb = self.rdb_at(end);
+        self.finish_snapshot(end, write_snapshot(&self.dir, &rdb));
+        if let Err(e) = self.backlog.close() {
+            fatal("closing the backlog", e);
+        }
+    }
+}
+
+/// Writes `rdb` as the data directory's snapshot, atomically: temporary file, fsync, rename,
+/// directory fsync.
+fn write_snapshot(dir: &Path, rdb: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let tmp = dir.join(format!("temp-{}.rdb", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(rdb)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, &path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A crash during a snapshot leaves its temporary file behind.
+fn remove_stale_temp_files(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("temp-") && name.ends_with(".rdb") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The snapshot's data, replication offset and stream database (empty at offset 0 if there
+/// is none).
+fn load_snapshot(snap_path: &Path) -> Result<(Keyspace, u64, DbIndex), String> {
+    match fs::read(snap_path) {
+        Ok(bytes) => {
+            let loaded =
+                read_rdb(&bytes).map_err(|e| format!("loading {}: {e}", snap_path.display()))?;
+            let repl = loaded.repl_info();
+            let (offset, db) = repl.map_or((0, DbIndex::ZERO), |r| (r.offset, r.stream_db));
+            log::notice(format_args!(
+                "Loaded snapshot {} at replication offset {offset}: {} keys",
+                snap_path.display(),
+                loaded.keyspace.len()
+            ));
+            Ok((loaded.keyspace, offset, db))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((Keyspace::new(), 0, DbIndex::ZERO))
+        }
+        Err(e) => Err(format!("reading {}: {e}", snap_path.display())),
+    }
+}
+
+/// Replays backlog bytes after `from` onto `ks`. A corrupt or cut command at the end (which
+/// only a damaged file can hold) is cut off the backlog.
+fn replay(
+    ks: &mut Keyspace,
+    db: &mut DbIndex,
+    backlog: &mut Backlog,
+    from: u64,
+) -> Result<u64, String> {
+    let end = backlog.offset();
+    let len = usize::try_from(end - from).map_err(|_| "backlog too large".to_owned())?;
+    let mut bytes = vec![0u8; len];
+    let reader = backlog.reader();
+    let mut done = 0;
+    while done < len {
+        let n = reader
+            .read_at(from + 1 + done as u64, &mut bytes[done..])
+            .map_err(|e| format!("reading the backlog: {e}"))?;
+        if n == 0 {
+            return Err("the backlog ended early".to_owned());
+        }
+        done += n;
+    }
+    let mut count = 0;
+    let mut cut: Option<(u64, String)> = None;
+    for item in StreamDecoder::new(&bytes, from + 1) {
+        match item {
+            Ok(StreamItem::Command(cmd)) => {
+                if let Err(e) = apply(ks, db, &cmd.argv) {
+                    cut = Some((cmd.start, e.to_string()));
+                    break;
+                }
+                count += 1;
+            }
+            Ok(StreamItem::Incomplete { start, have }) => {
+                cut = Some((start, format!("a command cut after {have} bytes")));
+            }
+            Err(e) => {
+                cut = Some((e.command_start, e.to_string()));
+                break;
+            }
+        }
+    }
+    if let Some((start, why)) = cut {
+        log::warning(format_args!(
+            "Backlog holds an unusable command at offset {start} ({why}): cutting the backlog there"
+        ));
+        backlog
+            .truncate_to(start - 1)
+            .map_err(|e| format!("truncating the backlog: {e}"))?;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{Outcome, execute};
+
+    fn cfg(dir: &Path) -> Config {
+        Config {
+            dir: dir.to_path_buf(),
+            backlog_size: 64 * 1024,
+            ..Config::default()
+        }
+    }
+
+    /// Runs a client command and appends what it propagates, as a connection does.
+    fn run(store: &mut Store, db: &mut DbIndex, line: &str) {
+        let argv: Vec<Vec<u8>> = line.split(' ').map(|a| a.as_bytes().to_vec()).collect();
+        let Outcome::Executed(done) = execute(&mut store.ks, db, &argv) else {
+            panic!("{line}")
+        };
+        assert_ne!(done.reply.first(), Some(&b'-'), "{line}");
+        if let Some(p) = done.propagate {
+            let bytes = store.feed.encode(*db, &p);
+            store.append(&bytes);
+        }
+    }
+
+    fn value(store: &Store, db: u64, key: &str) -> Option<Vec<u8>> {
+        store
+            .ks
+            .get(DbIndex::new(db).unwrap(), key.as_bytes())
+            .map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn restart_restores_snapshot_plus_replay_across_many_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        for i in 0..3000 {
+            if i % 1000 == 0 {
+                run(&mut s, &mut db, &format!("SELECT {}", i / 1000));
+            }
+            run(&mut s, &mut db, &format!("SET key:{i} value-{i}"));
+            run(&mut s, &mut db, "INCR counter");
+        }
+        s.reap_snapshot(true);
+        assert!(s.snapshots >= 3, "{} snapshots", s.snapshots);
+        assert!(
+            s.backlog.offset() > s.snapshot_offset,
+            "some bytes only in the backlog"
+        );
+        let (end, keys) = (s.backlog.offset(), s.ks.len());
+        drop(s);
+        let s = Store::recover(&cfg(dir.path())).unwrap();
+        assert_eq!(s.backlog.offset(), end);
+        assert_eq!(s.ks.len(), keys);
+        assert_eq!(
+            value(&s, 2, "key:2999").as_deref(),
+            Some(&b"value-2999"[..])
+        );
+        assert_eq!(value(&s, 0, "key:0").as_deref(), Some(&b"value-0"[..]));
+        assert_eq!(value(&s, 2, "counter").as_deref(), Some(&b"1000"[..]));
+    }
+
+    #[test]
+    fn value_larger_than_half_the_ring_is_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        let big = "x".repeat(60_000);
+        for i in 0..5 {
+            run(&mut s, &mut db, &format!("SET small{i} {i}"));
+            run(&mut s, &mut db, &format!("SET big{i} {big}"));
+        }
+        s.reap_snapshot(true);
+        drop(s);
+        let s = Store::recover(&cfg(dir.path())).unwrap();
+        for i in 0..5 {
+            assert_eq!(
+                value(&s, 0, &format!("big{i}")).map(|v| v.len()),
+                Some(60_000)
+            );
+            assert!(value(&s, 0, &format!("small{i}")).is_some());
+        }
+    }
+
+    #[test]
+    fn snapshot_ahead_of_the_backlog_starts_from_the_snapshot_with_a_new_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        run(&mut s, &mut db, "SET a 1");
+        let old_id = s.backlog.run_id();
+        // As if a snapshot was written for an append that never reached the backlog.
+        s.ks.set(DbIndex::ZERO, b"b".to_vec(), b"2".to_vec());
+        let ahead = s.backlog.offset() + 100;
+        let rdb = s.rdb_at(ahead);
+        s.finish_snapshot(ahead, write_snapshot(&s.dir, &rdb));
+        drop(s);
+        let s = Store::recover(&cfg(dir.path())).unwrap();
+        assert_eq!(s.backlog.offset(), ahead);
+        assert_eq!(value(&s, 0, "b").as_deref(), Some(&b"2"[..]));
+        assert!(!s.backlog.psync(old_id.as_str(), 2).is_continue());
+    }
+
+    #[test]
+    fn damaged_command_at_the_end_is_cut_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        run(&mut s, &mut db, "SET a 1");
+        let good_end = s.backlog.offset();
+        s.backlog.append(b"*1\r\n$4\r\nPI").unwrap();
+        drop(s);
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        assert_eq!(s.backlog.offset(), good_end, "a cut command is cut off");
+        assert_eq!(value(&s, 0, "a").as_deref(), Some(&b"1"[..]));
+        s.backlog
+            .append(b"+garbage\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n")
+            .unwrap();
+        drop(s);
+        let s = Store::recover(&cfg(dir.path())).unwrap();
+        assert_eq!(
+            s.backlog.offset(),
+            good_end,
+            "garbage and what follows it are cut off"
+        );
+        assert_eq!(value(&s, 0, "b"), None);
+    }
+
+    #[test]
+    fn truncation_below_the_snapshot_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let mut db = DbIndex::ZERO;
+        run(&mut s, &mut db, "SET a 1");
+        s.shutdown();
+        let mut c = cfg(dir.path());
+        c.debug_truncate_backlog = Some(1);
+        let err = Store::recover(&c).unwrap_err();
+        assert!(err.contains("below the snapshot"), "{err}");
+    }
+}

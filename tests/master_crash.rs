@@ -1,0 +1,153 @@
+//! `durable-master` killed with SIGKILL in the middle of concurrent writes: guards against a
+//! master that acknowledges a write before it is in the backlog (the write would be lost on
+//! restart), or that replays a backlog into different data. Runs every durability mode; needs
+//! no `redis-server`.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The master process, killed (SIGKILL) and reaped when dropped, also when a test fails.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(dir: &Path, port: u16, durability: &str) -> Guard {
+    let master = Guard(
+        Command::new(env!("CARGO_BIN_EXE_durable-master"))
+            .args(["--port", &port.to_string(), "--backlog-size", "1mb"])
+            .args(["--durability", durability, "--dir"])
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn durable-master"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return master;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("durable-master did not start");
+}
+
+fn line(r: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut l = String::new();
+    match r.read_line(&mut l) {
+        Ok(n) if n > 0 => Some(l.trim_end().to_owned()),
+        _ => None,
+    }
+}
+
+fn kill9_during_concurrent_writes_loses_no_acknowledged_write(durability: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let mut master = spawn(dir.path(), port, durability);
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                let mut r = BufReader::new(s.try_clone().expect("clone"));
+                let mut s = s;
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    // Pipelines of 10, so batches share appends (and commits).
+                    let batch: Vec<(String, String)> = (0..10)
+                        .map(|j| {
+                            (
+                                format!("w{w}:{i}:{j}"),
+                                format!("{}", i * 10 + j).repeat(20),
+                            )
+                        })
+                        .collect();
+                    let mut out = String::new();
+                    for (k, v) in &batch {
+                        let _ = write!(out, "SET {k} {v}\r\n");
+                    }
+                    if s.write_all(out.as_bytes()).is_err() {
+                        return;
+                    }
+                    for kv in batch {
+                        match line(&mut r).as_deref() {
+                            Some("+OK") => acked.lock().expect("lock").push(kv),
+                            _ => return,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    master.0.kill().expect("kill -9");
+    master.0.wait().expect("reap");
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
+    assert!(
+        acked.len() > 100,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    let _master = spawn(dir.path(), port, durability);
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut s = s;
+    for chunk in acked.chunks(500) {
+        let mut out = String::new();
+        for (k, _) in chunk {
+            let _ = write!(out, "GET {k}\r\n");
+        }
+        s.write_all(out.as_bytes()).expect("send");
+        for (k, v) in chunk {
+            let header = line(&mut r).expect("reply");
+            assert_eq!(
+                header,
+                format!("${}", v.len()),
+                "{durability}: key {k} lost"
+            );
+            assert_eq!(
+                line(&mut r).as_deref(),
+                Some(v.as_str()),
+                "{durability}: {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kill9_loses_no_acknowledged_write_always() {
+    kill9_during_concurrent_writes_loses_no_acknowledged_write("always");
+}
+
+#[test]
+fn kill9_loses_no_acknowledged_write_everysec() {
+    kill9_during_concurrent_writes_loses_no_acknowledged_write("everysec");
+}
+
+#[test]
+fn kill9_loses_no_acknowledged_write_never() {
+    kill9_during_concurrent_writes_loses_no_acknowledged_write("never");
+}

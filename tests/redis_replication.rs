@@ -1,0 +1,590 @@
+//! Real `redis-server` 7.0 replicas following `durable-master` (the binary, spawned and killed
+//! by PID): guards against a master that loses acknowledged writes on kill -9, that sends a
+//! replica a full resync where a partial one is possible (or a partial one where it would
+//! splice two histories), or whose stream or snapshot a real replica applies differently.
+//!
+//! Every scenario checks that the replica's whole keyspace equals the master's and the test's
+//! own model of what was acknowledged, and reads the replica's log and the master's INFO for the
+//! kind of sync that happened.
+//!
+//! Without `redis-server` on the PATH these tests print a loud `SKIPPED` notice and pass,
+//! unless `REQUIRE_REDIS=1`, in which case they fail.
+
+#![allow(
+    clippy::missing_panics_doc,
+    clippy::cast_possible_truncation,
+    clippy::too_many_lines
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, RedisGuard, Reply, free_port, read_log, redis_server};
+
+/// (db, key) -> value.
+type Model = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
+
+const FULL: &str = "MASTER <-> REPLICA sync: Finished with success";
+const PARTIAL: &str = "Successful partial resynchronization with master";
+
+/// A `durable-master` process, killed with SIGKILL when dropped.
+struct Master {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    backlog: String,
+}
+
+impl Master {
+    fn start(dir: &Path, backlog: &str) -> Master {
+        let mut m = Master {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            backlog: backlog.to_owned(),
+        };
+        m.spawn(&[]);
+        m
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("master.log"))
+            .expect("master log");
+        let child = Command::new(env!("CARGO_BIN_EXE_durable-master"))
+            .args(["--port", &self.port.to_string(), "--dir"])
+            .arg(self.dir.join("data"))
+            .args(["--backlog-size", &self.backlog])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn durable-master");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("durable-master exited: {status}; log:\n{}", self.log());
+            }
+            if let Ok(mut c) = Client::connect(self.port) {
+                match c.call(&[b"PING"]) {
+                    Reply::Status(s) if s == "PONG" => return,
+                    Reply::Error(e) if e.starts_with("NOAUTH") => return,
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("durable-master did not start; log:\n{}", self.log());
+    }
+
+    /// SIGKILL, then wait for the process to be gone.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9 durable-master");
+            c.wait().expect("reap durable-master");
+        }
+    }
+
+    fn restart(&mut self, extra: &[&str]) {
+        self.kill9();
+        self.spawn(extra);
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(self.port).expect("connect to durable-master")
+    }
+
+    fn log(&self) -> String {
+        read_log(&self.dir.join("master.log"))
+    }
+
+    fn offset(&self) -> u64 {
+        field(&self.client().info("replication"), "master_repl_offset")
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        field(&self.client().info("stats"), name)
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn field(info: &str, name: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in INFO:\n{info}"))
+        .trim()
+        .parse()
+        .expect("numeric INFO field")
+}
+
+fn start_replica(binary: &Path, dir: &Path, master: &Master) -> RedisGuard {
+    std::fs::create_dir_all(dir).expect("replica dir");
+    RedisGuard::start_with(
+        binary,
+        dir,
+        &["--replicaof", "127.0.0.1", &master.port.to_string()],
+    )
+}
+
+/// Waits until the replica's link is up and it processed everything the master wrote.
+fn wait_in_sync(master: &Master, replica: &RedisGuard) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let m = master.offset();
+        let info = replica.client().info("replication");
+        if info.contains("master_link_status:up") && field(&info, "master_repl_offset") == m {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "replica did not catch up; master log:\n{}\nreplica log:\n{}",
+        master.log(),
+        replica.log()
+    );
+}
+
+/// Every key of every database with its value.
+fn dump(c: &mut Client) -> Model {
+    let mut out = Model::new();
+    for db in 0u8..16 {
+        c.ok(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
+        let Reply::Array(keys) = c.call(&[&b"KEYS"[..], b"*"]) else {
+            panic!("KEYS")
+        };
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .map(|k| match k {
+                Reply::Bulk(Some(k)) => k,
+                other => panic!("key {other:?}"),
+            })
+            .collect();
+        for chunk in keys.chunks(1000) {
+            let mut argv = vec![b"MGET".to_vec()];
+            argv.extend(chunk.iter().cloned());
+            let Reply::Array(values) = c.call(&argv) else {
+                panic!("MGET")
+            };
+            for (k, v) in chunk.iter().zip(values) {
+                let Reply::Bulk(Some(v)) = v else {
+                    panic!("value of {k:?}: {v:?}")
+                };
+                out.insert((db, k.clone()), v);
+            }
+        }
+    }
+    c.ok(&[&b"SELECT"[..], b"0"]);
+    out
+}
+
+fn assert_model(what: &str, got: &Model, model: &Model) {
+    assert_eq!(got.len(), model.len(), "{what}: number of keys");
+    if let Some((k, v)) = model.iter().find(|(k, v)| got.get(*k) != Some(*v)) {
+        panic!(
+            "{what}: key {k:?} expected {:?}, got {:?}",
+            String::from_utf8_lossy(v),
+            got.get(k).map(|g| String::from_utf8_lossy(g).into_owned())
+        );
+    }
+}
+
+/// Master, replica and model hold exactly the same keys and values.
+fn assert_same(master: &Master, replica: &RedisGuard, model: &Model) {
+    assert_model("master", &dump(&mut master.client()), model);
+    assert_model("replica", &dump(&mut replica.client()), model);
+}
+
+/// Pipelined `SET`s in database `db` (selected first), each acknowledged with `+OK`.
+fn set_many(
+    c: &mut Client,
+    model: &mut Model,
+    db: u8,
+    items: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+) {
+    c.ok(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
+    let items: Vec<_> = items.into_iter().collect();
+    for chunk in items.chunks(500) {
+        let mut out = Vec::new();
+        for (k, v) in chunk {
+            out.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n${}\r\n", k.len()).as_bytes());
+            out.extend_from_slice(k);
+            out.extend_from_slice(format!("\r\n${}\r\n", v.len()).as_bytes());
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+        c.send_raw(&out);
+        for (k, v) in chunk {
+            assert_eq!(c.read_reply(), Reply::Status("OK".into()), "SET {k:?}");
+            model.insert((db, k.clone()), v.clone());
+        }
+    }
+}
+
+fn keys(tag: &str, range: std::ops::Range<usize>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    range
+        .map(|i| {
+            (
+                format!("{tag}:{i:06}").into_bytes(),
+                format!("value-{tag}-{i}-{}", "x".repeat(i % 50)).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.matches(needle).count()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Scenario 1: a first full sync of 10k keys in two databases; the stream after it starts with
+/// a SELECT (the replica starts in db 0 while the master's stream was in db 3).
+#[test]
+fn s1_first_full_sync_of_10k_keys() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(dir.path(), "1mb");
+    let mut model = Model::new();
+    let mut c = master.client();
+    set_many(&mut c, &mut model, 0, keys("a", 0..9000));
+    set_many(&mut c, &mut model, 3, keys("b", 0..1000));
+    let replica = start_replica(&bin, &dir.path().join("r"), &master);
+    wait_in_sync(&master, &replica);
+    // Still in db 3 on this connection: the stream must re-select it for the replica.
+    set_many(&mut c, &mut model, 3, keys("c", 0..10));
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+    assert_eq!(model.len(), 10_010);
+    assert_eq!(count(&replica.log(), FULL), 1);
+    assert_eq!(master.stat("sync_full"), 1);
+    assert_eq!(master.stat("sync_partial_ok"), 0);
+}
+
+/// Scenario 2: the replica's link is dropped (twice) while writes continue → partial.
+#[test]
+fn s2_link_dropped_while_writing_gives_partial_resync() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(dir.path(), "1mb");
+    let replica = start_replica(&bin, &dir.path().join("r"), &master);
+    wait_in_sync(&master, &replica);
+    let mut model = Model::new();
+    let mut c = master.client();
+    for round in 0..3 {
+        set_many(&mut c, &mut model, 0, keys(&format!("r{round}"), 0..1000));
+        if round < 2 {
+            let killed = replica
+                .client()
+                .integer(&[&b"CLIENT"[..], b"KILL", b"TYPE", b"master"]);
+            assert_eq!(killed, 1);
+        }
+    }
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+    assert!(count(&replica.log(), PARTIAL) >= 1, "{}", replica.log());
+    assert!(master.stat("sync_partial_ok") >= 1);
+    assert_eq!(master.stat("sync_full"), 1, "only the first sync is full");
+    assert_eq!(count(&replica.log(), FULL), 1);
+}
+
+/// Scenario 3: master kill -9 and restart with the replica in sync → partial, nothing lost.
+/// The backlog is small, so the master restarts from a snapshot plus a replay of the backlog
+/// after it (and one value is larger than half the ring).
+#[test]
+fn s3_master_kill9_replica_in_sync_gives_partial_and_loses_nothing() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(dir.path(), "64kb");
+    let replica = start_replica(&bin, &dir.path().join("r"), &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..1500));
+    let big = vec![(b"big".to_vec(), "0123456789".repeat(5000).into_bytes())];
+    set_many(&mut master.client(), &mut model, 0, big);
+    set_many(&mut master.client(), &mut model, 0, keys("a", 1500..2000));
+    set_many(&mut master.client(), &mut model, 0, keys("z", 0..10));
+    wait_in_sync(&master, &replica);
+    let persistence = master.client().info("persistence");
+    assert!(field(&persistence, "rdb_saves") >= 3, "{persistence}");
+    assert!(
+        field(&persistence, "rdb_changes_since_last_save") > 0,
+        "{persistence}"
+    );
+    master.restart(&[]);
+    assert!(master.log().contains("Replayed"), "{}", master.log());
+    assert_model("master after kill -9", &dump(&mut master.client()), &model);
+    set_many(&mut master.client(), &mut model, 0, keys("b", 0..500));
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+    assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
+    assert_eq!(master.stat("sync_full"), 0);
+    assert_eq!(count(&replica.log(), PARTIAL), 1);
+    assert_eq!(count(&replica.log(), FULL), 1);
+}
+
+/// Scenario 4: master kill -9 while the replica lags inside the backlog (stopped with SIGSTOP)
+/// → partial, nothing lost.
+#[test]
+fn s4_master_kill9_while_replica_lags_gives_partial() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(dir.path(), "1mb");
+    let replica = start_replica(&bin, &dir.path().join("r"), &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..1000));
+    wait_in_sync(&master, &replica);
+    signal(replica.pid(), "-STOP");
+    set_many(&mut master.client(), &mut model, 0, keys("b", 0..2000));
+    master.restart(&[]);
+    set_many(&mut master.client(), &mut model, 0, keys("c", 0..100));
+    signal(replica.pid(), "-CONT");
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+    assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
+    assert_eq!(master.stat("sync_full"), 0);
+    assert_eq!(count(&replica.log(), FULL), 1);
+}
+
+/// Scenario 5: the master is killed twice while the replica is down across both restarts →
+/// still partial (the replica's ID is two generations old). The restarted master runs with
+/// `--durability always` (group commit).
+#[test]
+fn s5_master_killed_twice_while_replica_down_still_partial() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(dir.path(), "1mb");
+    let replica = start_replica(&bin, &dir.path().join("r"), &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..500));
+    wait_in_sync(&master, &replica);
+    signal(replica.pid(), "-STOP");
+    set_many(&mut master.client(), &mut model, 0, keys("b", 0..500));
+    master.restart(&["--durability", "always"]);
+    set_many(&mut master.client(), &mut model, 2, keys("c", 0..500));
+    master.restart(&["--durability", "always"]);
+    set_many(&mut master.client(), &mut model, 0, keys("d", 0..500));
+    signal(replica.pid(), "-CONT");
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+    assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
+    assert_eq!(master.stat("sync_full"), 0);
+    assert_eq!(count(&replica.log(), FULL), 1);
+    assert_eq!(count(&replica.log(), PARTIAL), 1);
+}
+
+/// Scenario 6: a replica whose offset fell out of the backlog while it was down gets a full
+/// resync, and ends with identical data.
+#[test]
+fn s6_replica_lag_beyond_backlog_gives_full_resync() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(dir.path(), "64kb");
+    let rdir = dir.path().join("r");
+    let mut replica = start_replica(&bin, &rdir, &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..300));
+    wait_in_sync(&master, &replica);
+    replica
+        .client()
+        .send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
+    replica.wait_exit();
+    // ~250 KB: four times the backlog.
+    set_many(&mut master.client(), &mut model, 0, keys("b", 0..4000));
+    let replica = start_replica(&bin, &rdir, &master);
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+    assert_eq!(master.stat("sync_full"), 2, "{}", master.log());
+    assert_eq!(master.stat("sync_partial_err"), 1);
+    assert_eq!(master.stat("sync_partial_ok"), 0);
+    assert!(
+        replica.log().contains("Trying a partial resynchronization"),
+        "the restarted replica must have asked for a partial resync:\n{}",
+        replica.log()
+    );
+    assert_eq!(count(&replica.log(), FULL), 2);
+}
+
+/// Scenario 7: the master's tail is cut back (as an OS crash losing unsynced bytes would) while
+/// the replica holds those bytes → full resync, never a spliced history.
+#[test]
+fn s7_truncated_master_tail_gives_full_resync_never_divergence() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(dir.path(), "1mb");
+    let replica = start_replica(&bin, &dir.path().join("r"), &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..1000));
+    let kept = model.clone();
+    let cut_at = master.offset();
+    let mut lost = model.clone();
+    set_many(&mut master.client(), &mut lost, 0, keys("b", 0..500));
+    wait_in_sync(&master, &replica);
+    master.kill9();
+    master.spawn(&["--debug-truncate-backlog", &cut_at.to_string()]);
+    assert_eq!(master.offset(), cut_at);
+    // New writes reuse the offsets the replica already holds different bytes for.
+    let mut model = kept;
+    set_many(&mut master.client(), &mut model, 0, keys("c", 0..300));
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+    assert_eq!(master.stat("sync_partial_ok"), 0, "{}", master.log());
+    assert_eq!(master.stat("sync_partial_err"), 1);
+    assert_eq!(master.stat("sync_full"), 1);
+    assert_eq!(count(&replica.log(), FULL), 2);
+}
+
+/// Scenario 8: two replicas streamed at once; one is stopped until the ring laps it, is
+/// disconnected, and comes back with a full resync; the other is untouched.
+#[test]
+fn s8_two_replicas_one_lapped() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(dir.path(), "1mb");
+    let a = start_replica(&bin, &dir.path().join("ra"), &master);
+    let b = start_replica(&bin, &dir.path().join("rb"), &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..500));
+    wait_in_sync(&master, &a);
+    wait_in_sync(&master, &b);
+    signal(b.pid(), "-STOP");
+    // 32 MB through a 1 MB ring: more than the ring plus every socket buffer on the way to
+    // the stopped replica. Few keys, rewritten, so snapshots stay small.
+    let big = |i: usize| format!("{i:08}").repeat(8 * 1024).into_bytes();
+    let mut c = master.client();
+    for round in 0..32 {
+        set_many(
+            &mut c,
+            &mut model,
+            0,
+            (0..16).map(|k| (format!("big:{k}").into_bytes(), big(round * 16 + k))),
+        );
+    }
+    wait_in_sync(&master, &a);
+    signal(b.pid(), "-CONT");
+    wait_in_sync(&master, &b);
+    assert_same(&master, &a, &model);
+    assert_same(&master, &b, &model);
+    assert!(
+        master.log().contains("lagged beyond the backlog"),
+        "{}",
+        master.log()
+    );
+    assert_eq!(count(&a.log(), FULL), 1, "the other replica kept streaming");
+    assert_eq!(count(&b.log(), FULL), 2, "{}", b.log());
+    assert_eq!(master.stat("sync_full"), 3);
+}
+
+/// Scenario 9: a replica restarted from its own RDB continues from the RDB's repl-offset.
+#[test]
+fn s9_restarted_replica_continues_from_its_rdb() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(dir.path(), "1mb");
+    let rdir = dir.path().join("r");
+    let mut replica = start_replica(&bin, &rdir, &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..1000));
+    wait_in_sync(&master, &replica);
+    replica
+        .client()
+        .send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
+    replica.wait_exit();
+    set_many(&mut master.client(), &mut model, 0, keys("b", 0..500));
+    let replica = start_replica(&bin, &rdir, &master);
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+    assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
+    assert_eq!(master.stat("sync_full"), 1);
+    assert_eq!(count(&replica.log(), PARTIAL), 1, "{}", replica.log());
+}
+
+/// With `--requirepass`, clients must AUTH and a replica with `masterauth` syncs; `WAIT`
+/// counts it through `REPLCONF GETACK`.
+#[test]
+fn requirepass_masterauth_and_wait() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = Master::start(dir.path(), "1mb");
+    master.restart(&["--requirepass", "s3cret"]);
+    let mut c = master.client();
+    assert_eq!(
+        c.call(&[&b"SET"[..], b"k", b"v"]),
+        Reply::Error("NOAUTH Authentication required.".into())
+    );
+    assert!(
+        matches!(c.call(&[&b"AUTH"[..], b"wrong"]), Reply::Error(e) if e.starts_with("WRONGPASS"))
+    );
+    c.ok(&[&b"AUTH"[..], b"s3cret"]);
+    c.ok(&[&b"SET"[..], b"k", b"v"]);
+    let rdir = dir.path().join("r");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let replica = RedisGuard::start_with(
+        &bin,
+        &rdir,
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &master.port.to_string(),
+            "--masterauth",
+            "s3cret",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !replica
+        .client()
+        .info("replication")
+        .contains("master_link_status:up")
+    {
+        assert!(Instant::now() < deadline, "{}", replica.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.ok(&[&b"SET"[..], b"k2", b"v2"]);
+    assert_eq!(c.integer(&[&b"WAIT"[..], b"1", b"5000"]), 1);
+    assert_eq!(
+        replica.client().call(&[&b"GET"[..], b"k2"]),
+        Reply::Bulk(Some(b"v2".to_vec()))
+    );
+    let info = c.info("replication");
+    assert!(info.contains("slave0:ip=127.0.0.1,port="), "{info}");
+    assert!(info.contains("state=online"), "{info}");
+}
+
+/// The master pings its replicas every 10 s with a lowercase `ping` that goes through the
+/// stream (14 bytes, counted in the offsets), as Redis 7.0 does; the replica stays in sync.
+#[test]
+fn master_pings_replicas_through_the_stream() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(dir.path(), "1mb");
+    let replica = start_replica(&bin, &dir.path().join("r"), &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..10));
+    wait_in_sync(&master, &replica);
+    let before = master.offset();
+    std::thread::sleep(Duration::from_millis(10_500));
+    let after = master.offset();
+    assert!(after > before, "no ping in 10.5 s");
+    assert_eq!((after - before) % 14, 0, "only 14-byte pings were written");
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+}
