@@ -70,7 +70,9 @@ fn durable(c: &mut Criterion) {
 
     let mut always = filled_backlog(&dir.path().join("a"), cap, Durability::Always, &data);
     assert_eq!(always.durable_offset(), always.offset());
-    g.bench_function("backlog Always", |b| b.iter(|| always.append(&data).unwrap()));
+    g.bench_function("backlog Always", |b| {
+        b.iter(|| always.append(&data).unwrap())
+    });
     assert_eq!(always.durable_offset(), always.offset());
     drop(always);
 
@@ -95,7 +97,12 @@ fn durable(c: &mut Criterion) {
     // Group commit: N appends, one flush.
     for n in [4usize, 16, 64] {
         g.throughput(Throughput::Bytes((n * KIB) as u64));
-        let mut never = filled_backlog(&dir.path().join(format!("g{n}")), cap, Durability::Never, &data);
+        let mut never = filled_backlog(
+            &dir.path().join(format!("g{n}")),
+            cap,
+            Durability::Never,
+            &data,
+        );
         g.bench_function(BenchmarkId::new("backlog group commit", n), |b| {
             b.iter(|| {
                 for _ in 0..n {

@@ -25,7 +25,9 @@ fn open(c: &mut Criterion) {
         let path = dir.path().join(format!("b{cap}"));
         let mut b = Backlog::create(
             &path,
-            Options::new().capacity(cap as u64).durability(Durability::Never),
+            Options::new()
+                .capacity(cap as u64)
+                .durability(Durability::Never),
         )
         .unwrap();
         for _ in 0..=cap / MIB {
@@ -34,24 +36,31 @@ fn open(c: &mut Criterion) {
         check_backlog(&b, &data);
         b.close().unwrap();
         g.throughput(Throughput::Elements(1));
-        g.bench_function(BenchmarkId::new("clean reopen", format!("{}MiB", cap / MIB)), |bch| {
-            bch.iter_custom(|iters| {
-                let mut t = Duration::ZERO;
-                for _ in 0..iters {
-                    let s = Instant::now();
-                    let b = Backlog::open(&path, Options::new()).unwrap();
-                    t += s.elapsed();
-                    assert_eq!(b.recovery().kind, RecoveryKind::Clean);
-                    b.close().unwrap();
-                }
-                t
-            });
-        });
+        g.bench_function(
+            BenchmarkId::new("clean reopen", format!("{}MiB", cap / MIB)),
+            |bch| {
+                bch.iter_custom(|iters| {
+                    let mut t = Duration::ZERO;
+                    for _ in 0..iters {
+                        let s = Instant::now();
+                        let b = Backlog::open(&path, Options::new()).unwrap();
+                        t += s.elapsed();
+                        assert_eq!(b.recovery().kind, RecoveryKind::Clean);
+                        b.close().unwrap();
+                    }
+                    t
+                });
+            },
+        );
         if cap == GIB {
             let header = common::crash_image_from(&path);
             g.throughput(Throughput::Bytes(cap as u64));
             for cold in [false, true] {
-                let name = if cold { "page cache dropped" } else { "page cache warm" };
+                let name = if cold {
+                    "page cache dropped"
+                } else {
+                    "page cache warm"
+                };
                 g.bench_function(BenchmarkId::new("verified recovery 1GiB", name), |bch| {
                     bch.iter_custom(|iters| {
                         let mut t = Duration::ZERO;

@@ -18,9 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    BufFileRing, FdatasyncFloor, GIB, KIB, MIB, MemRing, MsyncFloor, QueueRing,
-    Rng, bench_dir, check_backlog, chunk, drop_page_cache, filled_backlog, median, patch,
-    time_per_op,
+    BufFileRing, FdatasyncFloor, GIB, KIB, MIB, MemRing, MsyncFloor, QueueRing, Rng, bench_dir,
+    check_backlog, chunk, drop_page_cache, filled_backlog, median, patch, time_per_op,
 };
 use durable_backlog::{Backlog, Durability, Options, RecoveryKind};
 
@@ -141,7 +140,8 @@ fn fs_of(p: &Path) -> String {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && p.starts_with(f[1])).then(|| (f[1].len(), format!("{} ({})", f[2], f[0])))
+            (f.len() > 2 && p.starts_with(f[1]))
+                .then(|| (f[1].len(), format!("{} ({})", f[2], f[0])))
         })
         .max()
         .map(|(_, s)| s)
@@ -154,16 +154,23 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
+    // PERF_TABLE_ONLY=append,everysec,durable,read,open runs only those sections.
+    let only = std::env::var("PERF_TABLE_ONLY").ok();
+    let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
     let budget = |ms: u64| Duration::from_secs_f64(ms as f64 / 1000.0 * scale);
     let t0 = Instant::now();
     let dir = bench_dir();
     let mut t = Table { out: String::new() };
-    t.out.push_str("| figure | this crate | baseline | ratio | target |\n");
+    t.out
+        .push_str("| figure | this crate | baseline | ratio | target |\n");
     t.out.push_str("| --- | --- | --- | --- | --- |\n");
 
     // ---- append throughput, Never, vs the in-memory ring and the file baselines ----
     for cap in [MIB, 64 * MIB] {
         for len in [64, KIB, 16 * KIB] {
+            if !want("append") {
+                break;
+            }
             let data = chunk(len);
             let p = |s: &str| dir.path().join(format!("{s}-{cap}-{len}"));
             let mut mem = MemRing::new(cap);
@@ -193,7 +200,11 @@ fn main() {
             let (m, f, q, b) = (median(tm), median(tf), median(tq), median(tb));
             let bytes = len as f64;
             let target = if cap == MIB { 0.7 } else { 0.8 };
-            let fig = format!("append `Never`, {} ring, {} chunks", size_name(cap), size_name(len));
+            let fig = format!(
+                "append `Never`, {} ring, {} chunks",
+                size_name(cap),
+                size_name(len)
+            );
             t.row(
                 &format!("{fig} vs in-memory ring"),
                 &gbs(bytes, b),
@@ -219,7 +230,7 @@ fn main() {
     }
 
     // ---- EverySec vs Never: windows longer than the flusher's period ----
-    {
+    if want("everysec") {
         let cap = 64 * MIB;
         let data = chunk(KIB);
         let mut never = filled_backlog(&dir.path().join("n"), cap, Durability::Never, &data);
@@ -246,7 +257,7 @@ fn main() {
     }
 
     // ---- durable commit cost: Always 1 KiB vs one sync of one page per append ----
-    {
+    if want("durable") {
         let cap = 64 * MIB;
         let data = chunk(KIB);
         let mut always = filled_backlog(&dir.path().join("a"), cap, Durability::Always, &data);
@@ -342,7 +353,7 @@ fn main() {
     }
 
     // ---- range reads from random offsets ----
-    {
+    if want("read") {
         let cap = 64 * MIB;
         let data = chunk(MIB);
         let bl = filled_backlog(&dir.path().join("r"), cap, Durability::Never, &data);
@@ -373,7 +384,10 @@ fn main() {
             }
             let (a, m) = (median(tr), median(tm));
             t.row(
-                &format!("range read {}, random offsets, 64 MiB ring vs memcpy", size_name(len)),
+                &format!(
+                    "range read {}, random offsets, 64 MiB ring vs memcpy",
+                    size_name(len)
+                ),
                 &gbs(len as f64, a),
                 &gbs(len as f64, m),
                 m / a,
@@ -386,11 +400,19 @@ fn main() {
     let mut reopen = Vec::new();
     let mut heap_max = 0usize;
     for cap in [64 * MIB, GIB] {
+        if !want("open") {
+            break;
+        }
         let path = dir.path().join(format!("open-{cap}"));
         let data = chunk(MIB);
         let (mut b, h) = heap_peak(|| {
-            Backlog::create(&path, Options::new().capacity(cap as u64).durability(Durability::Never))
-                .unwrap()
+            Backlog::create(
+                &path,
+                Options::new()
+                    .capacity(cap as u64)
+                    .durability(Durability::Never),
+            )
+            .unwrap()
         });
         if cap == GIB {
             heap_max = heap_max.max(h);
@@ -447,45 +469,49 @@ fn main() {
             }
         }
     }
-    t.row(
-        "clean reopen: 1 GiB vs 64 MiB (time)",
-        &us(reopen[1]),
-        &us(reopen[0]),
-        reopen[0] / reopen[1],
-        Some(0.5),
-    );
-    t.row(
-        "clean reopen 1 GiB vs 10 ms",
-        &us(reopen[1]),
-        "10 ms",
-        0.010 / reopen[1],
-        Some(1.0),
-    );
-    {
-        // Heap during a working session on the 1 GiB backlog.
-        let path = dir.path().join(format!("open-{GIB}"));
-        let data = chunk(KIB);
-        let ((), h) = heap_peak(|| {
-            let mut b = Backlog::open(&path, Options::new().durability(Durability::EverySec))
-                .unwrap();
-            for _ in 0..10_000 {
-                b.append(&data).unwrap();
-            }
-            b.flush().unwrap();
-            let mut buf = vec![0u8; KIB];
-            b.reader().read_at(b.offset() + 1 - KIB as u64, &mut buf).unwrap();
-            assert_eq!(buf, data);
-            b.close().unwrap();
-        });
-        heap_max = heap_max.max(h.saturating_sub(KIB));
+    if want("open") {
+        t.row(
+            "clean reopen: 1 GiB vs 64 MiB (time)",
+            &us(reopen[1]),
+            &us(reopen[0]),
+            reopen[0] / reopen[1],
+            Some(0.5),
+        );
+        t.row(
+            "clean reopen 1 GiB vs 10 ms",
+            &us(reopen[1]),
+            "10 ms",
+            0.010 / reopen[1],
+            Some(1.0),
+        );
+        {
+            // Heap during a working session on the 1 GiB backlog.
+            let path = dir.path().join(format!("open-{GIB}"));
+            let data = chunk(KIB);
+            let ((), h) = heap_peak(|| {
+                let mut b =
+                    Backlog::open(&path, Options::new().durability(Durability::EverySec)).unwrap();
+                for _ in 0..10_000 {
+                    b.append(&data).unwrap();
+                }
+                b.flush().unwrap();
+                let mut buf = vec![0u8; KIB];
+                b.reader()
+                    .read_at(b.offset() + 1 - KIB as u64, &mut buf)
+                    .unwrap();
+                assert_eq!(buf, data);
+                b.close().unwrap();
+            });
+            heap_max = heap_max.max(h.saturating_sub(KIB));
+        }
+        t.row(
+            "peak heap beyond the mapping, 1 GiB backlog (create, open, recover, append)",
+            &format!("{} KiB", heap_max.div_ceil(KIB)),
+            "1024 KiB",
+            MIB as f64 / heap_max as f64,
+            Some(1.0),
+        );
     }
-    t.row(
-        "peak heap beyond the mapping, 1 GiB backlog (create, open, recover, append)",
-        &format!("{} KiB", heap_max.div_ceil(KIB)),
-        "1024 KiB",
-        MIB as f64 / heap_max as f64,
-        Some(1.0),
-    );
 
     println!("Machine: {}\n", machine());
     print!("{}", t.out);

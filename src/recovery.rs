@@ -23,7 +23,10 @@ use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
 use crate::format::slot::{SLOT_LEN, Slot, SlotError};
 use crate::format::{Geometry, LIVE_OFFSET, PAGE, SLOT_OFFSETS, VERSION};
 use crate::region::Medium;
-use crate::ring::run_base;
+use crate::ring::{run_base, spans};
+
+/// How far ahead of the verification pass the disk is asked to read.
+const VERIFY_READAHEAD: u64 = 8 << 20;
 use crate::shared::Shared;
 
 /// How the backlog was found when it was opened.
@@ -217,7 +220,17 @@ fn verify(
     let mut checked: Vec<[Option<bool>; 2]> = vec![[None; 2]; table.len()];
     let mut o = slot.end;
     let mut bytes = 0u64;
+    // Offsets `requested..=slot.end` have been asked of the disk (see `Medium::will_need`);
+    // keep between one and two windows requested below the block being checked.
+    let mut requested = slot.end.saturating_add(1);
     while o >= slot.start && o > 0 {
+        if o < requested.saturating_add(VERIFY_READAHEAD) && requested > slot.start {
+            let lo = slot.start.max(o.saturating_sub(2 * VERIFY_READAHEAD));
+            let (a, b) = spans(g.capacity, lo, (requested - lo).min(g.capacity));
+            sh.medium.will_need(g.data_offset + a.pos, a.len);
+            sh.medium.will_need(g.data_offset + b.pos, b.len);
+            requested = lo;
+        }
         let block = g.block_of_pos(g.pos(o)) as usize;
         let base = run_base(g, o);
         let chunk_first = base.max(slot.start);
