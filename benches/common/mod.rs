@@ -215,6 +215,11 @@ impl FdatasyncFloor {
             f.write_all_at(&block, (i * MIB) as u64).unwrap();
         }
         f.sync_all().unwrap();
+        // Writing it filled the page cache with large folios; a 1 KiB write into one would
+        // dirty (and the sync write back) the whole folio. Start from an empty cache so the
+        // floor really is one 4 KiB page per append, as the engine's mapping (advised random)
+        // gets it.
+        drop_page_cache(path);
         FdatasyncFloor {
             f,
             pos: 0,
@@ -253,6 +258,7 @@ impl MsyncFloor {
         // SAFETY: the file was created by this function in a private bench directory and is
         // neither truncated nor written by anyone else while mapped.
         let map = unsafe { memmap2::MmapOptions::new().len(cap).map_mut(&f.f) }.unwrap();
+        map.advise(memmap2::Advice::Random).unwrap();
         MsyncFloor { map, pos: 0 }
     }
 
