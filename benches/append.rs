@@ -71,7 +71,7 @@ fn durable(c: &mut Criterion) {
     let mut always = filled_backlog(&dir.path().join("a"), cap, Durability::Always, &data);
     assert_eq!(always.durable_offset(), always.offset());
     g.bench_function("backlog Always", |b| {
-        b.iter(|| always.append(&data).unwrap())
+        b.iter(|| always.append(&data).unwrap());
     });
     assert_eq!(always.durable_offset(), always.offset());
     drop(always);

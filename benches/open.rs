@@ -4,7 +4,7 @@
 //! warm and dropped; criterion reports verified bytes per second.
 //!
 //! `cargo bench --bench open`.
-#![allow(unsafe_code)] // only in benches/common's baselines, with SAFETY lines
+#![allow(unsafe_code, clippy::many_single_char_names)] // unsafe: only in benches/common's baselines, with SAFETY lines
 
 #[path = "common/mod.rs"]
 mod common;

@@ -6,7 +6,13 @@
 //! (default 1.0) scales every time budget.
 // `unsafe_code`: only the counting global allocator (and the baselines' mmap/fadvise in
 // benches/common), each with a SAFETY line; the crate itself stays free of it.
-#![allow(unsafe_code, clippy::cast_precision_loss, clippy::cast_sign_loss)]
+#![allow(
+    unsafe_code,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    clippy::many_single_char_names,
+    clippy::too_many_lines // one measurement after another, in table order
+)]
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -308,7 +314,10 @@ fn main() {
             fd.append(&data);
         }
         let per_floor = (proc_write_bytes() - w0) as f64 / 64.0;
-        assert!(per_commit > 0.0 && per_floor > 0.0, "/proc/self/io write_bytes");
+        assert!(
+            per_commit > 0.0 && per_floor > 0.0,
+            "/proc/self/io write_bytes"
+        );
         let (a, f, m, q) = (median(ta), median(tf), median(tm), median(tq));
         let floor = f.min(m);
         t.row(

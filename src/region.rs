@@ -158,7 +158,6 @@ impl Medium {
             let _ = m
                 .raw
                 .advise_range(memmap2::Advice::WillNeed, pos as usize, len as usize);
-
         }
     }
 

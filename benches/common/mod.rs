@@ -4,7 +4,7 @@
 //! Every subject writes the same pre-generated chunk; every subject is checked for correctness
 //! (`check_*`) before it is timed. Files live under `target/bench-files` on the real disk (never
 //! tmpfs: the durable figures are about the disk).
-#![allow(dead_code, unsafe_code)] // each including binary uses a subset; see SAFETY lines
+#![allow(dead_code, unsafe_code, clippy::cast_precision_loss)] // each binary uses a subset; see SAFETY lines
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -155,7 +155,10 @@ pub(crate) struct QueueRing {
 
 impl std::fmt::Debug for QueueRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueueRing").field("cap", &self.cap).finish()
+        f.debug_struct("QueueRing")
+            .field("cap", &self.cap)
+            .field("held", &self.lens.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,7 +187,7 @@ impl QueueRing {
 
     /// The newest element.
     pub(crate) fn last(&self) -> Vec<u8> {
-        self.q.iter().last().unwrap().to_vec()
+        self.q.iter().last().unwrap().clone()
     }
 
     pub(crate) fn len(&self) -> usize {
