@@ -24,10 +24,12 @@ use crate::format::slot::{SLOT_LEN, Slot, SlotError};
 use crate::format::{Geometry, LIVE_OFFSET, PAGE, SLOT_OFFSETS, VERSION};
 use crate::region::Medium;
 use crate::ring::{run_base, spans};
+use crate::shared::Shared;
 
 /// How far ahead of the verification pass the disk is asked to read.
 const VERIFY_READAHEAD: u64 = 8 << 20;
-use crate::shared::Shared;
+/// Size of one readahead request (below any kernel's per-request readahead cap).
+const READAHEAD_PIECE: u64 = 1 << 20;
 
 /// How the backlog was found when it was opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,14 +228,22 @@ fn verify(
     while o >= slot.start && o > 0 {
         if o < requested.saturating_add(VERIFY_READAHEAD) && requested > slot.start {
             let lo = slot.start.max(o.saturating_sub(2 * VERIFY_READAHEAD));
-            let (a, b) = spans(g.capacity, lo, (requested - lo).min(g.capacity));
-            sh.medium.will_need(g.data_offset + a.pos, a.len);
-            sh.medium.will_need(g.data_offset + b.pos, b.len);
-            requested = lo;
+            // The kernel reads at most its readahead size per request, from the low end:
+            // ask in pieces, newest first, the order the walk needs them.
+            while requested > lo {
+                let piece = (requested - lo).min(READAHEAD_PIECE);
+                requested -= piece;
+                let (a, b) = spans(g.capacity, requested, piece);
+                sh.medium.will_need(g.data_offset + a.pos, a.len);
+                sh.medium.will_need(g.data_offset + b.pos, b.len);
+            }
         }
         let block = g.block_of_pos(g.pos(o)) as usize;
         let base = run_base(g, o);
         let chunk_first = base.max(slot.start);
+        // Map the block's pages in one call instead of one fault per 4 KiB page.
+        sh.medium
+            .populate_read(g.data_offset + g.pos(chunk_first), o - chunk_first + 1);
         let pair = &table[block];
         let order = match pair {
             [Some(a), Some(b)] if !a.newer_than(b) => [1, 0],

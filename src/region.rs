@@ -161,6 +161,20 @@ impl Medium {
         }
     }
 
+    /// Maps `pos..pos + len` in one call (`MADV_POPULATE_READ`), waiting for any read
+    /// still in flight: a sequential pass then takes no fault per page (the random advice
+    /// also turns off fault-around). Only a hint: errors are ignored, bytes are unchanged.
+    pub(crate) fn populate_read(&self, pos: u64, len: u64) {
+        if let Medium::Map(m) = self
+            && pos < m.len
+        {
+            let len = len.min(m.len - pos);
+            let _ = m
+                .raw
+                .advise_range(memmap2::Advice::PopulateRead, pos as usize, len as usize);
+        }
+    }
+
     /// Makes every write so far durable.
     pub(crate) fn sync(&self) -> io::Result<()> {
         match self {
