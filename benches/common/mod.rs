@@ -405,3 +405,18 @@ pub(crate) fn crash_image_from(path: &Path) -> Vec<u8> {
     patch(path, LIVE_BOOT_ID, &[0xA5; 16]);
     head(path, HEADER_PAGES)
 }
+
+/// Reads all of `path` sequentially with `read()` in 1 MiB chunks; returns the byte count.
+pub(crate) fn read_whole(path: &Path) -> u64 {
+    use std::io::Read;
+    let mut f = File::open(path).unwrap();
+    let mut buf = vec![0u8; MIB];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            return n;
+        }
+        n += k as u64;
+    }
+}
