@@ -463,20 +463,25 @@ fn main() {
         }
         check_backlog(&b, &data);
         b.close().unwrap();
-        let mut times = vec![];
-        for _ in 0..5 {
-            let s = Instant::now();
-            let (b, h) = heap_peak(|| Backlog::open(&path, Options::new()).unwrap());
-            times.push(s.elapsed().as_secs_f64());
-            assert_eq!(b.recovery().kind, RecoveryKind::Clean);
-            assert_eq!(b.histlen(), cap as u64);
-            if cap == GIB {
-                heap_max = heap_max.max(h);
-            }
-            b.close().unwrap();
-        }
-        reopen.push(median(times));
         if cap == GIB {
+            // Clean reopen, 64 MiB and 1 GiB interleaved (each open pays one sync, whose
+            // latency drifts with the other jobs on this disk).
+            let mut times = [vec![], vec![]];
+            for _ in 0..7 {
+                for (i, c) in [64 * MIB, GIB].into_iter().enumerate() {
+                    let p = dir.path().join(format!("open-{c}"));
+                    let s = Instant::now();
+                    let (b, h) = heap_peak(|| Backlog::open(&p, Options::new()).unwrap());
+                    times[i].push(s.elapsed().as_secs_f64());
+                    assert_eq!(b.recovery().kind, RecoveryKind::Clean);
+                    assert_eq!(b.histlen(), c as u64);
+                    if c == GIB {
+                        heap_max = heap_max.max(h);
+                    }
+                    b.close().unwrap();
+                }
+            }
+            reopen = times.map(median).to_vec();
             // Recovery after a crash that needs verification (see docs/PERFORMANCE.md).
             let header = common::crash_image_from(&path);
             for cold in [false, true] {
