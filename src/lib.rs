@@ -40,6 +40,7 @@
 mod commit;
 mod error;
 mod format;
+pub mod inspect;
 mod psync;
 mod reader;
 mod recovery;

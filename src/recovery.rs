@@ -222,6 +222,9 @@ fn verify(
     let mut checked: Vec<[Option<bool>; 2]> = vec![[None; 2]; table.len()];
     let mut o = slot.end;
     let mut bytes = 0u64;
+    // The block holding the newest byte also holds, after it, the oldest bytes of the
+    // previous lap; entries only describe the newer run, so the walk ends there.
+    let head = (g.block_of_pos(g.pos(slot.end)), run_base(g, slot.end));
     // Offsets `requested..=slot.end` have been asked of the disk (see `Medium::will_need`);
     // keep between one and two windows requested below the block being checked.
     let mut requested = slot.end.saturating_add(1);
@@ -240,6 +243,13 @@ fn verify(
         }
         let block = g.block_of_pos(g.pos(o)) as usize;
         let base = run_base(g, o);
+        if block as u64 == head.0 && base != head.1 {
+            return Some(Verified {
+                first: o + 1,
+                copies: verified,
+                bytes,
+            });
+        }
         let chunk_first = base.max(slot.start);
         // Map the block's pages in one call instead of one fault per 4 KiB page.
         sh.medium
@@ -355,84 +365,115 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
     let max_seq = newest.seq;
     let (start, end, base_slot, base_page);
 
-    if (newest.clean || live_ok) && !verify_always {
-        if newest.clean {
-            (start, end) = (newest.start, newest.end);
+    // With `verify_always`, the committed part of a clean or process-crash recovery must
+    // verify too; bytes after the last commit have no checksum yet and come from the page
+    // cache, which a process crash does not touch.
+    let checked = if verify_always && (newest.clean || live_ok) {
+        verify(sh, &g, &table, &newest)
+    } else {
+        None
+    };
+    if (newest.clean || live_ok) && (!verify_always || checked.is_some()) {
+        let (start, end) = if newest.clean {
+            (newest.start, newest.end)
         } else {
             report.kind = RecoveryKind::ProcessCrash;
-            (start, end) = (lstart, lend);
             report.recorded_end = lend;
-        }
-        base_slot = newest;
-        base_page = page;
-    } else {
-        report.kind = if newest.clean {
-            RecoveryKind::Clean
-        } else {
-            RecoveryKind::Verified
+            (lstart, lend)
         };
-        let mut candidates = vec![(newest, page)];
-        candidates.extend(older);
-        let mut chosen = None;
-        for (i, (slot, p)) in candidates.iter().enumerate() {
-            if let Some(v) = verify(sh, &g, &table, slot) {
-                chosen = Some((i, slot.clone(), *p, v));
-                break;
+        let start = match checked {
+            Some(v) => {
+                report.verified_bytes = v.bytes;
+                for (b, c) in v.copies.iter().enumerate() {
+                    blocks[b].entry = c.and_then(|c| table[b][c]);
+                    blocks[b].copy = c.unwrap_or(blocks[b].copy);
+                }
+                start.max(v.first).min(end + 1)
             }
+            None => start,
+        };
+        report.first = start;
+        report.last = end;
+        let mut last = newest;
+        last.seq = max_seq;
+        return Ok(Recovered {
+            state: CommitState {
+                last,
+                page,
+                meta,
+                blocks,
+            },
+            start,
+            end,
+            report,
+        });
+    }
+    report.kind = if newest.clean {
+        RecoveryKind::Clean
+    } else {
+        RecoveryKind::Verified
+    };
+    let mut candidates = vec![(newest, page)];
+    candidates.extend(older);
+    let mut chosen = None;
+    for (i, (slot, p)) in candidates.iter().enumerate() {
+        if let Some(v) = verify(sh, &g, &table, slot) {
+            chosen = Some((i, slot.clone(), *p, v));
+            break;
         }
-        let newest = candidates[0].0.clone();
-        match chosen {
-            Some((
-                i,
-                slot,
-                p,
-                Verified {
-                    first,
-                    copies: verified,
-                    bytes,
-                },
-            )) => {
-                report.used_older_slot = i > 0;
-                report.verified_bytes = bytes;
-                for (b, v) in verified.iter().enumerate() {
-                    blocks[b].entry = v.and_then(|c| table[b][c]);
-                    if let Some(c) = v {
-                        blocks[b].copy = *c;
-                    }
+    }
+    let newest = candidates[0].0.clone();
+    match chosen {
+        Some((
+            i,
+            slot,
+            p,
+            Verified {
+                first,
+                copies: verified,
+                bytes,
+            },
+        )) => {
+            report.used_older_slot = i > 0;
+            report.verified_bytes = bytes;
+            for (b, v) in verified.iter().enumerate() {
+                blocks[b].entry = v.and_then(|c| table[b][c]);
+                if let Some(c) = v {
+                    blocks[b].copy = *c;
                 }
-                for (b, st) in blocks.iter_mut().enumerate() {
-                    if verified[b].is_none() {
-                        st.entry = None;
-                    }
-                }
-                (start, end) = (first, slot.end);
-                meta = Meta::from_slot(&slot);
-                base_slot = slot;
-                base_page = p;
             }
-            None => {
-                for st in &mut blocks {
+            for (b, st) in blocks.iter_mut().enumerate() {
+                if verified[b].is_none() {
                     st.entry = None;
                 }
-                (start, end) = (newest.end + 1, newest.end);
-                meta = Meta::from_slot(&newest);
-                base_slot = newest;
-                base_page = page;
             }
+            (start, end) = (first, slot.end);
+            meta = Meta::from_slot(&slot);
+            base_slot = slot;
+            base_page = p;
         }
-        if report.kind == RecoveryKind::Verified || end != candidates[0].0.end {
-            // Bytes after `end` may have been streamed before the crash: cut the history there.
-            let floor = table
-                .iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.epoch)
-                .max()
-                .unwrap_or(0)
-                .max(meta.epoch);
-            meta.cut(end, floor);
-            report.history_cut = report.kind == RecoveryKind::Verified;
+        None => {
+            for st in &mut blocks {
+                st.entry = None;
+            }
+            (start, end) = (newest.end + 1, newest.end);
+            meta = Meta::from_slot(&newest);
+            base_slot = newest;
+            base_page = page;
         }
+    }
+    if report.kind == RecoveryKind::Verified || end != candidates[0].0.end {
+        // Bytes after `end` may have been streamed before the crash: cut the history there.
+        let floor = table
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.epoch)
+            .max()
+            .unwrap_or(0)
+            .max(meta.epoch);
+        meta.cut(end, floor);
+        report.history_cut = report.kind == RecoveryKind::Verified;
     }
     report.first = start;
     report.last = end;

@@ -655,7 +655,10 @@ impl Backlog {
             u64::from_le_bytes(b1.try_into().unwrap_or_default()),
             Ordering::SeqCst,
         );
-        sh.change().fetch_add(2, Ordering::SeqCst);
+        // To the next even count: a writer that died inside a history change left it odd,
+        // and readers wait for an even count before they read.
+        let change = sh.change().load(Ordering::SeqCst);
+        sh.change().store((change | 1) + 1, Ordering::SeqCst);
         sh.live(L_MAGIC).store(LIVE_MAGIC, Ordering::SeqCst);
         let commit = Arc::new(Mutex::new(state));
         let flusher = if d == Durability::EverySec {

@@ -289,3 +289,46 @@ fn a_chain_of_restarts_still_continues_a_replica_from_three_generations_ago() {
     assert!(b.psync(first_id.as_str(), 301).is_continue());
     assert!(!b.psync(first_id.as_str(), 302).is_continue());
 }
+
+#[test]
+fn everysec_commits_in_the_background_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Backlog::create(
+        dir.path().join("b"),
+        Options::new().durability(Durability::EverySec),
+    )
+    .unwrap();
+    append_stream(&mut b, 5000);
+    // The flusher runs once a second; wait for it (bounded), never assert how fast.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while b.durable_offset() < 5000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background flush never happened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(b.durable_offset(), b.offset());
+}
+
+#[test]
+fn a_failed_sync_poisons_the_handle_and_reopen_recovers() {
+    use durable_backlog::sim::SimDisk;
+    let disk = SimDisk::new();
+    let mut b = Backlog::create_sim(&disk, Options::new().durability(Durability::Never)).unwrap();
+    append_stream(&mut b, 1000);
+    b.flush().unwrap();
+    append_stream(&mut b, 1000);
+    disk.fail_from(disk.ops());
+    assert!(matches!(b.flush(), Err(Error::Io { .. })));
+    assert!(matches!(b.append(b"x"), Err(Error::Poisoned { .. })));
+    assert!(matches!(b.flush(), Err(Error::Poisoned { .. })));
+    assert!(
+        b.close().is_err(),
+        "close reported success after a failed sync"
+    );
+    let image = disk.durable_image();
+    let b = Backlog::open_sim(&image, Options::new()).unwrap();
+    assert_eq!(b.offset(), 1000);
+    check_held(&b);
+}

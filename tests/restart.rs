@@ -123,3 +123,39 @@ fn sampled_power_loss_images_never_serve_a_wrong_byte() {
         check_held(&b);
     }
 }
+
+#[test]
+fn verify_on_open_keeps_a_process_crash_lossless_and_catches_a_flipped_data_bit() {
+    let disk = SimDisk::new();
+    let mut b = Backlog::create_sim(
+        &disk,
+        Options::new()
+            .capacity(64 * 1024)
+            .durability(Durability::Never),
+    )
+    .unwrap();
+    append_stream(&mut b, 30_000);
+    b.flush().unwrap();
+    append_stream(&mut b, 500);
+    let image = disk.process_crash();
+    std::mem::forget(b);
+    let b = Backlog::open_sim(&image, Options::new().verify_on_open(true)).unwrap();
+    assert_eq!(b.recovery().kind, RecoveryKind::ProcessCrash);
+    assert_eq!((b.first_offset(), b.offset()), (1, 30_500));
+    assert_eq!(b.recovery().verified_bytes, 30_000);
+    check_held(&b);
+    b.close().unwrap();
+
+    // Flip one bit in the middle of the data ring of the cleanly closed file.
+    let mut bytes = image.bytes();
+    let data_start = bytes.len() - 64 * 1024;
+    bytes[data_start + 10_000] ^= 0x10;
+    let flipped = SimDisk::from_image(&bytes);
+    let b = Backlog::open_sim(&flipped, Options::new().verify_on_open(true)).unwrap();
+    assert!(
+        b.first_offset() > 10_000,
+        "a block with a flipped bit was kept"
+    );
+    assert_eq!(b.offset(), 30_500);
+    check_held(&b);
+}
