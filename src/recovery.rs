@@ -23,8 +23,13 @@ use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
 use crate::format::slot::{SLOT_LEN, Slot, SlotError};
 use crate::format::{Geometry, LIVE_OFFSET, PAGE, SLOT_OFFSETS, VERSION};
 use crate::region::Medium;
-use crate::ring::run_base;
+use crate::ring::{run_base, spans};
 use crate::shared::Shared;
+
+/// How far ahead of the verification pass the disk is asked to read.
+const VERIFY_READAHEAD: u64 = 8 << 20;
+/// Size of one readahead request (below any kernel's per-request readahead cap).
+const READAHEAD_PIECE: u64 = 1 << 20;
 
 /// How the backlog was found when it was opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,7 +225,22 @@ fn verify(
     // The block holding the newest byte also holds, after it, the oldest bytes of the
     // previous lap; entries only describe the newer run, so the walk ends there.
     let head = (g.block_of_pos(g.pos(slot.end)), run_base(g, slot.end));
+    // Offsets `requested..=slot.end` have been asked of the disk (see `Medium::will_need`);
+    // keep between one and two windows requested below the block being checked.
+    let mut requested = slot.end.saturating_add(1);
     while o >= slot.start && o > 0 {
+        if o < requested.saturating_add(VERIFY_READAHEAD) && requested > slot.start {
+            let lo = slot.start.max(o.saturating_sub(2 * VERIFY_READAHEAD));
+            // The kernel reads at most its readahead size per request, from the low end:
+            // ask in pieces, newest first, the order the walk needs them.
+            while requested > lo {
+                let piece = (requested - lo).min(READAHEAD_PIECE);
+                requested -= piece;
+                let (a, b) = spans(g.capacity, requested, piece);
+                sh.medium.will_need(g.data_offset + a.pos, a.len);
+                sh.medium.will_need(g.data_offset + b.pos, b.len);
+            }
+        }
         let block = g.block_of_pos(g.pos(o)) as usize;
         let base = run_base(g, o);
         if block as u64 == head.0 && base != head.1 {
@@ -231,6 +251,9 @@ fn verify(
             });
         }
         let chunk_first = base.max(slot.start);
+        // Map the block's pages in one call instead of one fault per 4 KiB page.
+        sh.medium
+            .populate_read(g.data_offset + g.pos(chunk_first), o - chunk_first + 1);
         let pair = &table[block];
         let order = match pair {
             [Some(a), Some(b)] if !a.newer_than(b) => [1, 0],

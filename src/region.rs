@@ -62,6 +62,7 @@ impl MapMedium {
 
 impl Medium {
     /// Length in bytes.
+    #[inline]
     pub(crate) fn len(&self) -> u64 {
         match self {
             Medium::Map(m) => m.len,
@@ -70,6 +71,7 @@ impl Medium {
         }
     }
 
+    #[inline]
     fn base(&self) -> *mut u8 {
         match self {
             Medium::Map(m) => m.raw.as_mut_ptr(),
@@ -78,6 +80,7 @@ impl Medium {
         }
     }
 
+    #[inline]
     fn check(&self, pos: u64, n: usize) {
         // Positions come from the verified geometry, never straight from disk bytes: a miss
         // here is a bug in the engine, not bad input.
@@ -89,6 +92,7 @@ impl Medium {
     }
 
     /// Copies `src` to `pos`. Only the single writer calls this.
+    #[inline]
     #[allow(irrefutable_let_patterns)] // `Map` is the only variant without feature `sim`
     pub(crate) fn write(&self, pos: u64, src: &[u8]) {
         if src.is_empty() {
@@ -112,6 +116,7 @@ impl Medium {
     }
 
     /// Copies bytes at `pos` into `dst`. The bytes may be changing: callers validate.
+    #[inline]
     pub(crate) fn read(&self, pos: u64, dst: &mut [u8]) {
         if dst.is_empty() {
             return;
@@ -131,6 +136,7 @@ impl Medium {
 
     /// The 8-byte aligned word at `pos`, as an atomic.
     #[allow(clippy::cast_ptr_alignment)] // alignment checked at run time
+    #[inline]
     pub(crate) fn atomic_u64(&self, pos: u64) -> &AtomicU64 {
         self.check(pos, 8);
         assert!(pos.is_multiple_of(8), "unaligned atomic at {pos}");
@@ -140,6 +146,36 @@ impl Medium {
         // ever issued (`Shared::read_only`): aligned atomic loads of at most 8 bytes are
         // allowed on read-only memory.
         unsafe { &*(self.base().add(pos as usize).cast::<AtomicU64>()) }
+    }
+
+    /// Starts reading `pos..pos + len` from the disk in the background (`MADV_WILLNEED`).
+    /// The mapping is advised random, which turns readahead off; a sequential pass over
+    /// data that is probably not in the page cache (verification after a reboot) asks for
+    /// it explicitly, so the pages arrive in large reads instead of one 4 KiB fault each.
+    /// Only a hint: errors are ignored and nothing is mapped or changed.
+    pub(crate) fn will_need(&self, pos: u64, len: u64) {
+        if let Medium::Map(m) = self
+            && pos < m.len
+        {
+            let len = len.min(m.len - pos);
+            let _ = m
+                .raw
+                .advise_range(memmap2::Advice::WillNeed, pos as usize, len as usize);
+        }
+    }
+
+    /// Maps `pos..pos + len` in one call (`MADV_POPULATE_READ`), waiting for any read
+    /// still in flight: a sequential pass then takes no fault per page (the random advice
+    /// also turns off fault-around). Only a hint: errors are ignored, bytes are unchanged.
+    pub(crate) fn populate_read(&self, pos: u64, len: u64) {
+        if let Medium::Map(m) = self
+            && pos < m.len
+        {
+            let len = len.min(m.len - pos);
+            let _ = m
+                .raw
+                .advise_range(memmap2::Advice::PopulateRead, pos as usize, len as usize);
+        }
     }
 
     /// Makes every write so far durable.
