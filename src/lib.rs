@@ -33,7 +33,10 @@
 //! - The file is mapped shared. Its contents are only ever copied in and out through raw
 //!   pointers in one module (`region`); no reference into the mapping is handed out.
 //! - One writer: enforced by the type (`append` takes `&mut self`, [`Backlog`] is not `Clone`)
-//!   and by an exclusive `flock` on the file.
+//!   and by an exclusive `flock` on the file. The lock belongs to the open file description:
+//!   a child process forked while the backlog is open shares it until the child execs or
+//!   exits, so `close` releases the lock only once such children are gone (std's `Command`
+//!   execs at once; a long-lived `fork` without exec keeps the file locked).
 //! - Readers never block the writer and the writer never waits for readers: copies are
 //!   validated afterwards (a seqlock; protocol at the top of the `reader` module, proved by a
 //!   loom model in `tests/loom.rs`). Tailing [`Cursor`]s sleep on a futex on the live page,

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
 
 use durable_backlog::{Backlog, Durability, Options};
 
@@ -13,6 +14,17 @@ struct Run {
     out: String,
     err: String,
     raw: Vec<u8>,
+}
+
+/// Tests in this file run one at a time. A backlog's lock belongs to its open file
+/// description (flock), and a child that another test thread forks while this test holds a
+/// backlog open inherits that description until it execs: a `close` would then not release
+/// the lock at once, and a spawned CLI would find the file still "already open".
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn run(args: &[&str]) -> Run {
@@ -70,6 +82,7 @@ fn make_backlog(path: &Path, cap: u64, n: usize) -> Vec<(u64, String)> {
 
 #[test]
 fn create_info_psync_dump_session() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("backlog");
     let r = run(&["create", p(&f), "--size", "1mb"]);
@@ -135,6 +148,7 @@ fn create_info_psync_dump_session() {
 
 #[test]
 fn dump_decodes_every_command_and_skips_a_cut_one_saying_so() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("b");
     let cmds = make_backlog(&f, 16 * 1024, 400); // laps the ring several times
@@ -198,6 +212,7 @@ fn dump_decodes_every_command_and_skips_a_cut_one_saying_so() {
 
 #[test]
 fn raw_dump_returns_exactly_the_held_bytes() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("b");
     let mut b = Backlog::create(&f, Options::new().capacity(16 * 1024)).unwrap();
@@ -236,6 +251,7 @@ fn raw_dump_returns_exactly_the_held_bytes() {
 
 #[test]
 fn create_and_resize_take_redis_sizes() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("b");
     assert_error(
@@ -278,6 +294,7 @@ fn create_and_resize_take_redis_sizes() {
 
 #[test]
 fn bad_input_gets_one_line_and_exit_2() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing");
     for c in ["info", "verify", "dump"] {
@@ -315,6 +332,7 @@ fn bad_input_gets_one_line_and_exit_2() {
 
 #[test]
 fn verify_names_the_first_bad_offset() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("b");
     make_backlog(&f, 64 * 1024, 300);
@@ -355,6 +373,7 @@ fn verify_names_the_first_bad_offset() {
 /// is one line; nothing panics.
 #[test]
 fn corrupted_file_corpus() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("b");
     make_backlog(&f, 16 * 1024, 400); // the ring is full: every data byte is held
@@ -444,6 +463,7 @@ fn corrupted_file_corpus() {
 
 #[test]
 fn live_file_held_by_a_writer_in_this_process() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("b");
     let mut b = Backlog::create(
@@ -498,6 +518,7 @@ fn live_file_held_by_a_writer_in_this_process() {
 /// and a dump whose bytes were overwritten mid-read fails cleanly instead of printing them.
 #[test]
 fn live_file_under_concurrent_appends() {
+    let _serial = serial();
     use std::collections::HashMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
