@@ -518,10 +518,10 @@ fn live_file_held_by_a_writer_in_this_process() {
 /// and a dump whose bytes were overwritten mid-read fails cleanly instead of printing them.
 #[test]
 fn live_file_under_concurrent_appends() {
-    let _serial = serial();
     use std::collections::HashMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = serial();
 
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("b");
