@@ -40,34 +40,6 @@ impl Handshake {
     }
 }
 
-/// Where a sender reads the replication stream. The one place to switch to the library's
-/// tailing cursor: today `Reader::read_at` plus the server's wake-up counter.
-pub(crate) trait StreamSource {
-    /// Copies bytes from offset `from` into `buf`; `Ok(0)` when none is written yet.
-    ///
-    /// # Errors
-    /// [`Error::Overwritten`] when the replica was lapped; [`Error::NotWritten`] when the
-    /// history was cut behind it.
-    fn read(&mut self, from: u64, buf: &mut [u8]) -> durable_backlog::Result<usize>;
-    /// Waits at most `timeout` for the byte at offset `next` to be written.
-    fn wait(&mut self, next: u64, timeout: Duration);
-}
-
-struct BacklogSource {
-    reader: Reader,
-    server: Arc<Server>,
-}
-
-impl StreamSource for BacklogSource {
-    fn read(&mut self, from: u64, buf: &mut [u8]) -> durable_backlog::Result<usize> {
-        self.reader.read_at(from, buf)
-    }
-
-    fn wait(&mut self, next: u64, timeout: Duration) {
-        self.server.wait_for_offset(next, timeout);
-    }
-}
-
 /// How the replica is synchronized.
 enum Sync {
     /// Stream from this offset.
@@ -126,11 +98,7 @@ pub(crate) fn serve(
         if info.ack.load(Ordering::SeqCst) == 0 {
             info.ack.store(from - 1, Ordering::SeqCst);
         }
-        let mut src = BacklogSource {
-            reader: server.reader.clone(),
-            server: Arc::clone(server),
-        };
-        stream_to(&mut src, &mut stream, from, &info, &name);
+        stream_to(&server.reader, &mut stream, from, &info, &name);
     }
     info.close();
     lock(&server.replicas).retain(|r| r.id != info.id);
@@ -248,29 +216,23 @@ fn send_snapshot(
     true
 }
 
-/// Streams the backlog to the replica from offset `from` until the link ends.
-fn stream_to(
-    src: &mut impl StreamSource,
-    stream: &mut TcpStream,
-    from: u64,
-    info: &ReplicaInfo,
-    name: &str,
-) {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut pos = from;
+/// Streams the backlog to the replica from offset `from` until the link ends, through the
+/// library's tailing cursor: bytes are copied and validated before they reach the socket, the
+/// sender sleeps on the backlog's futex while caught up, and a lapped cursor (or a history
+/// change under it) ends the link so the replica comes back for a full resync.
+fn stream_to(reader: &Reader, stream: &mut TcpStream, from: u64, info: &ReplicaInfo, name: &str) {
+    let mut cursor = reader.cursor(from);
     while !info.closed.load(Ordering::SeqCst) {
-        match src.read(pos, &mut buf) {
-            Ok(0) => src.wait(pos, Duration::from_secs(1)),
-            Ok(n) => {
-                if stream.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-                pos += n as u64;
+        match cursor.write_to(stream, 256 * 1024) {
+            Ok(0) => {
+                cursor.wait(Duration::from_secs(1));
             }
+            Ok(_) => {}
             Err(Error::Overwritten { first, .. }) => {
                 log::warning(format_args!(
-                    "Replica {name} lagged beyond the backlog: its next byte {pos} was \
-                     overwritten (oldest held: {first}); disconnecting it"
+                    "Replica {name} lagged beyond the backlog: its next byte {} was \
+                     overwritten (oldest held: {first}); disconnecting it",
+                    cursor.position()
                 ));
                 return;
             }

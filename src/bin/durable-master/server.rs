@@ -1,5 +1,5 @@
-//! State shared by every connection thread: the store behind one lock, the wake-up counter
-//! replica senders wait on, the replica table and the counters.
+//! State shared by every connection thread: the store behind one lock, the backlog reader
+//! replica senders tail (library cursors), the replica table and the counters.
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,9 +61,6 @@ pub(crate) struct Server {
     store: Mutex<Option<Store>>,
     /// A reader of the backlog for replica senders.
     pub(crate) reader: Reader,
-    /// Bumped after every append; senders wait on it.
-    wake: Mutex<u64>,
-    wake_cv: Condvar,
     /// Signalled on every replica ACK (for `WAIT`).
     ack_lock: Mutex<()>,
     ack_cv: Condvar,
@@ -87,8 +84,6 @@ impl Server {
             cfg,
             store: Mutex::new(Some(store)),
             reader,
-            wake: Mutex::new(0),
-            wake_cv: Condvar::new(),
             ack_lock: Mutex::new(()),
             ack_cv: Condvar::new(),
             flush_lock: Mutex::new(()),
@@ -113,12 +108,11 @@ impl Server {
     pub(crate) fn store(&self) -> StoreGuard<'_> {
         StoreGuard {
             guard: lock(&self.store),
-            server: self,
-            appended: false,
         }
     }
 
-    /// Appends `bytes` to the stream (under the store lock) and wakes the senders.
+    /// Appends `bytes` to the stream (under the store lock); tailing senders wake by
+    /// themselves (the backlog's futex).
     pub(crate) fn append(&self, bytes: &[u8]) -> u64 {
         let mut g = self.store();
         g.append(bytes)
@@ -140,25 +134,6 @@ impl Server {
             }
             self.store().get().flush();
         }
-    }
-
-    /// Wakes every sender waiting for new bytes.
-    fn notify_senders(&self) {
-        let mut generation = lock(&self.wake);
-        *generation = generation.wrapping_add(1);
-        self.wake_cv.notify_all();
-    }
-
-    /// Waits (at most `timeout`) until the stream holds a byte at offset `next`.
-    pub(crate) fn wait_for_offset(&self, next: u64, timeout: Duration) {
-        let generation = lock(&self.wake);
-        if self.reader.offset() >= next {
-            return;
-        }
-        let _ = self
-            .wake_cv
-            .wait_timeout(generation, timeout)
-            .unwrap_or_else(PoisonError::into_inner);
     }
 
     /// Records a replica's `REPLCONF ACK`.
@@ -218,8 +193,6 @@ impl Server {
 /// The locked store; wakes the senders when dropped after an append.
 pub(crate) struct StoreGuard<'a> {
     guard: MutexGuard<'a, Option<Store>>,
-    server: &'a Server,
-    appended: bool,
 }
 
 impl std::fmt::Debug for StoreGuard<'_> {
@@ -240,17 +213,8 @@ impl StoreGuard<'_> {
         }
     }
 
-    /// Appends stream bytes; the senders are woken when the guard is dropped.
+    /// Appends stream bytes.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> u64 {
-        self.appended |= !bytes.is_empty();
         self.get().append(bytes)
-    }
-}
-
-impl Drop for StoreGuard<'_> {
-    fn drop(&mut self) {
-        if self.appended {
-            self.server.notify_senders();
-        }
     }
 }
