@@ -74,6 +74,7 @@ mod seqlock;
 mod shared;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod size;
 #[cfg(loom)]
 pub mod sync;
 #[cfg(not(loom))]
@@ -88,4 +89,5 @@ pub use psync::{FullResyncReason, PsyncReply};
 pub use reader::Reader;
 pub use recovery::{RecoveryKind, RecoveryReport};
 pub use runid::RunId;
+pub use size::parse_size;
 pub use writer::{Backlog, DEFAULT_CAPACITY, Durability, Options, Stats};

@@ -69,27 +69,6 @@ OPTIONS:
 Attach a replica:  redis-server --port 6391 --replicaof 127.0.0.1 6390
 ";
 
-/// Parses a size like Redis's `memtoll`: `1mb` = 1024*1024, `1m` = 1000*1000, `64kb`, `1gb`,
-/// plain bytes; case-insensitive.
-pub(crate) fn parse_size(s: &str) -> Option<u64> {
-    let lower = s.to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (num, unit) = lower.split_at(digits_end);
-    let mul: u64 = match unit {
-        "" | "b" => 1,
-        "k" => 1000,
-        "kb" => 1024,
-        "m" => 1000 * 1000,
-        "mb" => 1024 * 1024,
-        "g" => 1000 * 1000 * 1000,
-        "gb" => 1024 * 1024 * 1024,
-        _ => return None,
-    };
-    num.parse::<u64>().ok()?.checked_mul(mul)
-}
-
 /// Parses the arguments (without the program name). `Ok(None)`: help was asked for.
 pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
     let mut cfg = Config::default();
@@ -117,7 +96,8 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
             "--dir" => cfg.dir = PathBuf::from(value()?),
             "--backlog-size" => {
                 let v = value()?;
-                let size = parse_size(&v).ok_or_else(|| format!("invalid size {v:?}"))?;
+                let size =
+                    durable_backlog::parse_size(&v).map_err(|_| format!("invalid size {v:?}"))?;
                 if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&size) {
                     return Err(format!(
                         "--backlog-size must be between {MIN_CAPACITY} and {MAX_CAPACITY} bytes"
@@ -152,18 +132,6 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_follow_redis_memtoll() {
-        assert_eq!(parse_size("1mb"), Some(1 << 20));
-        assert_eq!(parse_size("64KB"), Some(64 << 10));
-        assert_eq!(parse_size("1m"), Some(1_000_000));
-        assert_eq!(parse_size("2gb"), Some(2 << 30));
-        assert_eq!(parse_size("12345"), Some(12345));
-        assert_eq!(parse_size("mb"), None);
-        assert_eq!(parse_size("1tb"), None);
-        assert_eq!(parse_size("-1mb"), None);
-    }
 
     #[test]
     fn options_are_parsed_and_bad_ones_rejected() {
