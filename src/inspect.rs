@@ -35,10 +35,10 @@ use crate::format::live::{
     L_BOOT0, L_BOOT1, L_CHANGE, L_DURABLE, L_END, L_EPOCH, L_MAGIC, L_START, LIVE_MAGIC,
 };
 use crate::format::slot::{MAX_GENERATIONS, SLOT_LEN, Slot, SlotError};
-use crate::format::{Geometry, LIVE_OFFSET, MAGIC, SLOT_OFFSETS, TABLE_OFFSET, VERSION};
+use crate::format::{Geometry, LIVE_OFFSET, MAGIC, SLOT_OFFSETS, VERSION};
 use crate::psync::{History, PsyncReply, decide};
-use crate::recovery::{RecoveryKind, RecoveryReport, corrupt, probe, read_slots, recover};
-use crate::region::{MapMedium, Medium};
+use crate::recovery::{RecoveryKind, RecoveryReport, corrupt, map_file, read_slots, recover};
+use crate::region::Medium;
 use crate::ring::{chunks, run_base};
 use crate::runid::RunId;
 use crate::shared::Shared;
@@ -322,18 +322,7 @@ impl BacklogFile {
         if !has_magic(&file) {
             return Err(corrupt(path, 0, NOT_A_BACKLOG, "no backlog header"));
         }
-        if len < TABLE_OFFSET {
-            return Err(corrupt(
-                path,
-                0,
-                format!("a backlog file of at least {TABLE_OFFSET} bytes"),
-                format!("{len} bytes"),
-            ));
-        }
-        let map = MapMedium::map(&file, len, false)
-            .map_err(|e| Error::io("mapping the backlog file", Some(path), e))?;
-        let medium = Medium::Map(map);
-        let geo = probe(&medium, path)?;
+        let (medium, geo) = map_file(&file, path, false)?;
         let holder = lock_holder(&md);
         let sh = Arc::new(Shared::new(medium, geo, path.to_path_buf()));
 

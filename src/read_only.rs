@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::format::LIVE_OFFSET;
 use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
 use crate::format::slot::MAX_OFFSET;
-use crate::format::{LIVE_OFFSET, TABLE_OFFSET};
 use crate::reader::Reader;
-use crate::recovery::{corrupt, newest_slot, probe};
-use crate::region::{MapMedium, Medium, current_boot_id};
+use crate::recovery::{map_file, newest_slot};
+use crate::region::current_boot_id;
 use crate::shared::Shared;
 use crate::writer::Backlog;
 
@@ -58,22 +58,7 @@ impl Backlog {
         let path = path.as_ref();
         let file =
             File::open(path).map_err(|e| Error::io("opening the backlog file", Some(path), e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("reading the file length", Some(path), e))?
-            .len();
-        if len < TABLE_OFFSET {
-            return Err(corrupt(
-                path,
-                0,
-                format!("a backlog file of at least {TABLE_OFFSET} bytes"),
-                format!("{len} bytes"),
-            ));
-        }
-        let map = MapMedium::map(&file, len, false)
-            .map_err(|e| Error::io("mapping the backlog file", Some(path), e))?;
-        let medium = Medium::Map(map);
-        let geo = probe(&medium, path)?;
+        let (medium, geo) = map_file(&file, path, false)?;
         let mut sh = Shared::new(medium, geo, path.to_path_buf());
         sh.read_only = true;
         let deadline = Instant::now() + SETTLE;

@@ -136,6 +136,36 @@ pub(crate) fn probe(medium: &Medium, path: &Path) -> Result<Geometry> {
         .map_err(|e| corrupt(path, e.at as u64, e.expected, e.found))
 }
 
+/// Maps an open backlog file whole (read-write for the writer, read-only for views) after
+/// checking it is long enough to hold a header, and reads its geometry from the newest valid
+/// slot, checked against the real length. Nothing is written.
+pub(crate) fn map_file(
+    file: &std::fs::File,
+    path: &Path,
+    writable: bool,
+) -> Result<(Medium, Geometry)> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading the file length", Some(path), e))?
+        .len();
+    if len < crate::format::TABLE_OFFSET {
+        return Err(corrupt(
+            path,
+            0,
+            format!(
+                "a backlog file of at least {} bytes",
+                crate::format::TABLE_OFFSET
+            ),
+            format!("{len} bytes"),
+        ));
+    }
+    let map = crate::region::MapMedium::map(file, len, writable)
+        .map_err(|e| Error::io("mapping the backlog file", Some(path), e))?;
+    let medium = Medium::Map(map);
+    let geo = probe(&medium, path)?;
+    Ok((medium, geo))
+}
+
 /// The newest valid slot and its page, and the other slot if it is valid too.
 type SlotChoice = (Slot, usize, Option<(Slot, usize)>);
 

@@ -19,7 +19,7 @@ use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
 use crate::format::slot::{MAX_OFFSET, Slot};
 use crate::psync::{History, PsyncReply, decide};
 use crate::reader::Reader;
-use crate::recovery::{RecoveryKind, RecoveryReport, probe, recover};
+use crate::recovery::{RecoveryKind, RecoveryReport, map_file, probe, recover};
 use crate::region::{MapMedium, Medium, preallocate};
 use crate::runid::RunId;
 use crate::seqlock;
@@ -384,25 +384,7 @@ impl Backlog {
             .open(path)
             .map_err(|e| Error::io("opening the backlog file", Some(path), e))?;
         lock_file(&file, path)?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("reading the file length", Some(path), e))?
-            .len();
-        if len < crate::format::TABLE_OFFSET {
-            return Err(crate::recovery::corrupt(
-                path,
-                0,
-                format!(
-                    "a backlog file of at least {} bytes",
-                    crate::format::TABLE_OFFSET
-                ),
-                format!("{len} bytes"),
-            ));
-        }
-        let map = MapMedium::map(&file, len, true)
-            .map_err(|e| Error::io("mapping the backlog file", Some(path), e))?;
-        let medium = Medium::Map(map);
-        let geo = probe(&medium, path)?;
+        let (medium, geo) = map_file(&file, path, true)?;
         let sh = Arc::new(Shared::new(medium, geo, path.to_path_buf()));
         Self::open_shared(sh, Lock::File(file), &opts)
     }
