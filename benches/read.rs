@@ -9,19 +9,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{KIB, MIB, MemRing, Rng, bench_dir, chunk, filled_backlog};
+use common::{KIB, MIB, Rng, bench_dir, read_fixture};
 use criterion::{Criterion, Throughput};
 use durable_backlog::Durability;
 
 fn reads(c: &mut Criterion) {
     let dir = bench_dir();
-    let cap = 64 * MIB;
-    let data = chunk(MIB);
-    let bl = filled_backlog(&dir.path().join("r"), cap, Durability::Never, &data);
-    let mut mem = MemRing::new(cap);
-    for _ in 0..=cap / MIB {
-        mem.append(&data);
-    }
+    let (bl, mut mem, data) = read_fixture(dir.path());
+    let cap = mem.capacity();
     let r = bl.reader();
     for len in [16 * KIB, MIB] {
         let mut buf = vec![0u8; len];

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     BufFileRing, FdatasyncFloor, GIB, KIB, MIB, MemRing, MsyncFloor, QueueRing, Rng, bench_dir,
-    check_backlog, chunk, drop_page_cache, filled_backlog, median, patch, time_per_op,
+    check_backlog, chunk, drop_page_cache, filled_backlog, median, patch, read_fixture,
+    time_per_op,
 };
 use durable_backlog::{Backlog, Durability, Options, RecoveryKind};
 
@@ -406,13 +407,8 @@ fn main() {
 
     // ---- range reads from random offsets ----
     if want("read") {
-        let cap = 64 * MIB;
-        let data = chunk(MIB);
-        let bl = filled_backlog(&dir.path().join("r"), cap, Durability::Never, &data);
-        let mut mem = MemRing::new(cap);
-        for _ in 0..=cap / MIB {
-            mem.append(&data);
-        }
+        let (bl, mem, data) = read_fixture(dir.path());
+        let cap = mem.capacity();
         let r = bl.reader();
         for len in [16 * KIB, MIB] {
             let mut buf = vec![0u8; len];

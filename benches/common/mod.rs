@@ -48,6 +48,10 @@ pub(crate) struct MemRing {
 }
 
 impl MemRing {
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
     pub(crate) fn new(cap: usize) -> Self {
         MemRing {
             buf: vec![1u8; cap],
@@ -306,6 +310,19 @@ pub(crate) fn filled_backlog(path: &Path, cap: usize, d: Durability, data: &[u8]
     }
     check_backlog(&b, data);
     b
+}
+
+/// The range-read fixture: a 64 MiB `Never` backlog and an in-memory ring of the same size,
+/// both filled with 1 MiB chunks, and the chunk.
+pub(crate) fn read_fixture(dir: &Path) -> (Backlog, MemRing, Vec<u8>) {
+    let cap = 64 * MIB;
+    let data = chunk(MIB);
+    let bl = filled_backlog(&dir.join("r"), cap, Durability::Never, &data);
+    let mut mem = MemRing::new(cap);
+    for _ in 0..=cap / MIB {
+        mem.append(&data);
+    }
+    (bl, mem, data)
 }
 
 /// Correctness before timing: the newest chunk reads back as written, and the offset counts
