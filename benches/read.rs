@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use common::{KIB, MIB, Rng, bench_dir, read_fixture};
 use criterion::{Criterion, Throughput};
-use durable_backlog::Durability;
 
 fn reads(c: &mut Criterion) {
     let dir = bench_dir();
-    let (bl, mut mem, data) = read_fixture(dir.path());
+    let (bl, mem, data) = read_fixture(dir.path());
     let cap = mem.capacity();
     let r = bl.reader();
     for len in [16 * KIB, MIB] {
