@@ -247,7 +247,11 @@ fn verify(
             }
         }
         if !ok {
-            if o > slot.prev_end {
+            // A block already verified for newer offsets of this walk means the walk lapped
+            // the ring: older bytes of a delta longer than the gap to the block's newer run
+            // have no entry of their own. Stop there; any other failure inside the delta
+            // rejects the slot.
+            if o > slot.prev_end && verified[block].is_none() {
                 return None;
             }
             return Some(Verified {

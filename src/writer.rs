@@ -655,7 +655,11 @@ impl Backlog {
             u64::from_le_bytes(b1.try_into().unwrap_or_default()),
             Ordering::SeqCst,
         );
-        sh.change().fetch_add(2, Ordering::SeqCst);
+        // Even (no change in progress) and advanced: a crash during a history change leaves
+        // the counter odd in the page cache, and readers wait while it is odd.
+        let change = sh.change().load(Ordering::SeqCst);
+        sh.change()
+            .store(change.wrapping_add(2) & !1, Ordering::SeqCst);
         sh.live(L_MAGIC).store(LIVE_MAGIC, Ordering::SeqCst);
         let commit = Arc::new(Mutex::new(state));
         let flusher = if d == Durability::EverySec {
@@ -710,6 +714,12 @@ impl Backlog {
             self.sh.start().store(new_start, Ordering::Relaxed);
             fence(Ordering::Release);
             self.start = new_start;
+            // After the live start (a process crash in this commit must still find the live
+            // page consistent with the slot), before the overwrite.
+            self.commit
+                .lock()
+                .protect_last_commit(&self.sh, new_start)
+                .inspect_err(|e| self.sh.poison(e.to_string()))?;
         }
         self.sh.write_ring(new_end - keep.len() as u64 + 1, keep);
         self.sh.end().store(new_end, Ordering::Release);
@@ -829,8 +839,13 @@ impl Backlog {
         if let Some(mut f) = self.flusher.take() {
             f.stop();
         }
+        // Two commits: the clean mark is trusted without verifying data, so it must only
+        // reach the disk after the data it covers is durable (one sync may land its writes
+        // in any order).
         let r = if self.lock.is_some() {
-            self.commit_now(true).map(|_| ())
+            self.commit_now(false)
+                .and_then(|_| self.commit_now(true))
+                .map(|_| ())
         } else {
             Ok(())
         };
