@@ -121,14 +121,20 @@ fn try_image(dir: &Path, base: &Base, bytes: &[u8], opts: Options, what: &str, t
         };
         check_bytes(&b, |o| stream(o, TAG))?;
         if b.offset() > base.end {
-            return Err(format!("end {} beyond the real end {}", b.offset(), base.end));
+            return Err(format!(
+                "end {} beyond the real end {}",
+                b.offset(),
+                base.end
+            ));
         }
         for (id, _) in b.past_run_ids() {
             if b.psync(id.as_str(), b.offset() as i64 + 2).is_continue() {
                 return Err(format!("PSYNC {id} continued past the recovered end"));
             }
         }
-        Ok(Some((b.first_offset(), b.offset()) == (base.first, base.end)))
+        Ok(Some(
+            (b.first_offset(), b.offset()) == (base.first, base.end),
+        ))
     }));
     match outcome {
         Ok(Ok(Some(true))) => t.identical += 1,
@@ -240,7 +246,11 @@ fn truncation_at_every_page_boundary_fails_clearly() {
             try_image(dir.path(), &base, &base.bytes[..len], opts, &what, &mut t);
         }
         t.assert_safe("truncation");
-        assert_eq!(t.error, (base.bytes.len() / PAGE) as u64, "a truncated file opened");
+        assert_eq!(
+            t.error,
+            (base.bytes.len() / PAGE) as u64,
+            "a truncated file opened"
+        );
     }
 }
 
@@ -259,7 +269,14 @@ fn a_zeroed_page_is_survived_or_refused_never_served() {
             let opts = Options::new()
                 .durability(Durability::Never)
                 .verify_on_open(page * PAGE >= DATA);
-            try_image(dir.path(), &base, &img, opts, &format!("page {page} zeroed"), &mut t);
+            try_image(
+                dir.path(),
+                &base,
+                &img,
+                opts,
+                &format!("page {page} zeroed"),
+                &mut t,
+            );
         }
         t.assert_safe(&format!("{name} file, zeroed pages"));
     }

@@ -12,7 +12,7 @@
 //!
 //! `DB_KILLS` sets the total number of kills (default 300, split over the durabilities);
 //! `DB_KILL9_SEED` replays a run. Long run: `DB_KILLS=30000 cargo test --release --test kill9`.
-#![allow(clippy::cast_possible_wrap)]
+#![allow(clippy::cast_possible_wrap, clippy::many_single_char_names)]
 
 mod common;
 
@@ -82,7 +82,11 @@ fn child(spec: &str) {
     let (mut appends, mut flushes) = (0u64, 0u64);
     loop {
         let r = splitmix(&mut rng);
-        let len = if r % 50 == 0 { MAX_CHUNK } else { 1 + r % 3000 };
+        let len = if r.is_multiple_of(50) {
+            MAX_CHUNK
+        } else {
+            1 + r % 3000
+        };
         let first = b.offset() + 1;
         let bytes: Vec<u8> = (first..first + len).map(|o| stream(o, TAG)).collect();
         let end = b.append(&bytes).unwrap();
@@ -91,7 +95,7 @@ fn child(spec: &str) {
             std::process::abort();
         }
         println!("A {end}");
-        if r % 17 == 0 {
+        if r.is_multiple_of(17) {
             let durable = b.flush().unwrap();
             flushes += 1;
             if death == "flush" && flushes == n {
@@ -186,7 +190,10 @@ fn check_after_death(path: &Path, rep: &Reports, before: u64, ctx: &str) -> (Rec
     let kind = b.recovery().kind;
     let acked = rep.acked.unwrap_or(0).max(before);
     let end = b.offset();
-    assert!(end >= acked, "{ctx}: lost acknowledged bytes: end {end} < acked {acked}");
+    assert!(
+        end >= acked,
+        "{ctx}: lost acknowledged bytes: end {end} < acked {acked}"
+    );
     assert!(
         end <= acked + MAX_CHUNK,
         "{ctx}: end {end} beyond anything the child could have appended (acked {acked})"
@@ -207,7 +214,11 @@ fn check_after_death(path: &Path, rep: &Reports, before: u64, ctx: &str) -> (Rec
     // The child's replicas: one at the last acknowledged offset continues; none beyond the end.
     let past = b.past_run_ids();
     if let Some(id) = rep.run_id {
-        assert_eq!(past[0], (id, end + 1), "{ctx}: the child's run ID is not the previous one");
+        assert_eq!(
+            past[0],
+            (id, end + 1),
+            "{ctx}: the child's run ID is not the previous one"
+        );
         if acked + 1 >= b.first_offset() {
             assert!(
                 b.psync(id.as_str(), acked as i64 + 1).is_continue(),
@@ -216,7 +227,10 @@ fn check_after_death(path: &Path, rep: &Reports, before: u64, ctx: &str) -> (Rec
         }
     }
     for (id, limit) in &past {
-        assert!(*limit <= end + 1, "{ctx}: {id} valid up to {limit} > end + 1");
+        assert!(
+            *limit <= end + 1,
+            "{ctx}: {id} valid up to {limit} > end + 1"
+        );
         assert!(!b.psync(id.as_str(), end as i64 + 2).is_continue(), "{ctx}");
     }
     // A second recovery of the same image finds the same state.
@@ -226,7 +240,11 @@ fn check_after_death(path: &Path, rep: &Reports, before: u64, ctx: &str) -> (Rec
         (b.first_offset(), end, kind),
         "{ctx}: second reopen of the same image differs"
     );
-    assert_eq!(b2.past_run_ids(), past, "{ctx}: second reopen has another ID chain");
+    assert_eq!(
+        b2.past_run_ids(),
+        past,
+        "{ctx}: second reopen has another ID chain"
+    );
     drop(b2);
     std::fs::remove_file(&twin).unwrap();
     // And after a clean close, a clean reopen keeps it all.
@@ -269,7 +287,10 @@ fn parent() {
             done += 1;
             if !path.exists() {
                 // Killed while creating: the file is linked into place only once complete.
-                assert!(rep.run_id.is_none(), "{ctx}: the file vanished after it was opened");
+                assert!(
+                    rep.run_id.is_none(),
+                    "{ctx}: the file vanished after it was opened"
+                );
                 *kinds.entry("no file yet").or_insert(0u64) += 1;
                 continue;
             }

@@ -8,7 +8,7 @@
 //!
 //! `DB_CRASH_IMAGES` (default 6) sets how many seeded images are sampled per crash point
 //! where enumerating them all would exceed `DB_CRASH_ENUM` (default 64) images.
-#![allow(clippy::cast_possible_wrap)]
+#![allow(clippy::cast_possible_wrap, clippy::many_single_char_names)]
 
 mod common;
 
@@ -109,8 +109,11 @@ fn run(d: Durability, steps: &[Step], crash_at: Option<u64>) -> Run {
 
 /// Opens a copy of `img` (which stays as it is, for further checks).
 fn open(img: &SimDisk) -> Result<Backlog, String> {
-    Backlog::open_sim(&img.snapshot(), Options::new().durability(Durability::Never))
-        .map_err(|e| format!("open failed: {e}"))
+    Backlog::open_sim(
+        &img.snapshot(),
+        Options::new().durability(Durability::Never),
+    )
+    .map_err(|e| format!("open failed: {e}"))
 }
 
 /// The last acknowledgement completed before op `n` was issued.
@@ -337,9 +340,7 @@ fn every_crash_point_of_reopens_and_durability_switches_is_safe() {
 fn lossy_recovery_then_rewrite_then_crash_again_never_mixes_histories() {
     for seed in 0..40u64 {
         let disk = SimDisk::new();
-        let opts = Options::new()
-            .capacity(CAP)
-            .durability(Durability::Never);
+        let opts = Options::new().capacity(CAP).durability(Durability::Never);
         let mut b = Backlog::create_sim(&disk, opts).unwrap();
         let mut m = Model::new(&b, 100 + seed);
         m.append(&mut b, 5000 + seed as usize * 13, false);
@@ -405,7 +406,11 @@ fn crash_during_a_history_change_does_not_hang_readers_after_reopen() {
 /// mark without the data and serve never-written bytes as the stream.
 #[test]
 fn power_loss_during_close_never_trusts_a_clean_mark_without_its_data() {
-    crash_everywhere("close", Durability::Never, &[Append(9000), Reopen(Durability::Never)]);
+    crash_everywhere(
+        "close",
+        Durability::Never,
+        &[Append(9000), Reopen(Durability::Never)],
+    );
 }
 
 /// Regression: an append that laps the ring over the last commit's delta destroyed what
@@ -421,7 +426,12 @@ fn power_loss_while_a_lap_overwrites_the_last_commit_keeps_its_offset() {
 /// after an acknowledged append of nearly the capacity lost it.
 #[test]
 fn acknowledged_append_of_nearly_the_capacity_survives_power_loss() {
-    for len in [CAP as usize - 100, CAP as usize, CAP as usize + 7, 3 * CAP as usize] {
+    for len in [
+        CAP as usize - 100,
+        CAP as usize,
+        CAP as usize + 7,
+        3 * CAP as usize,
+    ] {
         let disk = SimDisk::new();
         let opts = Options::new().capacity(CAP).durability(Durability::Always);
         let mut b = Backlog::create_sim(&disk, opts).unwrap();
@@ -433,6 +443,10 @@ fn acknowledged_append_of_nearly_the_capacity_survives_power_loss() {
         let b = open(&img).unwrap();
         check_recovered(&b, &m).unwrap();
         assert_eq!(b.offset(), m.end(), "append of {len} lost");
-        assert!(b.histlen() > CAP - 4096, "append of {len}: kept {}", b.histlen());
+        assert!(
+            b.histlen() > CAP - 4096,
+            "append of {len}: kept {}",
+            b.histlen()
+        );
     }
 }

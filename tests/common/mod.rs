@@ -1,6 +1,6 @@
 //! Shared by the crash-safety tests: a deterministic stream and a model of every history a
 //! backlog went through, to tell a right byte from a wrong one after any crash.
-#![allow(dead_code, clippy::cast_possible_wrap)]
+#![allow(dead_code, unreachable_pub, clippy::cast_possible_wrap)]
 
 use durable_backlog::{Backlog, RunId};
 
