@@ -40,6 +40,8 @@
 mod commit;
 mod error;
 mod format;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod psync;
 mod reader;
 mod recovery;
