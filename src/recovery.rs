@@ -313,6 +313,9 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
         sh.start().load(Ordering::Acquire),
         sh.end().load(Ordering::Acquire),
     );
+    // An append longer than the capacity publishes its start (past the old end + 1) before
+    // its end: caught in between, nothing old is held and nothing new is published yet.
+    let lstart = lstart.min(lend.saturating_add(1));
     let live_ok = same_boot
         && live(L_EPOCH) == newest.epoch
         && lend >= newest.end

@@ -28,3 +28,32 @@ fn slot_with_nonzero_unused_bytes_is_rejected() {
         r => panic!("non-canonical slot accepted: {r:?}"),
     }
 }
+
+/// ops_with_crash: a process crash inside an append longer than the capacity (its new start,
+/// published first, is past the old end + 1) made recovery distrust the live page and fall
+/// back to the last commit, losing bytes earlier appends had returned.
+#[test]
+fn process_crash_inside_an_append_longer_than_the_capacity_keeps_earlier_appends() {
+    let disk = SimDisk::new();
+    let opts = Options::new()
+        .capacity(16 * 1024)
+        .durability(Durability::Never);
+    let mut b = Backlog::create_sim(&disk, opts).unwrap();
+    b.append(&[1u8; 5000]).unwrap();
+    disk.crash_at(disk.ops()); // the first write of the next append
+    b.append(&[2u8; 20_000]).unwrap();
+    let img = disk.frozen().unwrap().process_crash();
+    std::mem::forget(b);
+    let b = Backlog::open_sim(&img, opts).unwrap();
+    assert!(
+        b.offset() >= 5000,
+        "lost returned appends: end {}",
+        b.offset()
+    );
+    let mut buf = vec![0u8; b.histlen() as usize];
+    b.reader().read_at(b.first_offset(), &mut buf).unwrap();
+    assert!(
+        buf.iter().all(|&x| x == 1),
+        "served bytes of the unfinished append"
+    );
+}

@@ -450,3 +450,33 @@ fn acknowledged_append_of_nearly_the_capacity_survives_power_loss() {
         );
     }
 }
+
+/// A commit whose slot reached the disk without its data (power loss during its sync) is
+/// rejected, and the older slot is used with everything it covered: the backlog keeps its
+/// depth instead of settling for the newer end with nothing verified behind it.
+#[test]
+fn torn_commit_falls_back_to_the_older_slot_with_all_its_bytes() {
+    let disk = SimDisk::new();
+    let opts = Options::new().capacity(CAP).durability(Durability::Never);
+    let mut b = Backlog::create_sim(&disk, opts).unwrap();
+    let mut m = Model::new(&b, 5);
+    m.append(&mut b, 5000, false);
+    let e = b.flush().unwrap();
+    m.append(&mut b, 3000, false);
+    disk.crash_at(disk.ops() + 2); // the flush's sync: its entry and slot are written
+    b.flush().unwrap();
+    let f = disk.frozen().unwrap();
+    std::mem::forget(b);
+    // Every dirty page at its newest version except the data page of offsets 5001..8000.
+    let data_page = 4 + 5001 / 4096;
+    let versions: Vec<(u64, usize)> = f
+        .dirty_pages()
+        .into_iter()
+        .map(|(p, n)| (p, if p == data_page { 0 } else { n - 1 }))
+        .collect();
+    assert!(versions.iter().any(|&(p, _)| p == data_page));
+    let b = open(&f.image_with_versions(&versions)).unwrap();
+    check_recovered(&b, &m).unwrap();
+    assert!(b.recovery().used_older_slot, "{:?}", b.recovery());
+    assert_eq!((b.first_offset(), b.offset()), (1, e));
+}
