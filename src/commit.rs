@@ -154,13 +154,14 @@ impl CommitState {
     }
 
     /// Called before the writer overwrites the ring bytes below `new_start`. If they include
-    /// bytes of the last commit's delta, that commit could no longer be verified after a power
-    /// loss and recovery would fall back to an older slot, losing offsets already acknowledged
-    /// durable. So first commit the same end with an empty delta (start past the dropped
-    /// bytes): one extra sync, at most once per commit, only when a lap overtakes it.
+    /// bytes of the last commit's delta — or older bytes of the run its first block's entry
+    /// covers, which that entry's checksum also needs — that commit could no longer be verified
+    /// after a power loss and recovery would fall back to an older slot, losing offsets already
+    /// acknowledged durable. So first commit the same end with an empty delta (start past the
+    /// dropped bytes): one extra sync, at most once per commit, only when a lap overtakes it.
     pub(crate) fn protect_last_commit(&mut self, sh: &Shared, new_start: u64) -> Result<()> {
         let (end, prev_end) = (self.last.end, self.last.prev_end);
-        if end > prev_end && new_start > prev_end + 1 {
+        if end > prev_end && new_start > run_base(&sh.geo, prev_end + 1) {
             self.commit(sh, new_start.min(end + 1), end, false, false)?;
         }
         Ok(())
