@@ -34,7 +34,7 @@ pub enum Error {
     },
     /// The file is not a backlog, is damaged beyond what recovery may repair, or is truncated.
     Corrupt {
-        /// The file (or "<simulated>").
+        /// The file (or `<simulated>`).
         path: PathBuf,
         /// Where in the file, in bytes from its start.
         at: u64,

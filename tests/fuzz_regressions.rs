@@ -6,7 +6,7 @@ use durable_backlog::{Backlog, Durability, Error, Options};
 /// Byte offset of the checksum in a header slot (docs/FORMAT.md).
 const SLOT_CRC: usize = 632;
 
-/// header_decode: a slot with a valid checksum but non-zero bytes in its unused generation
+/// `header_decode`: a slot with a valid checksum but non-zero bytes in its unused generation
 /// area decoded fine and re-encoded differently: two encodings of one slot, and bytes past
 /// the checksum that nothing reads. Unused bytes must now be zero.
 #[test]
@@ -29,7 +29,7 @@ fn slot_with_nonzero_unused_bytes_is_rejected() {
     }
 }
 
-/// ops_with_crash: a process crash inside an append longer than the capacity (its new start,
+/// `ops_with_crash`: a process crash inside an append longer than the capacity (its new start,
 /// published first, is past the old end + 1) made recovery distrust the live page and fall
 /// back to the last commit, losing bytes earlier appends had returned.
 #[test]
@@ -39,9 +39,9 @@ fn process_crash_inside_an_append_longer_than_the_capacity_keeps_earlier_appends
         .capacity(16 * 1024)
         .durability(Durability::Never);
     let mut b = Backlog::create_sim(&disk, opts).unwrap();
-    b.append(&[1u8; 5000]).unwrap();
+    b.append(&vec![1u8; 5000]).unwrap();
     disk.crash_at(disk.ops()); // the first write of the next append
-    b.append(&[2u8; 20_000]).unwrap();
+    b.append(&vec![2u8; 20_000]).unwrap();
     let img = disk.frozen().unwrap().process_crash();
     std::mem::forget(b);
     let b = Backlog::open_sim(&img, opts).unwrap();
@@ -58,7 +58,7 @@ fn process_crash_inside_an_append_longer_than_the_capacity_keeps_earlier_appends
     );
 }
 
-/// ops_with_crash: an append that overwrote only bytes *before* the last commit's delta, but
+/// `ops_with_crash`: an append that overwrote only bytes *before* the last commit's delta, but
 /// in the same checksum block as its first bytes, broke the checksum of that block's entry
 /// (it covers the whole run from the block's start); a power loss before the next commit then
 /// rejected the commit and lost offsets `append` had acknowledged durable.
@@ -71,11 +71,11 @@ fn power_loss_after_a_lap_overwrote_the_run_before_the_last_delta_keeps_it() {
             .durability(Durability::Always);
         let mut b = Backlog::create_sim(&disk, opts).unwrap();
         // The fuzzer's sequence, shortened: the last acknowledged delta starts mid-block.
-        b.append(&[1u8; 16_759]).unwrap();
-        b.append(&[2u8; 18_898]).unwrap();
-        let acked = b.append(&[3u8; 5433]).unwrap();
+        b.append(&vec![1u8; 16_759]).unwrap();
+        b.append(&vec![2u8; 18_898]).unwrap();
+        let acked = b.append(&vec![3u8; 5433]).unwrap();
         disk.crash_at(disk.ops() + 4);
-        b.append(&[4u8; 10_191]).unwrap();
+        b.append(&vec![4u8; 10_191]).unwrap();
         let img = disk.frozen().unwrap().power_loss(seed, 0.3, 0.0);
         std::mem::forget(b);
         let b = Backlog::open_sim(&img, opts).unwrap();

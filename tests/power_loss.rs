@@ -6,8 +6,9 @@
 //! that offset, continuing a replica past the recovered end (splicing histories), and a
 //! recovery that is itself unsafe to crash in.
 //!
-//! `DB_CRASH_IMAGES` (default 6) sets how many seeded images are sampled per crash point
-//! where enumerating them all would exceed `DB_CRASH_ENUM` (default 64) images.
+//! `DB_CRASH_IMAGES` (default 4) sets how many seeded images are sampled per crash point
+//! where enumerating them all would exceed `DB_CRASH_ENUM` (default 32) images, and how many
+//! power-loss images per crash point get their own recovery crashed (default: 1).
 #![allow(clippy::cast_possible_wrap, clippy::many_single_char_names)]
 
 mod common;
@@ -216,8 +217,8 @@ fn check_recovery_crashes(img: &SimDisk, m: &Model, a: Ack, seed: u64) -> Result
 
 /// Crash at every storage operation of `steps` under `d`; returns how many images were checked.
 fn crash_everywhere(name: &str, d: Durability, steps: &[Step]) -> u64 {
-    let samples = env_u64("DB_CRASH_IMAGES", 6);
-    let limit = env_u64("DB_CRASH_ENUM", 64) as usize;
+    let samples = env_u64("DB_CRASH_IMAGES", 4);
+    let limit = env_u64("DB_CRASH_ENUM", 32) as usize;
     let full = run(d, steps, None);
     let mut images = 0u64;
     for n in full.created_at..full.total_ops {
@@ -246,11 +247,12 @@ fn crash_everywhere(name: &str, d: Durability, steps: &[Step]) -> u64 {
             check_power_loss(img, m, a, *lossy).map_err(ctx).unwrap();
         }
         images += pl.len() as u64;
-        // Crash the recovery of the process-crash image and of two power-loss images.
+        // Crash the recovery of the process-crash image and of some power-loss images.
         images += check_recovery_crashes(&f.process_crash(), m, a, n)
             .map_err(ctx)
             .unwrap();
-        for (img, _) in pl.iter().filter(|(_, lossy)| !lossy).take(2) {
+        let deep = usize::try_from(samples.div_ceil(4)).unwrap_or(1);
+        for (img, _) in pl.iter().filter(|(_, lossy)| !lossy).take(deep) {
             images += check_recovery_crashes(img, m, a, n).map_err(ctx).unwrap();
         }
     }
