@@ -17,6 +17,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -175,9 +176,15 @@ fn spawn_and_kill(path: &Path, d: &str, death: Death, seed: u64) -> Vec<String> 
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let _ = c.wait();
+    let status = c.wait().unwrap();
     reader.join().unwrap();
-    rx.try_iter().collect()
+    let mut lines: Vec<String> = rx.try_iter().collect();
+    // Only a signal may end the child (SIGKILL, or SIGABRT from its own abort): an exit code
+    // means it failed on its own (a panic is 101, an open error 2).
+    if status.signal().is_none() {
+        lines.push(format!("E child exited with {status}"));
+    }
+    lines
 }
 
 /// Reopens the file a dead child left and checks everything; returns the recovery kind.
