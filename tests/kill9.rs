@@ -27,6 +27,9 @@ use common::{check_bytes, env_u64, stream, tempdir};
 use durable_backlog::{Backlog, Durability, Options, RecoveryKind, RunId};
 
 const CAP: u64 = 64 * 1024;
+/// Every seventh child opens with this capacity and the next one with `CAP` again: both
+/// resize the file (a new file renamed over the old one) and may be killed doing it.
+const CAP_ALT: u64 = 48 * 1024;
 const TAG: u64 = 9;
 const MAX_CHUNK: u64 = 20_000;
 const CHILD: &str = "DB_KILL9_CHILD";
@@ -65,13 +68,14 @@ fn child(spec: &str) {
     let f: Vec<&str> = spec.split('|').collect();
     let (path, d, death, mut rng) = (f[0], durability(f[1]), f[2], f[3].parse::<u64>().unwrap());
     let n: u64 = f[4].parse().unwrap();
+    let cap: u64 = f[5].parse().unwrap();
     if death == "thread" {
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_micros(n));
             std::process::abort();
         });
     }
-    let opts = Options::new().capacity(CAP).durability(d);
+    let opts = Options::new().capacity(cap).durability(d);
     let mut b = match Backlog::open_or_create(path, opts) {
         Ok(b) => b,
         Err(e) => {
@@ -136,14 +140,14 @@ fn parse(lines: &[String]) -> Reports {
     r
 }
 
-fn spawn_and_kill(path: &Path, d: &str, death: Death, seed: u64) -> Vec<String> {
+fn spawn_and_kill(path: &Path, d: &str, death: Death, seed: u64, cap: u64) -> Vec<String> {
     let (kind, n) = match death {
         Death::ParentKill(us) => ("parent", us),
         Death::AbortAfterAppend(k) => ("append", k),
         Death::AbortAfterFlush(k) => ("flush", k),
         Death::AbortFromThread(us) => ("thread", us),
     };
-    let spec = format!("{}|{d}|{kind}|{seed}|{n}", path.display());
+    let spec = format!("{}|{d}|{kind}|{seed}|{n}|{cap}", path.display());
     let mut c = Command::new(std::env::current_exe().unwrap())
         .env(CHILD, spec)
         .stdout(Stdio::piped())
@@ -207,10 +211,15 @@ fn check_after_death(path: &Path, rep: &Reports, before: u64, ctx: &str) -> (Rec
     );
     // The oldest bytes: all of the last capacity, except that an append in flight publishes
     // its new start before it overwrites, so it may already have dropped up to its length.
-    let full_first = (end + 1).saturating_sub(CAP).max(1);
+    let cap = b.capacity();
+    assert!(cap == CAP || cap == CAP_ALT, "{ctx}: capacity {cap}");
+    let full_first = (end + 1).saturating_sub(cap).max(1);
     assert!(b.first_offset() >= full_first, "{ctx}");
     if kind != RecoveryKind::Verified {
-        let worst = (acked.max(end) + MAX_CHUNK + 1).saturating_sub(CAP).max(1);
+        // (A resize keeps the newest bytes: at most the smaller capacity.)
+        let worst = (acked.max(end) + MAX_CHUNK + 1)
+            .saturating_sub(cap.min(CAP_ALT))
+            .max(1);
         assert!(
             b.first_offset() <= worst,
             "{ctx}: held range lost bytes ({kind:?}): first {} end {end}",
@@ -287,7 +296,8 @@ fn parent() {
                 3 => Death::AbortAfterFlush(1 + r % 4),
                 _ => Death::AbortFromThread(r % 20_000),
             };
-            let lines = spawn_and_kill(&path, d, death, r);
+            let cap = if k % 7 == 6 { CAP_ALT } else { CAP };
+            let lines = spawn_and_kill(&path, d, death, r, cap);
             let rep = parse(&lines);
             let ctx = format!("{d} kill {k} ({death:?}, seed {r})");
             assert!(rep.error.is_none(), "{ctx}: child failed: {:?}", rep.error);
