@@ -142,6 +142,14 @@ impl CommitState {
             gens: self.meta.gens.clone(),
             epochs: self.meta.epochs.clone(),
         };
+        // What the writer must not overwrite unprotected once this commit may be the last
+        // durable one: tightened before the slot is written, settled after the sync.
+        let protect = if end > prev_end {
+            run_base(&g, prev_end + 1)
+        } else {
+            u64::MAX
+        };
+        sh.protect_above.fetch_min(protect, Ordering::AcqRel);
         let page = 1 - self.page;
         sh.medium.write(SLOT_OFFSETS[page], &slot.encode());
         sh.medium
@@ -149,8 +157,23 @@ impl CommitState {
             .map_err(|e| Error::io("syncing the backlog", Some(&sh.path), e))?;
         self.last = slot;
         self.page = page;
+        sh.protect_above.store(protect, Ordering::Release);
         sh.durable().store(end, Ordering::Release);
         Ok(end)
+    }
+
+    /// Called before the writer overwrites the ring bytes below `new_start`. If they include
+    /// bytes of the last commit's delta — or older bytes of the run its first block's entry
+    /// covers, which that entry's checksum also needs — that commit could no longer be verified
+    /// after a power loss and recovery would fall back to an older slot, losing offsets already
+    /// acknowledged durable. So first commit the same end with an empty delta (start past the
+    /// dropped bytes): one extra sync, at most once per commit, only when a lap overtakes it.
+    pub(crate) fn protect_last_commit(&mut self, sh: &Shared, new_start: u64) -> Result<()> {
+        let (end, prev_end) = (self.last.end, self.last.prev_end);
+        if end > prev_end && new_start > run_base(&sh.geo, prev_end + 1) {
+            self.commit(sh, new_start.min(end + 1), end, false, false)?;
+        }
+        Ok(())
     }
 
     fn update_block(&mut self, sh: &Shared, block: u64, a: u64, b: u64, start: u64) {

@@ -56,6 +56,8 @@ mod commit;
 mod cursor;
 mod error;
 mod format;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod inspect;
 mod psync;
 mod read_only;

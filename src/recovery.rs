@@ -310,7 +310,11 @@ fn verify(
             }
         }
         if !ok {
-            if o > slot.prev_end {
+            // A block already verified for newer offsets of this walk means the walk lapped
+            // the ring: older bytes of a delta longer than the gap to the block's newer run
+            // have no entry of their own. Stop there; any other failure inside the delta
+            // rejects the slot.
+            if o > slot.prev_end && verified[block].is_none() {
                 return None;
             }
             return Some(Verified {
@@ -372,6 +376,9 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
         sh.start().load(Ordering::Acquire),
         sh.end().load(Ordering::Acquire),
     );
+    // An append longer than the capacity publishes its start (past the old end + 1) before
+    // its end: caught in between, nothing old is held and nothing new is published yet.
+    let lstart = lstart.min(lend.saturating_add(1));
     let live_ok = same_boot
         && live(L_EPOCH) == newest.epoch
         && lend >= newest.end
@@ -395,15 +402,20 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
     let max_seq = newest.seq;
     let (start, end, base_slot, base_page);
 
-    // With `verify_always`, the committed part of a clean or process-crash recovery must
-    // verify too; bytes after the last commit have no checksum yet and come from the page
-    // cache, which a process crash does not touch.
-    let checked = if verify_always && (newest.clean || live_ok) {
+    // With `verify_always`, only verified bytes are kept: a clean slot must verify, and a
+    // process crash goes the verified way too (bytes after its last commit have no checksum
+    // and are dropped; the history is cut there).
+    let checked = if verify_always && newest.clean {
         verify(sh, &g, &table, &newest)
     } else {
         None
     };
-    if (newest.clean || live_ok) && (!verify_always || checked.is_some()) {
+    let trusted = if verify_always {
+        checked.is_some()
+    } else {
+        newest.clean || live_ok
+    };
+    if trusted {
         let (start, end) = if newest.clean {
             (newest.start, newest.end)
         } else {

@@ -59,8 +59,34 @@ pub struct Snapshot {
 }
 
 /// Writer: appends `data` to a history holding `start..=end`; returns the new `(start, end)`.
-/// Only the single writer calls this; `end + data.len()` must not overflow.
+/// Only the single writer calls this; `end + data.len()` must not overflow. (The engine calls
+/// the two halves itself, with its commit protection between them; the loom model calls this.)
+#[cfg_attr(not(loom), allow(dead_code))]
 pub fn publish<M: Memory + ?Sized>(m: &M, start: u64, end: u64, data: &[u8]) -> (u64, u64) {
+    let new_start = retire(m, start, end, data.len() as u64);
+    (new_start, fill(m, end, data))
+}
+
+/// Writer, first half of [`publish`]: if appending `n` bytes after `end` drops bytes from a
+/// history starting at `start`, publishes the new start before any of them is overwritten.
+/// Returns the new start. Between this and [`fill`] the writer may do work that must see the
+/// new start published but the old bytes still in place (the engine protects its last
+/// commit there).
+pub fn retire<M: Memory + ?Sized>(m: &M, start: u64, end: u64, n: u64) -> u64 {
+    let new_start = start.max((end + n + 1).saturating_sub(m.capacity()));
+    if new_start != start {
+        // Retire the bytes about to be overwritten before touching them: a reader that
+        // copies any byte stored after this fence also sees this start (fence-fence
+        // synchronisation with the reader's Acquire fence).
+        m.store(Word::Start, new_start, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+    new_start
+}
+
+/// Writer, second half of [`publish`]: copies `data` (its last `capacity` bytes) after `end`
+/// and publishes the new end. Returns it.
+pub fn fill<M: Memory + ?Sized>(m: &M, end: u64, data: &[u8]) -> u64 {
     let cap = m.capacity();
     let n = data.len() as u64;
     let new_end = end + n;
@@ -69,18 +95,10 @@ pub fn publish<M: Memory + ?Sized>(m: &M, start: u64, end: u64, data: &[u8]) -> 
     } else {
         data
     };
-    let new_start = start.max((new_end + 1).saturating_sub(cap));
-    if new_start != start {
-        // Retire the bytes about to be overwritten before touching them: a reader that
-        // copies any byte stored after this fence also sees this start (fence-fence
-        // synchronisation with the reader's Acquire fence).
-        m.store(Word::Start, new_start, Ordering::Relaxed);
-        fence(Ordering::Release);
-    }
     m.copy_in(new_end - keep.len() as u64 + 1, keep);
     // Every byte up to `new_end` is in place before readers can learn of it.
     m.store(Word::End, new_end, Ordering::Release);
-    (new_start, new_end)
+    new_end
 }
 
 /// Writer: starts a history change (reset, truncation, a reopen that moved the range): the

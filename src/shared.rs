@@ -21,6 +21,9 @@ pub(crate) struct Shared {
     pub(crate) geo: Geometry,
     pub(crate) path: PathBuf,
     poisoned: AtomicBool,
+    /// The writer must call `CommitState::protect_last_commit` before publishing a start
+    /// above this (in memory only; maintained by the committer, see commit.rs).
+    pub(crate) protect_above: AtomicU64,
     poison_cause: Mutex<Option<String>>,
     /// Mapped read-only, without the writer's lock ([`crate::Backlog::open_read_only`]): the
     /// live page is only ever loaded, never stored to, and waiting polls.
@@ -34,6 +37,7 @@ impl Shared {
             geo,
             path,
             poisoned: AtomicBool::new(false),
+            protect_above: AtomicU64::new(u64::MAX),
             poison_cause: Mutex::new(None),
             read_only: false,
         }

@@ -47,6 +47,10 @@ struct State {
     fail_from: Option<u64>,
     locked: bool,
     syncs: u64,
+    /// Operation number at which to freeze a copy of the disk ([`SimDisk::crash_at`]).
+    crash_at: Option<u64>,
+    /// The copy frozen there.
+    frozen: Option<SimDisk>,
 }
 
 impl fmt::Debug for SimDisk {
@@ -185,23 +189,77 @@ impl SimDisk {
 
     pub(crate) fn record_write(&self, pos: u64, src: &[u8]) {
         let mut st = self.inner.state.lock();
+        let at = st.ops;
         if Self::next_op(&mut st) {
             st.pending.push((pos, src.to_vec()));
         }
+        self.maybe_freeze(&mut st, at);
     }
 
     pub(crate) fn record_sync(&self) -> std::io::Result<()> {
         let mut st = self.inner.state.lock();
+        let at = st.ops;
+        // The crash happens while this sync is in flight: it has not completed.
+        self.maybe_freeze(&mut st, at);
         if !Self::next_op(&mut st) {
             return Err(std::io::Error::other("simulated I/O failure"));
         }
-        let pending = std::mem::take(&mut st.pending);
-        for (pos, bytes) in pending {
-            let at = pos as usize;
-            st.durable[at..at + bytes.len()].copy_from_slice(&bytes);
-        }
+        // An msync writes back every dirty page of the mapping, the live page (updated by
+        // plain stores, never recorded as writes) included: the disk now holds what the
+        // process sees.
+        st.pending.clear();
+        st.durable = self.bytes();
         st.syncs += 1;
         Ok(())
+    }
+
+    fn maybe_freeze(&self, st: &mut State, op: u64) {
+        if st.crash_at == Some(op) && st.frozen.is_none() {
+            let copy = SimDisk::with_boot(self.inner.boot);
+            copy.format(self.len());
+            for (dst, src) in copy.mem().iter().zip(self.mem()) {
+                dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            {
+                let mut cs = copy.inner.state.lock();
+                cs.durable.clone_from(&st.durable);
+                cs.pending.clone_from(&st.pending);
+                cs.syncs = st.syncs;
+            }
+            st.frozen = Some(copy);
+        }
+    }
+
+    /// Freezes a copy of the disk when storage operation `n` (0-based, counted by
+    /// [`SimDisk::ops`]) is issued: a write is then in the page cache (and pending), a sync
+    /// has not completed. [`SimDisk::frozen`] returns the copy, from which
+    /// [`SimDisk::process_crash`], [`SimDisk::power_loss`] and friends materialize the
+    /// images a crash at that moment may leave. The live disk carries on unaffected.
+    pub fn crash_at(&self, n: u64) {
+        let mut st = self.inner.state.lock();
+        st.crash_at = Some(n);
+        st.frozen = None;
+    }
+
+    /// The copy frozen by [`SimDisk::crash_at`], once that operation was reached.
+    #[must_use]
+    pub fn frozen(&self) -> Option<SimDisk> {
+        self.inner.state.lock().frozen.clone()
+    }
+
+    /// An independent copy of this disk in its current state (page cache, synced state and
+    /// pending writes), unlocked, on the same boot.
+    #[must_use]
+    pub fn snapshot(&self) -> SimDisk {
+        let mut st = self.inner.state.lock();
+        let (saved_at, saved) = (st.crash_at, st.frozen.take());
+        let op = st.ops;
+        st.crash_at = Some(op);
+        self.maybe_freeze(&mut st, op);
+        let copy = st.frozen.take().unwrap_or_default();
+        st.crash_at = saved_at;
+        st.frozen = saved;
+        copy
     }
 
     pub(crate) fn try_lock(&self) -> bool {
@@ -227,37 +285,98 @@ impl SimDisk {
         SimDisk::from_bytes(&st.durable, rand::random())
     }
 
-    /// Pages written since the last successful sync, with how many versions each had
-    /// (the synced version counts as version 0).
-    #[must_use]
-    pub fn dirty_pages(&self) -> Vec<(u64, usize)> {
-        let st = self.inner.state.lock();
-        let mut pages: Vec<(u64, usize)> = Vec::new();
+    /// Every page that may differ on disk from its synced version, with each version it may
+    /// hold: version 0 is the synced one, version k the page after the k-th later write that
+    /// touched it. A page changed only by plain stores (the live page) has two versions: the
+    /// synced one and the current one (the kernel may write a dirty page back at any time).
+    fn page_versions(&self, st: &State) -> Vec<(u64, Vec<Vec<u8>>)> {
+        let mut out: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
         for (pos, bytes) in &st.pending {
             for p in page_span(*pos, bytes.len()) {
-                match pages.iter_mut().find(|(q, _)| *q == p) {
-                    Some((_, n)) => *n += 1,
-                    None => pages.push((p, 2)),
+                let at = p as usize * PAGE;
+                let i = match out.iter().position(|(q, _)| *q == p) {
+                    Some(i) => i,
+                    None => {
+                        out.push((p, vec![page_of(&st.durable, p)]));
+                        out.len() - 1
+                    }
+                };
+                let mut v = out[i].1.last().cloned().unwrap_or_default();
+                let (wpos, wend) = (*pos as usize, *pos as usize + bytes.len());
+                let lo = wpos.max(at);
+                let hi = wend.min(at + PAGE);
+                v[lo - at..hi - at].copy_from_slice(&bytes[lo - wpos..hi - wpos]);
+                out[i].1.push(v);
+            }
+        }
+        let now = self.bytes();
+        for p in 0..(now.len() / PAGE) as u64 {
+            let cur = page_of(&now, p);
+            match out.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, vs)) => {
+                    if vs.last() != Some(&cur) {
+                        vs.push(cur);
+                    }
+                }
+                None => {
+                    let synced = page_of(&st.durable, p);
+                    if synced != cur {
+                        out.push((p, vec![synced, cur]));
+                    }
                 }
             }
         }
-        pages
+        out
     }
 
-    /// The image where dirty page `pages[i].0` holds version `versions[i]` (0 = as at the
-    /// last sync, k = after the k-th later write touching it); other dirty pages keep their
-    /// synced version. On a new boot.
+    /// Pages that may differ on disk from their synced version, with how many versions each
+    /// may hold (the synced version counts as version 0).
+    #[must_use]
+    pub fn dirty_pages(&self) -> Vec<(u64, usize)> {
+        let st = self.inner.state.lock();
+        self.page_versions(&st)
+            .into_iter()
+            .map(|(p, vs)| (p, vs.len()))
+            .collect()
+    }
+
+    /// The image where dirty page `pages[i].0` holds version `versions[i]` (numbered as in
+    /// [`SimDisk::dirty_pages`]); other pages keep their synced version. On a new boot.
     #[must_use]
     pub fn image_with_versions(&self, versions: &[(u64, usize)]) -> SimDisk {
         let st = self.inner.state.lock();
+        let all = self.page_versions(&st);
         let mut img = st.durable.clone();
         for &(page, version) in versions {
-            let v = page_version(&st, page, version);
-            let at = page as usize * PAGE;
-            let end = (at + PAGE).min(img.len());
-            img[at..end].copy_from_slice(&v[..end - at]);
+            if let Some((_, vs)) = all.iter().find(|(p, _)| *p == page)
+                && let Some(v) = vs.get(version)
+            {
+                put_page(&mut img, page, v);
+            }
         }
         SimDisk::from_bytes(&img, rand::random())
+    }
+
+    /// Every image [`SimDisk::image_with_versions`] can produce, if there are at most
+    /// `limit` of them (the product of the version counts); `None` otherwise.
+    #[must_use]
+    pub fn all_images(&self, limit: usize) -> Option<Vec<SimDisk>> {
+        let st = self.inner.state.lock();
+        let all = self.page_versions(&st);
+        let mut count = 1usize;
+        for (_, vs) in &all {
+            count = count.checked_mul(vs.len()).filter(|&c| c <= limit)?;
+        }
+        let mut out = Vec::with_capacity(count);
+        for mut k in 0..count {
+            let mut img = st.durable.clone();
+            for (page, vs) in &all {
+                put_page(&mut img, *page, &vs[k % vs.len()]);
+                k /= vs.len();
+            }
+            out.push(SimDisk::from_bytes(&img, rand::random()));
+        }
+        Some(out)
     }
 
     /// A seeded random power-loss image: each dirty page takes a random version; with
@@ -268,20 +387,11 @@ impl SimDisk {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let st = self.inner.state.lock();
         let mut img = st.durable.clone();
-        let mut pages: Vec<(u64, usize)> = Vec::new();
-        for (pos, bytes) in &st.pending {
-            for p in page_span(*pos, bytes.len()) {
-                match pages.iter_mut().find(|(q, _)| *q == p) {
-                    Some((_, n)) => *n += 1,
-                    None => pages.push((p, 2)),
-                }
-            }
-        }
-        for (page, nversions) in pages {
-            let k = rng.random_range(0..nversions);
-            let mut v = page_version(&st, page, k);
-            if rng.random_bool(tear) && k + 1 < nversions {
-                let next = page_version(&st, page, k + 1);
+        for (page, vs) in self.page_versions(&st) {
+            let k = rng.random_range(0..vs.len());
+            let mut v = vs[k].clone();
+            if rng.random_bool(tear) && k + 1 < vs.len() {
+                let next = &vs[k + 1];
                 for s in 0..PAGE / SECTOR {
                     if rng.random_bool(0.5) {
                         v[s * SECTOR..(s + 1) * SECTOR]
@@ -293,11 +403,9 @@ impl SimDisk {
                 let s = rng.random_range(0..PAGE / SECTOR);
                 rng.fill(&mut v[s * SECTOR..(s + 1) * SECTOR]);
             }
-            let at = page as usize * PAGE;
-            let end = (at + PAGE).min(img.len());
-            img[at..end].copy_from_slice(&v[..end - at]);
+            put_page(&mut img, page, &v);
         }
-        SimDisk::from_bytes(&img, rand::random())
+        SimDisk::from_bytes(&img, rng.random())
     }
 }
 
@@ -307,25 +415,17 @@ fn page_span(pos: u64, len: usize) -> impl Iterator<Item = u64> {
     first..=last
 }
 
-/// Page `page` after the first `version` pending writes that touch it.
-fn page_version(st: &State, page: u64, version: usize) -> Vec<u8> {
-    let at = page as usize * PAGE;
+/// Page `page` of `bytes`, zero-padded to a whole page.
+fn page_of(bytes: &[u8], page: u64) -> Vec<u8> {
+    let at = (page as usize * PAGE).min(bytes.len());
+    let end = (at + PAGE).min(bytes.len());
     let mut v = vec![0u8; PAGE];
-    let end = (at + PAGE).min(st.durable.len());
-    v[..end - at].copy_from_slice(&st.durable[at..end]);
-    let mut seen = 0;
-    for (pos, bytes) in &st.pending {
-        if seen >= version {
-            break;
-        }
-        let (wpos, wend) = (*pos as usize, *pos as usize + bytes.len());
-        if wend <= at || wpos >= at + PAGE {
-            continue;
-        }
-        seen += 1;
-        let lo = wpos.max(at);
-        let hi = wend.min(at + PAGE);
-        v[lo - at..hi - at].copy_from_slice(&bytes[lo - wpos..hi - wpos]);
-    }
+    v[..end - at].copy_from_slice(&bytes[at..end]);
     v
+}
+
+fn put_page(img: &mut [u8], page: u64, v: &[u8]) {
+    let at = (page as usize * PAGE).min(img.len());
+    let end = (at + PAGE).min(img.len());
+    img[at..end].copy_from_slice(&v[..end - at]);
 }

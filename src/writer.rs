@@ -88,8 +88,11 @@ impl Options {
     }
 
     /// Verify every held byte's checksum at open, even after a clean shutdown or a process
-    /// crash (by default only recovery after an OS crash or power loss verifies). Costs a
-    /// read of the whole backlog; catches media corruption of data at rest.
+    /// crash (by default only recovery after an OS crash or power loss verifies), so that
+    /// nothing unverified is ever served. Costs a read of the whole backlog; catches media
+    /// corruption of data at rest. After a process crash, bytes appended since the last
+    /// commit have no checksum yet: this option drops them (the history is cut at the last
+    /// commit), so pair it with [`Durability::Always`] when no returned append may be lost.
     #[must_use]
     pub fn verify_on_open(mut self, yes: bool) -> Self {
         self.verify_on_open = yes;
@@ -687,10 +690,21 @@ impl Backlog {
             .checked_add(n)
             .filter(|&e| e <= MAX_OFFSET)
             .ok_or_else(|| Error::InvalidArgument(format!("offset would exceed {MAX_OFFSET}")))?;
-        let (start, end) = seqlock::publish(&*self.sh, self.start, self.end, data);
-        debug_assert_eq!(end, new_end);
-        self.start = start;
-        self.end = end;
+        let new_start = seqlock::retire(&*self.sh, self.start, self.end, n);
+        if new_start != self.start {
+            self.start = new_start;
+            // After the live start (a process crash in this commit must still find the live
+            // page consistent with the slot), before the overwrite. Lock-free unless the
+            // overwrite reaches what the last commit's checksums need.
+            if new_start > self.sh.protect_above.load(Ordering::Acquire) {
+                self.commit
+                    .lock()
+                    .protect_last_commit(&self.sh, new_start)
+                    .inspect_err(|e| self.sh.poison(e.to_string()))?;
+            }
+        }
+        self.end = seqlock::fill(&*self.sh, self.end, data);
+        debug_assert_eq!(self.end, new_end);
         if self.durability == Durability::Always {
             self.commit_now(false)?;
         }
@@ -806,8 +820,13 @@ impl Backlog {
         if let Some(mut f) = self.flusher.take() {
             f.stop();
         }
+        // Two commits: the clean mark is trusted without verifying data, so it must only
+        // reach the disk after the data it covers is durable (one sync may land its writes
+        // in any order).
         let r = if self.lock.is_some() {
-            self.commit_now(true).map(|_| ())
+            self.commit_now(false)
+                .and_then(|_| self.commit_now(true))
+                .map(|_| ())
         } else {
             Ok(())
         };

@@ -260,6 +260,23 @@ impl Slot {
                 nepochs.to_string(),
             ));
         }
+        // Unused bytes must be zero: every valid slot then has exactly one encoding, and
+        // bytes nobody reads cannot carry anything past the checksum.
+        let reserved = u32_at(buf, O_RESERVED)?;
+        if reserved != 0 {
+            return Err(err(O_RESERVED, "reserved 0", reserved.to_string()));
+        }
+        for (from, to) in [
+            (O_GENS + ngens * GEN_LEN, O_EPOCHS),
+            (O_EPOCHS + nepochs * EPOCH_LEN, O_CRC),
+        ] {
+            if let Some(at) = buf
+                .get(from..to)
+                .and_then(|unused| unused.iter().position(|&b| b != 0))
+            {
+                return Err(err(from + at, "unused bytes zero", "a non-zero byte"));
+            }
+        }
         let mut gens = Vec::with_capacity(ngens);
         for i in 0..ngens {
             let at = O_GENS + i * GEN_LEN;
@@ -372,6 +389,22 @@ mod tests {
             let mut b = bytes;
             b[bit / 8] ^= 1 << (bit % 8);
             assert!(Slot::decode(&b).is_err(), "bit {bit} flip accepted");
+        }
+    }
+
+    #[test]
+    fn unused_bytes_must_be_zero_so_valid_slots_round_trip_exactly() {
+        let good = sample().encode();
+        let ngens = sample().gens.len();
+        for at in [O_RESERVED, O_GENS + ngens * GEN_LEN + 3, O_CRC - 1] {
+            let mut b = good;
+            b[at] = 0x5a;
+            let crc = crc32fast::hash(&b[..O_CRC]);
+            b[O_CRC..].copy_from_slice(&crc.to_le_bytes());
+            assert!(
+                Slot::decode(&b).is_err(),
+                "non-zero unused byte {at} accepted"
+            );
         }
     }
 
