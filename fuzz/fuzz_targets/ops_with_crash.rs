@@ -6,7 +6,7 @@
 //! (Resizing is a file operation the simulated storage does not model.)
 #![no_main]
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../tests/crashmodel/mod.rs"]
 mod common;
 
 use common::{Model, check_recovered};
