@@ -11,15 +11,11 @@ use std::time::{Duration, Instant};
 
 use durable_backlog::{Backlog, Durability, Error, Options, RecoveryKind};
 
+mod stream;
+use stream::stream;
+
 const TOTAL: u64 = 8 << 20;
 const CAP: u64 = 1 << 20;
-
-fn stream(offset: u64) -> u8 {
-    let mut z = offset.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) as u8
-}
 
 /// The child: appends `TOTAL` bytes of the stream at a moderate pace, then dies without
 /// closing (as `kill -9` would leave it).

@@ -11,30 +11,8 @@ use durable_backlog::{
     Backlog, Durability, Error, FullResyncReason, Options, PsyncReply, RecoveryKind, RunId,
 };
 
-fn stream(offset: u64) -> u8 {
-    (offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
-}
-
-fn bytes_from(first: u64, len: usize) -> Vec<u8> {
-    (0..len as u64).map(|i| stream(first + i)).collect()
-}
-
-fn append_stream(b: &mut Backlog, len: usize) -> u64 {
-    let first = b.offset() + 1;
-    b.append(&bytes_from(first, len)).unwrap()
-}
-
-fn check_held(b: &Backlog) {
-    let r = b.reader();
-    let first = b.first_offset();
-    let mut buf = vec![0u8; b.histlen() as usize];
-    assert_eq!(r.read_at(first, &mut buf).unwrap(), buf.len());
-    assert_eq!(
-        buf,
-        bytes_from(first, buf.len()),
-        "held bytes differ from the stream"
-    );
-}
+mod stream;
+use stream::{append_stream, bytes_from, check_held};
 
 #[test]
 fn new_backlog_starts_empty_at_offset_zero() {

@@ -8,18 +8,8 @@ use std::time::Duration;
 use durable_backlog::inspect::{self, BacklogFile, Holder, SlotView};
 use durable_backlog::{Backlog, Durability, Error, Options, RecoveryKind};
 
-fn stream(offset: u64) -> u8 {
-    (offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
-}
-
-fn bytes_from(first: u64, len: usize) -> Vec<u8> {
-    (0..len as u64).map(|i| stream(first + i)).collect()
-}
-
-fn append_stream(b: &mut Backlog, len: usize) -> u64 {
-    let first = b.offset() + 1;
-    b.append(&bytes_from(first, len)).unwrap()
-}
+mod stream;
+use stream::{append_stream, bytes_from};
 
 /// Byte offset of the live page's change counter (docs/FORMAT.md).
 const LIVE_CHANGE: u64 = 2 * 4096 + 48;

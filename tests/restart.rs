@@ -9,28 +9,8 @@
 use durable_backlog::sim::SimDisk;
 use durable_backlog::{Backlog, Durability, Options, RecoveryKind};
 
-fn stream(offset: u64) -> u8 {
-    (offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
-}
-
-fn append_stream(b: &mut Backlog, len: usize) -> u64 {
-    let first = b.offset() + 1;
-    let bytes: Vec<u8> = (0..len as u64).map(|i| stream(first + i)).collect();
-    b.append(&bytes).unwrap()
-}
-
-fn check_held(b: &Backlog) {
-    let mut buf = vec![0u8; b.histlen() as usize];
-    b.reader().read_at(b.first_offset(), &mut buf).unwrap();
-    for (i, &x) in buf.iter().enumerate() {
-        assert_eq!(
-            x,
-            stream(b.first_offset() + i as u64),
-            "wrong byte at {}",
-            b.first_offset() + i as u64
-        );
-    }
-}
+mod stream;
+use stream::{append_stream, check_held};
 
 #[test]
 fn process_crash_loses_nothing_under_every_durability() {

@@ -16,13 +16,8 @@ use std::time::{Duration, Instant};
 
 use durable_backlog::{Backlog, Durability, Error, Options, Reader};
 
-/// The byte at `offset`: a mix of all its bits, so a byte from another lap differs.
-fn stream(offset: u64) -> u8 {
-    let mut z = offset.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) as u8
-}
+mod stream;
+use stream::stream;
 
 fn verify(first: u64, bytes: &[u8]) {
     for (i, &b) in bytes.iter().enumerate() {
