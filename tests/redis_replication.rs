@@ -392,6 +392,31 @@ fn s5_master_killed_twice_while_replica_down_still_partial() {
     assert_eq!(count(&replica.log(), PARTIAL), 1);
 }
 
+/// Starts a replica, writes `before` keys and waits until it is in sync, shuts it down with
+/// `SHUTDOWN SAVE` (it keeps an RDB with its replication offset), writes `after` more keys,
+/// restarts it from that RDB and waits until it is in sync again.
+fn replica_down_while_writing(
+    bin: &Path,
+    dir: &Path,
+    master: &Master,
+    model: &mut Model,
+    before: usize,
+    after: usize,
+) -> RedisGuard {
+    let rdir = dir.join("r");
+    let mut replica = start_replica(bin, &rdir, master);
+    set_many(&mut master.client(), model, 0, keys("a", 0..before));
+    wait_in_sync(master, &replica);
+    replica
+        .client()
+        .send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
+    replica.wait_exit();
+    set_many(&mut master.client(), model, 0, keys("b", 0..after));
+    let replica = start_replica(bin, &rdir, master);
+    wait_in_sync(master, &replica);
+    replica
+}
+
 /// Scenario 6: a replica whose offset fell out of the backlog while it was down gets a full
 /// resync, and ends with identical data.
 #[test]
@@ -399,19 +424,9 @@ fn s6_replica_lag_beyond_backlog_gives_full_resync() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
     let master = Master::start(dir.path(), "64kb");
-    let rdir = dir.path().join("r");
-    let mut replica = start_replica(&bin, &rdir, &master);
     let mut model = Model::new();
-    set_many(&mut master.client(), &mut model, 0, keys("a", 0..300));
-    wait_in_sync(&master, &replica);
-    replica
-        .client()
-        .send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
-    replica.wait_exit();
-    // ~250 KB: four times the backlog.
-    set_many(&mut master.client(), &mut model, 0, keys("b", 0..4000));
-    let replica = start_replica(&bin, &rdir, &master);
-    wait_in_sync(&master, &replica);
+    // ~250 KB while the replica is down: four times the backlog.
+    let replica = replica_down_while_writing(&bin, dir.path(), &master, &mut model, 300, 4000);
     assert_same(&master, &replica, &model);
     assert_eq!(master.stat("sync_full"), 2, "{}", master.log());
     assert_eq!(master.stat("sync_partial_err"), 1);
@@ -500,18 +515,8 @@ fn s9_restarted_replica_continues_from_its_rdb() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
     let master = Master::start(dir.path(), "1mb");
-    let rdir = dir.path().join("r");
-    let mut replica = start_replica(&bin, &rdir, &master);
     let mut model = Model::new();
-    set_many(&mut master.client(), &mut model, 0, keys("a", 0..1000));
-    wait_in_sync(&master, &replica);
-    replica
-        .client()
-        .send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
-    replica.wait_exit();
-    set_many(&mut master.client(), &mut model, 0, keys("b", 0..500));
-    let replica = start_replica(&bin, &rdir, &master);
-    wait_in_sync(&master, &replica);
+    let replica = replica_down_while_writing(&bin, dir.path(), &master, &mut model, 1000, 500);
     assert_same(&master, &replica, &model);
     assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
     assert_eq!(master.stat("sync_full"), 1);
