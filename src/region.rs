@@ -293,3 +293,54 @@ pub(crate) fn futex_wait(word: &AtomicU64, expected: u32, timeout: std::time::Du
 pub(crate) fn futex_wake(word: &AtomicU64) {
     let _ = word;
 }
+
+/// `membarrier(2)` commands (linux/membarrier.h).
+#[cfg(target_os = "linux")]
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+#[cfg(target_os = "linux")]
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+/// Registers this process for expedited private `membarrier`; whether that worked (Linux ≥
+/// 4.14). Then [`heavy_fence`] makes every thread of the process execute a full barrier.
+#[cfg(target_os = "linux")]
+pub(crate) fn register_heavy_fence() -> bool {
+    // SAFETY: plain syscall with integer arguments; no memory is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0u32,
+            0i32,
+        )
+    };
+    rc == 0
+}
+
+/// Issues a full memory barrier on every running thread of this process (the expensive side
+/// of an asymmetric fence); returns whether the kernel did. Only valid after
+/// [`register_heavy_fence`] returned true.
+#[cfg(target_os = "linux")]
+pub(crate) fn heavy_fence() -> bool {
+    // SAFETY: plain syscall with integer arguments; no memory is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+            0u32,
+            0i32,
+        )
+    };
+    rc == 0
+}
+
+/// Without `membarrier`: never available.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn register_heavy_fence() -> bool {
+    false
+}
+
+/// Without `membarrier`: never called (registration failed).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn heavy_fence() -> bool {
+    false
+}

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::sync::{Ordering, fence};
+use crate::sync::{Ordering, fence, waiter_fence, writer_fence};
 
 /// The published words of the live page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,15 +191,23 @@ pub fn read<M: Memory + ?Sized>(
 
 /// Writer, after publishing (`end` or a history change): wakes sleeping tailers, if any.
 ///
-/// Dekker-style with [`wait_ready`]: the writer stores `end`, fences (`SeqCst`), then loads
-/// the waiter count; a waiter increments the count, fences (`SeqCst`), then loads `end`. The
-/// two fences are totally ordered, so at least one side sees the other's store: either the
-/// waiter sees the new `end` and does not sleep, or the writer sees the waiter and wakes it.
-/// The sleep itself compares `end` with the value the waiter saw atomically (a futex), so a
-/// wake-up between the waiter's check and its sleep is not lost either. With no waiter this
-/// costs the writer one fence and one load: no lock, no syscall. The writer never blocks.
+/// Dekker-style with [`wait_ready`]: the writer stores `end`, fences, then loads the waiter
+/// count; a waiter increments the count, fences, then loads `end`. At least one side sees the
+/// other's store: either the waiter sees the new `end` and does not sleep, or the writer sees
+/// the waiter and wakes it. The sleep itself compares `end` with the value the waiter saw
+/// atomically (a futex), so a wake-up between the waiter's check and its sleep is not lost
+/// either. With no waiter this costs the writer one fence and one load: no lock, no syscall.
+/// The writer never blocks.
+///
+/// The fence pair is asymmetric where the kernel allows (`crate::sync`): the writer's side is
+/// a compiler fence, the waiter's a `membarrier` that runs a full barrier on every thread of
+/// the process — so a writer load that missed the waiter's increment happened before that
+/// barrier, which made the writer's earlier `end` store visible to the waiter's load. Waiters
+/// only sleep in the writer's process (read-only views in other processes poll), which is what
+/// a private `membarrier` covers. Where it is unavailable both sides are `SeqCst` fences (the
+/// loom model checks that form).
 pub fn wake<M: Memory + ?Sized>(m: &M) {
-    fence(Ordering::SeqCst);
+    writer_fence();
     if m.load(Word::Waiters, Ordering::Relaxed) != 0 {
         m.wake_all();
     }
@@ -216,7 +224,7 @@ pub fn wait_ready<M: Memory + ?Sized>(
     mut slice: impl FnMut() -> Option<Duration>,
 ) -> bool {
     m.fetch_add(Word::Waiters, 1, Ordering::Relaxed);
-    fence(Ordering::SeqCst);
+    waiter_fence();
     let ready = loop {
         let end = m.load(Word::End, Ordering::Acquire);
         if m.load(Word::Change, Ordering::Acquire) != change || end >= next {

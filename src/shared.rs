@@ -32,6 +32,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(medium: Medium, geo: Geometry, path: PathBuf) -> Self {
+        crate::sync::init_asymmetric();
         Shared {
             medium,
             geo,

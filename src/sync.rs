@@ -11,3 +11,55 @@ pub use loom::sync::atomic::{AtomicU64, fence};
 pub use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::fence;
+
+/// Whether the wake-up protocol uses an asymmetric fence: the writer's side a compiler fence
+/// (free), the rare sleeper's side a `membarrier` that makes every thread of the process
+/// execute a full barrier. Decided once, before the first backlog exists in this process
+/// ([`init_asymmetric`]), so both sides always agree.
+#[cfg(not(loom))]
+static ASYMMETRIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Decides [`ASYMMETRIC`] once per process; called before any backlog state is shared.
+#[cfg(not(loom))]
+pub(crate) fn init_asymmetric() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let ok = std::env::var_os("DURABLE_BACKLOG_SYMMETRIC_FENCE").is_none()
+            && crate::region::register_heavy_fence();
+        ASYMMETRIC.store(ok, Ordering::SeqCst);
+    });
+}
+
+/// The writer's side of the wake-up Dekker pair: orders its `end` store before its load of
+/// the waiter count.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn writer_fence() {
+    if ASYMMETRIC.load(Ordering::Relaxed) {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The sleeper's side: orders its waiter-count increment before its load of `end`, and —
+/// with the asymmetric fence — forces the writer's thread through a full barrier, so that a
+/// writer load of the count that missed the increment implies its `end` store is visible.
+#[cfg(not(loom))]
+pub(crate) fn waiter_fence() {
+    if !(ASYMMETRIC.load(Ordering::Relaxed) && crate::region::heavy_fence()) {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// Under loom both sides are plain `SeqCst` fences (loom cannot model `membarrier`).
+#[cfg(loom)]
+pub(crate) fn writer_fence() {
+    fence(Ordering::SeqCst);
+}
+
+/// Under loom both sides are plain `SeqCst` fences.
+#[cfg(loom)]
+pub(crate) fn waiter_fence() {
+    fence(Ordering::SeqCst);
+}
