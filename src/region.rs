@@ -295,13 +295,16 @@ pub(crate) fn futex_wake(word: &AtomicU64) {
 }
 
 /// `membarrier(2)` commands (linux/membarrier.h).
+#[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
 #[cfg(target_os = "linux")]
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+#[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
 #[cfg(target_os = "linux")]
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 /// Registers this process for expedited private `membarrier`; whether that worked (Linux ≥
 /// 4.14). Then [`heavy_fence`] makes every thread of the process execute a full barrier.
+#[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
 #[cfg(target_os = "linux")]
 pub(crate) fn register_heavy_fence() -> bool {
     // SAFETY: plain syscall with integer arguments; no memory is passed.
@@ -319,6 +322,7 @@ pub(crate) fn register_heavy_fence() -> bool {
 /// Issues a full memory barrier on every running thread of this process (the expensive side
 /// of an asymmetric fence); returns whether the kernel did. Only valid after
 /// [`register_heavy_fence`] returned true.
+#[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
 #[cfg(target_os = "linux")]
 pub(crate) fn heavy_fence() -> bool {
     // SAFETY: plain syscall with integer arguments; no memory is passed.

@@ -63,3 +63,7 @@ pub(crate) fn writer_fence() {
 pub(crate) fn waiter_fence() {
     fence(Ordering::SeqCst);
 }
+
+/// Under loom there is nothing to decide.
+#[cfg(loom)]
+pub(crate) fn init_asymmetric() {}
