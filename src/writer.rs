@@ -274,6 +274,41 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp.{}.{tag:08x}", std::process::id()))
 }
 
+/// Removes temporary files a killed `create` or resize of this backlog left beside it: named
+/// like [`tmp_path`]'s, made by a process that no longer exists, and not locked (a live
+/// creator locks its temporary file right after creating it). Best effort: errors are ignored.
+fn remove_stale_temps(path: &Path) {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp.");
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let tmp = entry.path();
+        if let Ok(f) = File::open(&tmp)
+            && f.try_lock().is_ok()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
 fn sync_dir(path: &Path) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -337,6 +372,7 @@ impl Backlog {
                 path: path.to_path_buf(),
             });
         }
+        remove_stale_temps(path);
         let (file, tmp, map) = new_file(path, &geo)?;
         let sh = Arc::new(Shared::new(Medium::Map(map), geo, path.to_path_buf()));
         let meta = Meta {
@@ -387,6 +423,7 @@ impl Backlog {
             .open(path)
             .map_err(|e| Error::io("opening the backlog file", Some(path), e))?;
         lock_file(&file, path)?;
+        remove_stale_temps(path);
         let (medium, geo) = map_file(&file, path, true)?;
         let sh = Arc::new(Shared::new(medium, geo, path.to_path_buf()));
         Self::open_shared(sh, Lock::File(file), &opts)

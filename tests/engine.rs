@@ -310,3 +310,36 @@ fn a_failed_sync_poisons_the_handle_and_reopen_recovers() {
     assert_eq!(b.offset(), 1000);
     check_held(&b);
 }
+
+#[test]
+fn temporary_files_of_a_killed_create_are_removed_and_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    // Left by a create that died (no such process), and one a live creator still holds.
+    let stale = dir.path().join(format!(".b.tmp.{}.0000abcd", u32::MAX));
+    std::fs::write(&stale, vec![0u8; 8192]).unwrap();
+    let held = dir.path().join(format!(".b.tmp.{}.0000beef", u32::MAX - 1));
+    let held_file = std::fs::File::create(&held).unwrap();
+    held_file.try_lock().unwrap();
+    let other = dir.path().join(format!(".other.tmp.{}.00000001", u32::MAX));
+    std::fs::write(&other, b"x").unwrap();
+
+    Backlog::create(&path, Options::new())
+        .unwrap()
+        .close()
+        .unwrap();
+    assert!(!stale.exists(), "stale temporary file survived create");
+    assert!(held.exists(), "a locked temporary file was removed");
+    assert!(
+        other.exists(),
+        "another backlog's temporary file was removed"
+    );
+
+    std::fs::write(&stale, b"again").unwrap();
+    Backlog::open(&path, Options::new())
+        .unwrap()
+        .close()
+        .unwrap();
+    assert!(!stale.exists(), "stale temporary file survived open");
+    assert!(held.exists());
+}
