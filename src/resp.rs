@@ -563,25 +563,26 @@ fn push_line_sanitized(out: &mut Vec<u8>, text: &[u8]) {
     );
 }
 
-/// `+text\r\n`. `\r` and `\n` inside `text` become spaces.
-#[must_use]
-pub fn simple_string(text: &[u8]) -> Vec<u8> {
+/// A one-line reply: `kind`, then `text` with `\r` and `\n` turned into spaces, then CRLF.
+fn line_reply(kind: u8, text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + 3);
-    out.push(b'+');
+    out.push(kind);
     push_line_sanitized(&mut out, text);
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// `+text\r\n`. `\r` and `\n` inside `text` become spaces.
+#[must_use]
+pub fn simple_string(text: &[u8]) -> Vec<u8> {
+    line_reply(b'+', text)
 }
 
 /// `-text\r\n`, where `text` includes the error code, e.g. `ERR syntax error`. `\r` and `\n`
 /// inside `text` become spaces, as in Redis's `addReplyErrorFormat`.
 #[must_use]
 pub fn error(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + 3);
-    out.push(b'-');
-    push_line_sanitized(&mut out, text);
-    out.extend_from_slice(b"\r\n");
-    out
+    line_reply(b'-', text)
 }
 
 /// `:n\r\n`.

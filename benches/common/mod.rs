@@ -40,6 +40,17 @@ pub(crate) fn chunk(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A new (or emptied) file at `path`, open for reading and writing.
+fn fresh_file(path: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap()
+}
+
 /// Redis's in-memory backlog: a heap ring of the same capacity, pre-touched.
 #[derive(Debug)]
 pub(crate) struct MemRing {
@@ -96,13 +107,7 @@ pub(crate) struct BufFileRing {
 
 impl BufFileRing {
     pub(crate) fn new(path: &Path, cap: usize) -> Self {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .unwrap();
+        let f = fresh_file(path);
         f.set_len(cap as u64).unwrap();
         BufFileRing {
             w: BufWriter::with_capacity(64 * KIB, f),
@@ -210,13 +215,7 @@ pub(crate) struct FdatasyncFloor {
 
 impl FdatasyncFloor {
     pub(crate) fn new(path: &Path, cap: usize) -> Self {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .unwrap();
+        let f = fresh_file(path);
         let block = vec![7u8; MIB];
         for i in 0..cap / MIB {
             f.write_all_at(&block, (i * MIB) as u64).unwrap();
@@ -313,7 +312,7 @@ pub(crate) fn filled_backlog(path: &Path, cap: usize, d: Durability, data: &[u8]
 }
 
 /// The range-read fixture: a 64 MiB `Never` backlog and an in-memory ring of the same size,
-/// both filled with 1 MiB chunks, and the chunk.
+/// both filled with 1 MiB chunks, and the chunk; reads from the backlog are checked first.
 pub(crate) fn read_fixture(dir: &Path) -> (Backlog, MemRing, Vec<u8>) {
     let cap = 64 * MIB;
     let data = chunk(MIB);
@@ -321,6 +320,13 @@ pub(crate) fn read_fixture(dir: &Path) -> (Backlog, MemRing, Vec<u8>) {
     let mut mem = MemRing::new(cap);
     for _ in 0..=cap / MIB {
         mem.append(&data);
+    }
+    // Correctness before timing: a read at a chunk boundary returns the chunk's first bytes.
+    for len in [16 * KIB, MIB] {
+        let mut buf = vec![0u8; len];
+        let at = bl.first_offset().next_multiple_of(MIB as u64) + 1;
+        assert_eq!(bl.reader().read_at(at, &mut buf).unwrap(), len);
+        assert_eq!(buf, data[..len]);
     }
     (bl, mem, data)
 }
