@@ -308,6 +308,16 @@ fn s2_link_dropped_while_writing_gives_partial_resync() {
     assert_eq!(count(&replica.log(), FULL), 1);
 }
 
+/// The replica holds the master's data (and the model's), got exactly one full sync (its
+/// first), and the restarted master served it exactly one partial resync and no full one.
+fn assert_continued_partially(master: &Master, replica: &RedisGuard, model: &Model) {
+    assert_same(master, replica, model);
+    assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
+    assert_eq!(master.stat("sync_full"), 0);
+    assert_eq!(count(&replica.log(), FULL), 1);
+    assert_eq!(count(&replica.log(), PARTIAL), 1);
+}
+
 /// Scenario 3: master kill -9 and restart with the replica in sync → partial, nothing lost.
 /// The backlog is small, so the master restarts from a snapshot plus a replay of the backlog
 /// after it (and one value is larger than half the ring).
@@ -335,11 +345,7 @@ fn s3_master_kill9_replica_in_sync_gives_partial_and_loses_nothing() {
     assert_model("master after kill -9", &dump(&mut master.client()), &model);
     set_many(&mut master.client(), &mut model, 0, keys("b", 0..500));
     wait_in_sync(&master, &replica);
-    assert_same(&master, &replica, &model);
-    assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
-    assert_eq!(master.stat("sync_full"), 0);
-    assert_eq!(count(&replica.log(), PARTIAL), 1);
-    assert_eq!(count(&replica.log(), FULL), 1);
+    assert_continued_partially(&master, &replica, &model);
 }
 
 /// Scenario 4: master kill -9 while the replica lags inside the backlog (stopped with SIGSTOP)
@@ -359,10 +365,7 @@ fn s4_master_kill9_while_replica_lags_gives_partial() {
     set_many(&mut master.client(), &mut model, 0, keys("c", 0..100));
     signal(replica.pid(), "-CONT");
     wait_in_sync(&master, &replica);
-    assert_same(&master, &replica, &model);
-    assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
-    assert_eq!(master.stat("sync_full"), 0);
-    assert_eq!(count(&replica.log(), FULL), 1);
+    assert_continued_partially(&master, &replica, &model);
 }
 
 /// Scenario 5: the master is killed twice while the replica is down across both restarts →
@@ -385,11 +388,7 @@ fn s5_master_killed_twice_while_replica_down_still_partial() {
     set_many(&mut master.client(), &mut model, 0, keys("d", 0..500));
     signal(replica.pid(), "-CONT");
     wait_in_sync(&master, &replica);
-    assert_same(&master, &replica, &model);
-    assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
-    assert_eq!(master.stat("sync_full"), 0);
-    assert_eq!(count(&replica.log(), FULL), 1);
-    assert_eq!(count(&replica.log(), PARTIAL), 1);
+    assert_continued_partially(&master, &replica, &model);
 }
 
 /// Starts a replica, writes `before` keys and waits until it is in sync, shuts it down with
