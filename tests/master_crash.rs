@@ -3,45 +3,24 @@
 //! restart), or that replays a backlog into different data. Runs every durability mode; needs
 //! no `redis-server`.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The master process, killed (SIGKILL) and reaped when dropped, also when a test fails.
-struct Guard(Child);
+use common::master::DurableMaster;
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(dir: &Path, port: u16, durability: &str) -> Guard {
-    let master = Guard(
-        Command::new(env!("CARGO_BIN_EXE_durable-master"))
-            .args(["--port", &port.to_string(), "--backlog-size", "1mb"])
-            .args(["--durability", durability, "--dir"])
-            .arg(dir.join("data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn durable-master"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return master;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("durable-master did not start");
+fn start(dir: &Path, durability: &str) -> DurableMaster {
+    DurableMaster::start(
+        env!("CARGO_BIN_EXE_durable-master"),
+        dir,
+        &["--backlog-size", "1mb", "--durability", durability],
+    )
 }
 
 fn line(r: &mut BufReader<TcpStream>) -> Option<String> {
@@ -54,18 +33,15 @@ fn line(r: &mut BufReader<TcpStream>) -> Option<String> {
 
 fn kill9_during_concurrent_writes_loses_no_acknowledged_write(durability: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let mut master = spawn(dir.path(), port, durability);
+    let mut master = start(dir.path(), durability);
+    let port = master.port;
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
             std::thread::spawn(move || {
-                let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                let s = common::connect(port);
                 let mut r = BufReader::new(s.try_clone().expect("clone"));
                 let mut s = s;
                 for i in 0.. {
@@ -99,8 +75,7 @@ fn kill9_during_concurrent_writes_loses_no_acknowledged_write(durability: &str) 
         })
         .collect();
     std::thread::sleep(Duration::from_millis(700));
-    master.0.kill().expect("kill -9");
-    master.0.wait().expect("reap");
+    master.kill9();
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.join().expect("writer");
@@ -111,8 +86,8 @@ fn kill9_during_concurrent_writes_loses_no_acknowledged_write(durability: &str) 
         "only {} writes acknowledged",
         acked.len()
     );
-    let _master = spawn(dir.path(), port, durability);
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    master.spawn(&[]);
+    let s = master.connect();
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     let mut s = s;
     for chunk in acked.chunks(500) {

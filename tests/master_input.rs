@@ -3,58 +3,25 @@
 //! sends malformed RESP, huge lengths, wrong arities, or a replica vanishes mid-snapshot.
 //! Needs no `redis-server`.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-struct Master {
-    child: Child,
-    port: u16,
-}
+use common::master::DurableMaster;
 
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &std::path::Path) -> Master {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let child = Command::new(env!("CARGO_BIN_EXE_durable-master"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--backlog-size",
-            "64kb",
-            "--dir",
-        ])
-        .arg(dir.join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn durable-master");
-    let mut m = Master { child, port };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return m;
-        }
-        assert!(m.child.try_wait().expect("try_wait").is_none(), "exited");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("durable-master did not start");
+fn start(dir: &std::path::Path) -> DurableMaster {
+    DurableMaster::start(
+        env!("CARGO_BIN_EXE_durable-master"),
+        dir,
+        &["--backlog-size", "64kb"],
+    )
 }
 
 /// Sends `input` on a fresh connection; returns everything received until the server closes
 /// the connection or, once it answered, stays silent for half a second.
 fn exchange(port: u16, input: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut s = common::connect(port);
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     s.write_all(input).expect("send");
@@ -73,7 +40,7 @@ fn exchange(port: u16, input: &[u8]) -> Vec<u8> {
 }
 
 fn closes_after(port: u16, input: &[u8]) -> bool {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut s = common::connect(port);
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     s.write_all(input).expect("send");
@@ -123,7 +90,7 @@ fn protocol_errors_get_redis_text_and_close_the_connection() {
     }
     // A 2^31-1 argument count is legal: the server waits for the arguments without
     // allocating for them, and keeps serving others.
-    let mut hog = TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
+    let mut hog = m.connect();
     hog.write_all(b"*2147483647\r\n$536870912\r\nabc")
         .expect("send");
     assert_eq!(exchange(m.port, b"PING\r\n"), b"+PONG\r\n");
@@ -164,7 +131,7 @@ fn replica_vanishing_mid_snapshot_leaves_the_server_running() {
             .as_bytes(),
         );
     }
-    let mut c = TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
+    let mut c = m.connect();
     c.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     c.write_all(&load).expect("send");
@@ -172,7 +139,7 @@ fn replica_vanishing_mid_snapshot_leaves_the_server_running() {
     c.read_exact(&mut replies).expect("replies");
     assert_eq!(replies, b"+OK\r\n".repeat(2000));
     for _ in 0..5 {
-        let mut s = TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
+        let mut s = m.connect();
         s.write_all(b"REPLCONF capa eof capa psync2\r\nPSYNC ? -1\r\n")
             .expect("send");
         let mut buf = [0u8; 100];
@@ -189,7 +156,7 @@ fn legacy_sync_gets_a_length_prefixed_snapshot_without_fullresync_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let m = start(dir.path());
     assert_eq!(exchange(m.port, b"SET k v\r\n"), b"+OK\r\n");
-    let mut s = TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
+    let mut s = m.connect();
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     s.write_all(b"SYNC\r\n").expect("send");

@@ -19,12 +19,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Client, RedisGuard, Reply, free_port, read_log, redis_server};
+use common::master::DurableMaster;
+use common::{Client, RedisGuard, Reply, redis_server};
 
 /// (db, key) -> value.
 type Model = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
@@ -32,93 +32,28 @@ type Model = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
 const FULL: &str = "MASTER <-> REPLICA sync: Finished with success";
 const PARTIAL: &str = "Successful partial resynchronization with master";
 
-/// A `durable-master` process, killed with SIGKILL when dropped.
-struct Master {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    backlog: String,
+/// `durable-master` with its data and log in `dir`, and a backlog of `backlog`.
+fn start_master(dir: &Path, backlog: &str) -> DurableMaster {
+    DurableMaster::start(
+        env!("CARGO_BIN_EXE_durable-master"),
+        dir,
+        &["--backlog-size", backlog],
+    )
 }
 
-impl Master {
-    fn start(dir: &Path, backlog: &str) -> Master {
-        let mut m = Master {
-            child: None,
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            backlog: backlog.to_owned(),
-        };
-        m.spawn(&[]);
-        m
-    }
+/// What the tests read from the master's INFO.
+trait MasterInfo {
+    fn offset(&self) -> u64;
+    fn stat(&self, name: &str) -> u64;
+}
 
-    fn spawn(&mut self, extra: &[&str]) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("master.log"))
-            .expect("master log");
-        let child = Command::new(env!("CARGO_BIN_EXE_durable-master"))
-            .args(["--port", &self.port.to_string(), "--dir"])
-            .arg(self.dir.join("data"))
-            .args(["--backlog-size", &self.backlog])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn durable-master");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("durable-master exited: {status}; log:\n{}", self.log());
-            }
-            if let Ok(mut c) = Client::connect(self.port) {
-                match c.call(&[b"PING"]) {
-                    Reply::Status(s) if s == "PONG" => return,
-                    Reply::Error(e) if e.starts_with("NOAUTH") => return,
-                    _ => {}
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("durable-master did not start; log:\n{}", self.log());
-    }
-
-    /// SIGKILL, then wait for the process to be gone.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill -9 durable-master");
-            c.wait().expect("reap durable-master");
-        }
-    }
-
-    fn restart(&mut self, extra: &[&str]) {
-        self.kill9();
-        self.spawn(extra);
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(self.port).expect("connect to durable-master")
-    }
-
-    fn log(&self) -> String {
-        read_log(&self.dir.join("master.log"))
-    }
-
+impl MasterInfo for DurableMaster {
     fn offset(&self) -> u64 {
         field(&self.client().info("replication"), "master_repl_offset")
     }
 
     fn stat(&self, name: &str) -> u64 {
         field(&self.client().info("stats"), name)
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -131,7 +66,7 @@ fn field(info: &str, name: &str) -> u64 {
         .expect("numeric INFO field")
 }
 
-fn start_replica(binary: &Path, dir: &Path, master: &Master) -> RedisGuard {
+fn start_replica(binary: &Path, dir: &Path, master: &DurableMaster) -> RedisGuard {
     std::fs::create_dir_all(dir).expect("replica dir");
     RedisGuard::start_with(
         binary,
@@ -141,7 +76,7 @@ fn start_replica(binary: &Path, dir: &Path, master: &Master) -> RedisGuard {
 }
 
 /// Waits until the replica's link is up and it processed everything the master wrote.
-fn wait_in_sync(master: &Master, replica: &RedisGuard) {
+fn wait_in_sync(master: &DurableMaster, replica: &RedisGuard) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let m = master.offset();
@@ -203,7 +138,7 @@ fn assert_model(what: &str, got: &Model, model: &Model) {
 }
 
 /// Master, replica and model hold exactly the same keys and values.
-fn assert_same(master: &Master, replica: &RedisGuard, model: &Model) {
+fn assert_same(master: &DurableMaster, replica: &RedisGuard, model: &Model) {
     assert_model("master", &dump(&mut master.client()), model);
     assert_model("replica", &dump(&mut replica.client()), model);
 }
@@ -264,7 +199,7 @@ fn signal(pid: u32, sig: &str) {
 fn s1_first_full_sync_of_10k_keys() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let master = Master::start(dir.path(), "1mb");
+    let master = start_master(dir.path(), "1mb");
     let mut model = Model::new();
     let mut c = master.client();
     set_many(&mut c, &mut model, 0, keys("a", 0..9000));
@@ -286,7 +221,7 @@ fn s1_first_full_sync_of_10k_keys() {
 fn s2_link_dropped_while_writing_gives_partial_resync() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let master = Master::start(dir.path(), "1mb");
+    let master = start_master(dir.path(), "1mb");
     let replica = start_replica(&bin, &dir.path().join("r"), &master);
     wait_in_sync(&master, &replica);
     let mut model = Model::new();
@@ -310,7 +245,7 @@ fn s2_link_dropped_while_writing_gives_partial_resync() {
 
 /// The replica holds the master's data (and the model's), got exactly one full sync (its
 /// first), and the restarted master served it exactly one partial resync and no full one.
-fn assert_continued_partially(master: &Master, replica: &RedisGuard, model: &Model) {
+fn assert_continued_partially(master: &DurableMaster, replica: &RedisGuard, model: &Model) {
     assert_same(master, replica, model);
     assert_eq!(master.stat("sync_partial_ok"), 1, "{}", master.log());
     assert_eq!(master.stat("sync_full"), 0);
@@ -325,7 +260,7 @@ fn assert_continued_partially(master: &Master, replica: &RedisGuard, model: &Mod
 fn s3_master_kill9_replica_in_sync_gives_partial_and_loses_nothing() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut master = Master::start(dir.path(), "64kb");
+    let mut master = start_master(dir.path(), "64kb");
     let replica = start_replica(&bin, &dir.path().join("r"), &master);
     let mut model = Model::new();
     set_many(&mut master.client(), &mut model, 0, keys("a", 0..1500));
@@ -354,7 +289,7 @@ fn s3_master_kill9_replica_in_sync_gives_partial_and_loses_nothing() {
 fn s4_master_kill9_while_replica_lags_gives_partial() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut master = Master::start(dir.path(), "1mb");
+    let mut master = start_master(dir.path(), "1mb");
     let replica = start_replica(&bin, &dir.path().join("r"), &master);
     let mut model = Model::new();
     set_many(&mut master.client(), &mut model, 0, keys("a", 0..1000));
@@ -375,7 +310,7 @@ fn s4_master_kill9_while_replica_lags_gives_partial() {
 fn s5_master_killed_twice_while_replica_down_still_partial() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut master = Master::start(dir.path(), "1mb");
+    let mut master = start_master(dir.path(), "1mb");
     let replica = start_replica(&bin, &dir.path().join("r"), &master);
     let mut model = Model::new();
     set_many(&mut master.client(), &mut model, 0, keys("a", 0..500));
@@ -397,7 +332,7 @@ fn s5_master_killed_twice_while_replica_down_still_partial() {
 fn replica_down_while_writing(
     bin: &Path,
     dir: &Path,
-    master: &Master,
+    master: &DurableMaster,
     model: &mut Model,
     before: usize,
     after: usize,
@@ -422,7 +357,7 @@ fn replica_down_while_writing(
 fn s6_replica_lag_beyond_backlog_gives_full_resync() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let master = Master::start(dir.path(), "64kb");
+    let master = start_master(dir.path(), "64kb");
     let mut model = Model::new();
     // ~250 KB while the replica is down: four times the backlog.
     let replica = replica_down_while_writing(&bin, dir.path(), &master, &mut model, 300, 4000);
@@ -444,7 +379,7 @@ fn s6_replica_lag_beyond_backlog_gives_full_resync() {
 fn s7_truncated_master_tail_gives_full_resync_never_divergence() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut master = Master::start(dir.path(), "1mb");
+    let mut master = start_master(dir.path(), "1mb");
     let replica = start_replica(&bin, &dir.path().join("r"), &master);
     let mut model = Model::new();
     set_many(&mut master.client(), &mut model, 0, keys("a", 0..1000));
@@ -473,7 +408,7 @@ fn s7_truncated_master_tail_gives_full_resync_never_divergence() {
 fn s8_two_replicas_one_lapped() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let master = Master::start(dir.path(), "1mb");
+    let master = start_master(dir.path(), "1mb");
     let a = start_replica(&bin, &dir.path().join("ra"), &master);
     let b = start_replica(&bin, &dir.path().join("rb"), &master);
     let mut model = Model::new();
@@ -513,7 +448,7 @@ fn s8_two_replicas_one_lapped() {
 fn s9_restarted_replica_continues_from_its_rdb() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let master = Master::start(dir.path(), "1mb");
+    let master = start_master(dir.path(), "1mb");
     let mut model = Model::new();
     let replica = replica_down_while_writing(&bin, dir.path(), &master, &mut model, 1000, 500);
     assert_same(&master, &replica, &model);
@@ -528,7 +463,7 @@ fn s9_restarted_replica_continues_from_its_rdb() {
 fn requirepass_masterauth_and_wait() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut master = Master::start(dir.path(), "1mb");
+    let mut master = start_master(dir.path(), "1mb");
     master.restart(&["--requirepass", "s3cret"]);
     let mut c = master.client();
     assert_eq!(
@@ -579,7 +514,7 @@ fn requirepass_masterauth_and_wait() {
 fn master_pings_replicas_through_the_stream() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let master = Master::start(dir.path(), "1mb");
+    let master = start_master(dir.path(), "1mb");
     let replica = start_replica(&bin, &dir.path().join("r"), &master);
     let mut model = Model::new();
     set_many(&mut master.client(), &mut model, 0, keys("a", 0..10));

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub(crate) mod master;
+
 /// The `redis-server` binary, or `None` (after the skip notice) when the test should pass
 /// without it.
 pub(crate) fn redis_server() -> Option<PathBuf> {
@@ -122,7 +124,7 @@ impl RedisGuard {
     }
 
     pub(crate) fn client(&self) -> Client {
-        Client::connect(self.port).expect("connect to redis-server")
+        Client::open(self.port)
     }
 
     /// The process ID (for SIGSTOP / SIGCONT).
@@ -151,11 +153,41 @@ pub(crate) fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
 }
 
+/// A free port on 127.0.0.1 below the kernel's ephemeral range, so that no outgoing
+/// connection (of this test or a parallel one) can take it as its local port between the
+/// choice and the server binding it, or while a killed server is restarted on it.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000.min(ephemeral_low / 2);
+    for _ in 0..1000 {
+        let port = rand::random_range(low..ephemeral_low);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{ephemeral_low}");
+}
+
+/// Connects to a server known to be listening on `port`. A refused connection is retried
+/// for up to 10 s: this machine's loopback has been seen to refuse a connection to a socket
+/// that `ss` listed as listening, with an empty accept queue, and to accept the next one.
+pub(crate) fn connect(port: u16) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("connect to 127.0.0.1:{port}: {e}"),
+        }
+    }
 }
 
 /// A RESP2 reply.
@@ -176,8 +208,17 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    /// A client of a server known to be listening (see [`connect`]).
+    pub(crate) fn open(port: u16) -> Client {
+        Client::over(connect(port)).expect("client socket")
+    }
+
+    /// A client if a connection can be made now: for polling a server that is starting.
     pub(crate) fn connect(port: u16) -> std::io::Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        Client::over(TcpStream::connect(("127.0.0.1", port))?)
+    }
+
+    fn over(stream: TcpStream) -> std::io::Result<Client> {
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         Ok(Client {
             reader: BufReader::new(stream.try_clone()?),
