@@ -13,6 +13,7 @@ pub(crate) struct Span {
 }
 
 /// The physical spans of offsets `first .. first + len`. `len` must not exceed `capacity`.
+#[inline]
 pub(crate) fn spans(capacity: u64, first: u64, len: u64) -> (Span, Span) {
     debug_assert!(len <= capacity);
     let pos = first % capacity;

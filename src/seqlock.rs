@@ -72,6 +72,7 @@ pub fn publish<M: Memory + ?Sized>(m: &M, start: u64, end: u64, data: &[u8]) -> 
 /// Returns the new start. Between this and [`fill`] the writer may do work that must see the
 /// new start published but the old bytes still in place (the engine protects its last
 /// commit there).
+#[inline]
 pub fn retire<M: Memory + ?Sized>(m: &M, start: u64, end: u64, n: u64) -> u64 {
     let new_start = start.max((end + n + 1).saturating_sub(m.capacity()));
     if new_start != start {
@@ -86,6 +87,7 @@ pub fn retire<M: Memory + ?Sized>(m: &M, start: u64, end: u64, n: u64) -> u64 {
 
 /// Writer, second half of [`publish`]: copies `data` (its last `capacity` bytes) after `end`
 /// and publishes the new end. Returns it.
+#[inline]
 pub fn fill<M: Memory + ?Sized>(m: &M, end: u64, data: &[u8]) -> u64 {
     let cap = m.capacity();
     let n = data.len() as u64;
@@ -128,6 +130,7 @@ pub fn end_change<M: Memory + ?Sized>(m: &M) {
 
 /// Reader: one attempt at a consistent reading of the offsets; `None` while a history change
 /// is in progress or if one happened during the reading.
+#[inline]
 pub fn try_snapshot<M: Memory + ?Sized>(m: &M) -> Option<Snapshot> {
     let change = m.load(Word::Change, Ordering::Acquire);
     if !change.is_multiple_of(2) {
@@ -152,6 +155,7 @@ pub fn try_snapshot<M: Memory + ?Sized>(m: &M) -> Option<Snapshot> {
 /// [`Error::Overwritten`] if the byte at `offset` is gone (before or during the copy);
 /// [`Error::NotWritten`] if `offset > snap.end + 1`; [`Error::HistoryChanged`] if the history
 /// changed since `snap`.
+#[inline]
 pub fn read<M: Memory + ?Sized>(
     m: &M,
     snap: &Snapshot,
@@ -206,6 +210,7 @@ pub fn read<M: Memory + ?Sized>(
 /// only sleep in the writer's process (read-only views in other processes poll), which is what
 /// a private `membarrier` covers. Where it is unavailable both sides are `SeqCst` fences (the
 /// loom model checks that form).
+#[inline]
 pub fn wake<M: Memory + ?Sized>(m: &M) {
     writer_fence();
     if m.load(Word::Waiters, Ordering::Relaxed) != 0 {

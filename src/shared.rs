@@ -28,6 +28,10 @@ pub(crate) struct Shared {
     /// Mapped read-only, without the writer's lock ([`crate::Backlog::open_read_only`]): the
     /// live page is only ever loaded, never stored to, and waiting polls.
     pub(crate) read_only: bool,
+    /// The writer's memo of where its next ring write goes: `(first offset, ring position)`,
+    /// so consecutive appends skip the division of `first % capacity`. Only the writer's
+    /// thread touches it (Relaxed); a stale memo is detected by its offset and recomputed.
+    next_write: (AtomicU64, AtomicU64),
 }
 
 impl Shared {
@@ -41,33 +45,41 @@ impl Shared {
             protect_above: AtomicU64::new(u64::MAX),
             poison_cause: Mutex::new(None),
             read_only: false,
+            next_write: (AtomicU64::new(u64::MAX), AtomicU64::new(0)),
         }
     }
 
+    #[inline]
     pub(crate) fn live(&self, field: usize) -> &AtomicU64 {
         self.medium.atomic_u64(LIVE_OFFSET + field as u64)
     }
 
+    #[inline]
     pub(crate) fn start(&self) -> &AtomicU64 {
         self.live(L_START)
     }
 
+    #[inline]
     pub(crate) fn end(&self) -> &AtomicU64 {
         self.live(L_END)
     }
 
+    #[inline]
     pub(crate) fn change(&self) -> &AtomicU64 {
         self.live(L_CHANGE)
     }
 
+    #[inline]
     pub(crate) fn durable(&self) -> &AtomicU64 {
         self.live(L_DURABLE)
     }
 
+    #[inline]
     pub(crate) fn waiters(&self) -> &AtomicU64 {
         self.live(L_WAITERS)
     }
 
+    #[inline]
     fn word(&self, w: Word) -> &AtomicU64 {
         match w {
             Word::Start => self.start(),
@@ -78,16 +90,35 @@ impl Shared {
     }
 
     /// Writes `bytes` as the stream bytes starting at replication offset `first`
-    /// (`bytes.len() <= capacity`).
+    /// (`bytes.len() <= capacity`). Only the writer calls this.
+    #[inline]
     pub(crate) fn write_ring(&self, first: u64, bytes: &[u8]) {
-        let (a, b) = spans(self.geo.capacity, first, bytes.len() as u64);
-        let (head, tail) = bytes.split_at(a.len as usize);
-        self.medium.write(self.geo.data_offset + a.pos, head);
-        self.medium.write(self.geo.data_offset + b.pos, tail);
+        let cap = self.geo.capacity;
+        let (memo_first, memo_pos) = &self.next_write;
+        let pos = if memo_first.load(Ordering::Relaxed) == first {
+            memo_pos.load(Ordering::Relaxed)
+        } else {
+            first % cap
+        };
+        let len = bytes.len() as u64;
+        debug_assert!(len <= cap && pos == first % cap);
+        let head = len.min(cap - pos);
+        let (a, b) = bytes.split_at(head as usize);
+        self.medium.write(self.geo.data_offset + pos, a);
+        if !b.is_empty() {
+            self.medium.write(self.geo.data_offset, b);
+        }
+        let next = pos + len;
+        memo_first.store(first + len, Ordering::Relaxed);
+        memo_pos.store(
+            if next >= cap { next - cap } else { next },
+            Ordering::Relaxed,
+        );
     }
 
     /// Copies the stream bytes starting at `first` into `dst` (`dst.len() <= capacity`).
     /// Unvalidated: the caller checks afterwards that they were not overwritten meanwhile.
+    #[inline]
     pub(crate) fn read_ring(&self, first: u64, dst: &mut [u8]) {
         let (a, b) = spans(self.geo.capacity, first, dst.len() as u64);
         let (head, tail) = dst.split_at_mut(a.len as usize);
@@ -117,49 +148,69 @@ impl Shared {
         self.poisoned.store(true, Ordering::Release);
     }
 
+    /// Whether a failure poisoned the backlog (see [`Shared::check_poison`]).
+    #[inline]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    #[inline]
     pub(crate) fn check_poison(&self) -> Result<(), Error> {
-        if self.poisoned.load(Ordering::Acquire) {
-            let cause = self.poison_cause.lock().clone().unwrap_or_default();
-            return Err(Error::Poisoned { cause });
+        if self.is_poisoned() {
+            return Err(self.poisoned_error());
         }
         Ok(())
     }
 
+    #[cold]
+    fn poisoned_error(&self) -> Error {
+        let cause = self.poison_cause.lock().clone().unwrap_or_default();
+        Error::Poisoned { cause }
+    }
+
     /// Wakes tailing readers of this process, paying a syscall only when one is asleep
     /// (see [`seqlock::wake`]).
+    #[inline]
     pub(crate) fn wake_waiters(&self) {
         seqlock::wake(self);
     }
 }
 
 impl seqlock::Memory for Shared {
+    #[inline]
     fn load(&self, w: Word, order: Ordering) -> u64 {
         self.word(w).load(order)
     }
 
+    #[inline]
     fn store(&self, w: Word, v: u64, order: Ordering) {
         debug_assert!(!self.read_only, "store to a read-only live page");
         self.word(w).store(v, order);
     }
 
+    #[inline]
     fn fetch_add(&self, w: Word, v: u64, order: Ordering) -> u64 {
         debug_assert!(!self.read_only, "store to a read-only live page");
         self.word(w).fetch_add(v, order)
     }
 
+    #[inline]
     fn fetch_sub(&self, w: Word, v: u64, order: Ordering) -> u64 {
         debug_assert!(!self.read_only, "store to a read-only live page");
         self.word(w).fetch_sub(v, order)
     }
 
+    #[inline]
     fn capacity(&self) -> u64 {
         self.geo.capacity
     }
 
+    #[inline]
     fn copy_in(&self, first: u64, src: &[u8]) {
         self.write_ring(first, src);
     }
 
+    #[inline]
     fn copy_out(&self, first: u64, dst: &mut [u8]) {
         self.read_ring(first, dst);
     }

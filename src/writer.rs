@@ -19,7 +19,7 @@ use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
 use crate::format::slot::{MAX_OFFSET, Slot};
 use crate::psync::{History, PsyncReply, decide};
 use crate::reader::Reader;
-use crate::recovery::{RecoveryKind, RecoveryReport, map_file, probe, recover};
+use crate::recovery::{RecoveryKind, RecoveryReport, map_file, recover};
 use crate::region::{MapMedium, Medium, preallocate};
 use crate::runid::RunId;
 use crate::seqlock;
@@ -508,7 +508,7 @@ impl Backlog {
                 format!("{} bytes", medium.len()),
             ));
         }
-        let geo = probe(&medium, &path)?;
+        let geo = crate::recovery::probe(&medium, &path)?;
         if opts.capacity.is_some_and(|c| c != geo.capacity) {
             return Err(Error::InvalidArgument(
                 "resizing simulated storage is not supported".into(),
@@ -716,7 +716,32 @@ impl Backlog {
     /// [`Error::Poisoned`] after a failed flush; [`Error::Io`] if this append's commit
     /// (`Always`) fails — the handle is then poisoned; [`Error::InvalidArgument`] if the
     /// offset would pass 2^63 - 2.
+    #[inline]
     pub fn append(&mut self, data: &[u8]) -> Result<u64> {
+        // The common append, kept small enough to inline into the caller's loop: no commit
+        // (not `Always`), no lap over the last commit's protected bytes, at most one ring.
+        // Everything else takes `append_slow`, which does the same publication in full.
+        let (n, cap) = (data.len() as u64, self.sh.geo.capacity);
+        if self.durability != Durability::Always
+            && n != 0
+            && n <= cap
+            && self.end + n <= MAX_OFFSET
+            && !self.sh.is_poisoned()
+        {
+            let new_start = self.start.max((self.end + n + 1).saturating_sub(cap));
+            if new_start <= self.sh.protect_above.load(Ordering::Acquire) {
+                self.start = seqlock::retire(&*self.sh, self.start, self.end, n);
+                self.end = seqlock::fill(&*self.sh, self.end, data);
+                self.sh.wake_waiters();
+                return Ok(self.end);
+            }
+        }
+        self.append_slow(data)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn append_slow(&mut self, data: &[u8]) -> Result<u64> {
         self.sh.check_poison()?;
         if data.is_empty() {
             return Ok(self.end);

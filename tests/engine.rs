@@ -290,6 +290,7 @@ fn everysec_commits_in_the_background_without_a_flush() {
 }
 
 #[test]
+#[cfg(feature = "sim")]
 fn a_failed_sync_poisons_the_handle_and_reopen_recovers() {
     use durable_backlog::sim::SimDisk;
     let disk = SimDisk::new();
