@@ -15,8 +15,8 @@ const SPINS: u32 = 128;
 /// keeping pace with a streaming writer then rarely sleeps, so the writer rarely pays a wake
 /// syscall and the woken tailer does not preempt it (measured in benches/concurrency.rs).
 const YIELD_FOR: Duration = Duration::from_micros(50);
-/// Longest single sleep of an in-process waiter: bounds how late it notices a history
-/// change that left the end offset (the futex word) unchanged.
+/// Longest single sleep of an in-process waiter. Appends and history changes wake sleepers;
+/// this bounds the sleep should the writer go away without another one.
 const SLICE: Duration = Duration::from_millis(50);
 /// Bounds of the poll interval of a waiter in another process than the writer.
 const POLL_MIN: Duration = Duration::from_micros(20);
@@ -166,8 +166,8 @@ impl Cursor {
     ///
     /// It first re-checks while spinning briefly and then yielding the CPU for up to 50 µs
     /// (a tailer keeping pace with the writer rarely goes to sleep). Then, in the writer's
-    /// process, it sleeps on a futex on the live page's end offset, which the writer signals
-    /// only while somebody sleeps (no syscall per append otherwise, and the writer never
+    /// process, it registers in the live page and sleeps on a futex there, which the writer
+    /// signals once per registration (no syscall per append otherwise, and the writer never
     /// blocks). In another process
     /// ([`Backlog::open_read_only`](crate::Backlog::open_read_only)) it polls with an adaptive
     /// back-off: a few spins and yields, then sleeps growing from 20 µs to 1 ms, so a new byte

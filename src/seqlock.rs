@@ -19,7 +19,8 @@ pub enum Word {
     End,
     /// History-change counter: odd while a change is in progress.
     Change,
-    /// In-process tailing readers asleep on the condition variable.
+    /// 1 while an in-process tailer may be asleep (registered since the writer's last
+    /// wake-up), else 0; also the futex word tailers sleep on.
     Waiters,
 }
 
@@ -31,8 +32,8 @@ pub trait Memory {
     fn store(&self, w: Word, v: u64, order: Ordering);
     /// Atomic add to `w`, returning the previous value.
     fn fetch_add(&self, w: Word, v: u64, order: Ordering) -> u64;
-    /// Atomic subtraction from `w`, returning the previous value.
-    fn fetch_sub(&self, w: Word, v: u64, order: Ordering) -> u64;
+    /// Atomic exchange of `w`, returning the previous value.
+    fn swap(&self, w: Word, v: u64, order: Ordering) -> u64;
     /// Ring capacity in bytes.
     fn capacity(&self) -> u64;
     /// Stores the stream bytes starting at offset `first` (`src.len() <= capacity`).
@@ -40,9 +41,9 @@ pub trait Memory {
     /// Copies the stream bytes starting at offset `first` into `dst`; they may be changing
     /// while they are copied (`dst.len() <= capacity`).
     fn copy_out(&self, first: u64, dst: &mut [u8]);
-    /// Sleeps while `End` still holds `end` (compared and slept atomically, as a futex
+    /// Sleeps while `Waiters` still holds 1 (compared and slept atomically, as a futex
     /// does), at most `timeout`; may return early.
-    fn sleep(&self, end: u64, timeout: Duration);
+    fn sleep(&self, timeout: Duration);
     /// Wakes every thread in [`Memory::sleep`].
     fn wake_all(&self);
 }
@@ -196,16 +197,19 @@ pub fn read<M: Memory + ?Sized>(
 /// Writer, after publishing (`end` or a history change): wakes sleeping tailers, if any.
 ///
 /// Dekker-style with [`wait_ready`]: the writer stores `end`, fences, then loads the waiter
-/// count; a waiter increments the count, fences, then loads `end`. At least one side sees the
-/// other's store: either the waiter sees the new `end` and does not sleep, or the writer sees
-/// the waiter and wakes it. The sleep itself compares `end` with the value the waiter saw
-/// atomically (a futex), so a wake-up between the waiter's check and its sleep is not lost
-/// either. With no waiter this costs the writer one fence and one load: no lock, no syscall.
-/// The writer never blocks.
+/// word; a waiter sets it to 1, fences, then loads `end`. At least one side sees the other's
+/// store: either the waiter sees the new `end` and does not sleep, or the writer sees the 1
+/// and wakes. The writer takes the registrations it wakes (swaps the word back to 0, which
+/// also hands its `end` store to a waiter that registers again after it), so while woken
+/// tailers wait for a CPU, later appends do not repeat the syscall: one wake-up per sleep.
+/// A waiter sleeps on the waiter word itself with the value 1, atomically compared by the
+/// kernel (a futex), so a wake-up between its check and its sleep is not lost: the word is
+/// 0 by then and the sleep returns at once. With no waiter this costs the writer one fence
+/// and one load: no lock, no syscall. The writer never blocks.
 ///
 /// The fence pair is asymmetric where the kernel allows (`crate::sync`): the writer's side is
 /// a compiler fence, the waiter's a `membarrier` that runs a full barrier on every thread of
-/// the process — so a writer load that missed the waiter's increment happened before that
+/// the process — so a writer load that missed the waiter's registration happened before that
 /// barrier, which made the writer's earlier `end` store visible to the waiter's load. Waiters
 /// only sleep in the writer's process (read-only views in other processes poll), which is what
 /// a private `membarrier` covers. Where it is unavailable both sides are `SeqCst` fences (the
@@ -213,35 +217,36 @@ pub fn read<M: Memory + ?Sized>(
 #[inline]
 pub fn wake<M: Memory + ?Sized>(m: &M) {
     writer_fence();
-    if m.load(Word::Waiters, Ordering::Relaxed) != 0 {
+    if m.load(Word::Waiters, Ordering::Relaxed) != 0
+        && m.swap(Word::Waiters, 0, Ordering::AcqRel) != 0
+    {
         m.wake_all();
     }
 }
 
 /// Waiter: blocks until the cursor at `next` (following change counter `change`) is
 /// [`ready`], or until `slice` returns `None` (timed out). Each sleep lasts at most what
-/// `slice` returns, so a history change that leaves `end` as it was (the futex word) is
-/// noticed within one slice. Returns whether the cursor is ready.
+/// `slice` returns. A waiter registers before every sleep (a wake-up takes the registrations
+/// it saw), and a history change wakes it like an append does. Returns whether the cursor
+/// is ready.
 pub fn wait_ready<M: Memory + ?Sized>(
     m: &M,
     next: u64,
     change: u64,
     mut slice: impl FnMut() -> Option<Duration>,
 ) -> bool {
-    m.fetch_add(Word::Waiters, 1, Ordering::Relaxed);
-    waiter_fence();
-    let ready = loop {
+    loop {
+        m.swap(Word::Waiters, 1, Ordering::AcqRel);
+        waiter_fence();
         let end = m.load(Word::End, Ordering::Acquire);
         if m.load(Word::Change, Ordering::Acquire) != change || end >= next {
-            break true;
+            return true;
         }
         match slice() {
-            Some(t) => m.sleep(end, t),
-            None => break false,
+            Some(t) => m.sleep(t),
+            None => return false,
         }
-    };
-    m.fetch_sub(Word::Waiters, 1, Ordering::Relaxed);
-    ready
+    }
 }
 
 /// Whether a tailer whose next byte is `next` and who started under change counter `change`

@@ -195,9 +195,9 @@ impl seqlock::Memory for Shared {
     }
 
     #[inline]
-    fn fetch_sub(&self, w: Word, v: u64, order: Ordering) -> u64 {
+    fn swap(&self, w: Word, v: u64, order: Ordering) -> u64 {
         debug_assert!(!self.read_only, "store to a read-only live page");
-        self.word(w).fetch_sub(v, order)
+        self.word(w).swap(v, order)
     }
 
     #[inline]
@@ -215,13 +215,11 @@ impl seqlock::Memory for Shared {
         self.read_ring(first, dst);
     }
 
-    fn sleep(&self, end: u64, timeout: Duration) {
-        // The futex word is `end`'s low half; an `end` that moved by a multiple of 2^32 in
-        // between is caught when the (bounded) sleep ends.
-        futex_wait(self.end(), end as u32, timeout);
+    fn sleep(&self, timeout: Duration) {
+        futex_wait(self.waiters(), 1, timeout);
     }
 
     fn wake_all(&self) {
-        futex_wake(self.end());
+        futex_wake(self.waiters());
     }
 }

@@ -68,8 +68,8 @@ impl Memory for Model {
     fn fetch_add(&self, w: Word, v: u64, order: Ordering) -> u64 {
         self.word(w).fetch_add(v, order)
     }
-    fn fetch_sub(&self, w: Word, v: u64, order: Ordering) -> u64 {
-        self.word(w).fetch_sub(v, order)
+    fn swap(&self, w: Word, v: u64, order: Ordering) -> u64 {
+        self.word(w).swap(v, order)
     }
     fn capacity(&self) -> u64 {
         CAP
@@ -86,9 +86,9 @@ impl Memory for Model {
     }
     /// FUTEX_WAIT: under the bucket lock, compare (the kernel's read is fully fenced) and
     /// queue; no timeout in the model, so a lost wake-up is a deadlock loom reports.
-    fn sleep(&self, end: u64, _timeout: std::time::Duration) {
+    fn sleep(&self, _timeout: std::time::Duration) {
         let g = self.futex.0.lock().unwrap();
-        if self.word(Word::End).load(Ordering::SeqCst) == end {
+        if self.word(Word::Waiters).load(Ordering::SeqCst) == 1 {
             drop(self.futex.1.wait(g).unwrap());
         }
     }
@@ -193,9 +193,9 @@ fn history_change_never_mixes_histories() {
     });
 }
 
-/// The wake-up protocol: the writer wakes only if it sees a registered waiter; a waiter
-/// re-checks `end` after registering and sleeps on the futex with the value it saw. Loom
-/// reports a deadlock if the waiter can sleep through the append.
+/// The wake-up protocol: the writer wakes only if it sees a registered waiter (and takes the
+/// registration); a waiter re-checks `end` after registering and sleeps on the futex while
+/// still registered. Loom reports a deadlock if the waiter can sleep through the append.
 #[test]
 fn tailer_never_sleeps_through_an_append() {
     model(|| {
@@ -207,6 +207,25 @@ fn tailer_never_sleeps_through_an_append() {
         });
         let forever = || Some(std::time::Duration::MAX);
         assert!(seqlock::wait_ready(&*m, 5, 0, forever));
+        writer.join().unwrap();
+    });
+}
+
+/// A wake-up takes the registrations it saw: a tailer woken (or whose sleep was cut short)
+/// by the first append, still short of its byte, registers again and is woken by the second.
+#[test]
+fn tailer_woken_early_never_sleeps_through_the_next_append() {
+    model(|| {
+        let m = Arc::new(Model::new(1, 4));
+        let w = Arc::clone(&m);
+        let writer = loom::thread::spawn(move || {
+            seqlock::publish(&*w, 1, 4, &[byte(0, 5)]);
+            seqlock::wake(&*w);
+            seqlock::publish(&*w, 1, 5, &[byte(0, 6)]);
+            seqlock::wake(&*w);
+        });
+        let forever = || Some(std::time::Duration::MAX);
+        assert!(seqlock::wait_ready(&*m, 6, 0, forever));
         writer.join().unwrap();
     });
 }
