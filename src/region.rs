@@ -60,6 +60,20 @@ impl MapMedium {
     }
 }
 
+/// The panic of a failed [`Medium::check`], out of line so the hot path only compares.
+#[cold]
+#[inline(never)]
+fn outside(pos: u64, n: usize, len: u64) -> ! {
+    panic!("region access {pos}+{n} outside {len}")
+}
+
+/// The panic of a write to a read-only mapping (an engine bug), out of line.
+#[cold]
+#[inline(never)]
+fn read_only_write() -> ! {
+    panic!("write to a read-only mapping")
+}
+
 impl Medium {
     /// Length in bytes.
     #[inline]
@@ -84,11 +98,10 @@ impl Medium {
     fn check(&self, pos: u64, n: usize) {
         // Positions come from the verified geometry, never straight from disk bytes: a miss
         // here is a bug in the engine, not bad input.
-        assert!(
-            (n as u64) <= self.len() && pos <= self.len() - n as u64,
-            "region access {pos}+{n} outside {}",
-            self.len()
-        );
+        let len = self.len();
+        if (n as u64) > len || pos > len - n as u64 {
+            outside(pos, n, len);
+        }
     }
 
     /// Copies `src` to `pos`. Only the single writer calls this.
@@ -99,8 +112,10 @@ impl Medium {
             return;
         }
         self.check(pos, src.len());
-        if let Medium::Map(m) = self {
-            assert!(m.writable, "write to a read-only mapping");
+        if let Medium::Map(m) = self
+            && !m.writable
+        {
+            read_only_write();
         }
         // SAFETY: `check` proved `pos..pos + len` lies inside the live mapping/buffer, which
         // outlives `self`. `src` is caller memory, so the ranges cannot overlap. Concurrent
