@@ -126,3 +126,64 @@ fn kill9_loses_no_acknowledged_write_everysec() {
 fn kill9_loses_no_acknowledged_write_never() {
     kill9_during_concurrent_writes_loses_no_acknowledged_write("never");
 }
+
+/// The start path where the backlog does not cover the bytes after the snapshot (here the
+/// backlog file was lost after a clean shutdown): the master starts from the snapshot alone,
+/// at the snapshot's offset, under a new replication ID (so no replica can continue a history
+/// it cannot serve), with every key of the snapshot, and keeps working and surviving kill -9.
+#[test]
+fn a_lost_backlog_restarts_from_the_snapshot_under_a_new_replication_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut master = start(dir.path(), "everysec");
+    let mut c = master.client();
+    for i in 0..1000 {
+        c.ok(&["SET", &format!("k{i}"), &format!("v{i}")]);
+    }
+    let info = c.info("replication");
+    let (id, offset) = (
+        field(&info, "master_replid"),
+        field(&info, "master_repl_offset"),
+    );
+    // SHUTDOWN saves a final snapshot at the current offset and exits without a reply.
+    c.send_raw(b"*1\r\n$8\r\nSHUTDOWN\r\n");
+    assert!(c.read_until_idle(Duration::from_secs(5)).is_empty());
+    master.kill9();
+    std::fs::remove_file(dir.path().join("data/backlog")).expect("remove the backlog file");
+
+    master.spawn(&[]);
+    assert!(
+        master.log().contains("starting from the snapshot alone"),
+        "{}",
+        master.log()
+    );
+    let mut c = master.client();
+    let info = c.info("replication");
+    assert_ne!(
+        field(&info, "master_replid"),
+        id,
+        "the history must not continue"
+    );
+    assert_eq!(field(&info, "master_repl_offset"), offset);
+    for i in (0..1000).step_by(37) {
+        assert_eq!(
+            c.call(&["GET", &format!("k{i}")]),
+            common::Reply::Bulk(Some(format!("v{i}").into_bytes()))
+        );
+    }
+    c.ok(&["SET", "after", "1"]);
+    master.restart(&[]);
+    let mut c = master.client();
+    assert_eq!(c.integer(&["DBSIZE"]), 1001);
+    assert_eq!(
+        c.call(&["GET", "after"]),
+        common::Reply::Bulk(Some(b"1".to_vec()))
+    );
+}
+
+fn field(info: &str, name: &str) -> String {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in INFO:\n{info}"))
+        .trim()
+        .to_owned()
+}
