@@ -5,6 +5,10 @@
 //!   from the writer on a machine with fewer free cores than threads);
 //! - `read_bandwidth`: validated reads (`read_at`, `Cursor::write_to`) against `memcpy` of the
 //!   same sizes from a plain buffer;
+//! - `spsc_baseline`: the same writer/reader pair on a plain in-memory SPSC ring (the
+//!   `ringbuf` crate, 64 MiB, 4 KiB pushes): the writer with a reader that copies every byte
+//!   out, against the writer with a reader that only advances (`skip`) — what a copying
+//!   reader costs a writer on this machine when no durable backlog is involved;
 //! - `copy_choice`: what word-sized atomic copies (the `atomic-memcpy` approach) would cost
 //!   against the plain `memcpy` the engine uses, in both directions.
 //!
@@ -225,5 +229,81 @@ fn copy_choice(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, writer_tailers, read_bandwidth, copy_choice);
+/// `iters` pushes of `APPEND` bytes into an in-memory SPSC ring while one reader either
+/// copies everything out (`copy`) or only advances past it. A full ring makes the writer spin
+/// (backpressure), which the reader keeping pace rarely causes.
+fn run_spsc(iters: u64, data: &[u8], copy: bool) -> Duration {
+    use ringbuf::HeapRb;
+    use ringbuf::traits::{Consumer, Observer, Producer, Split};
+    let (mut prod, mut cons) = HeapRb::<u8>::new(RING as usize).split();
+    // Touch every page before timing, as the backlog's file is.
+    let mut sink = vec![0u8; 1 << 20];
+    while prod.vacant_len() > 0 {
+        prod.push_slice(&sink);
+    }
+    while cons.occupied_len() > 0 {
+        cons.pop_slice(&mut sink);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut got = 0u64;
+            loop {
+                let n = if copy {
+                    cons.pop_slice(&mut buf)
+                } else {
+                    let n = cons.occupied_len();
+                    cons.skip(n)
+                };
+                if n == 0 {
+                    if stop.load(Ordering::Acquire) && cons.is_empty() {
+                        return got;
+                    }
+                    std::hint::spin_loop();
+                }
+                got += n as u64;
+            }
+        })
+    };
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = prod.push_slice(rest);
+            rest = &rest[n..];
+        }
+    }
+    let elapsed = t0.elapsed();
+    stop.store(true, Ordering::Release);
+    assert_eq!(
+        reader.join().unwrap(),
+        iters * APPEND as u64,
+        "reader lost bytes"
+    );
+    elapsed
+}
+
+fn spsc_baseline(c: &mut Criterion) {
+    let data: Vec<u8> = (0..APPEND as u64).map(stream).collect();
+    let mut g = c.benchmark_group("spsc_baseline");
+    g.throughput(Throughput::Bytes(APPEND as u64));
+    g.sample_size(20).warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    for (copy, name) in [(false, "skipping"), (true, "copying")] {
+        g.bench_function(format!("push_4KiB_{name}_reader"), |bench| {
+            bench.iter_custom(|iters| run_spsc(iters, &data, copy));
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    writer_tailers,
+    spsc_baseline,
+    read_bandwidth,
+    copy_choice
+);
 criterion_main!(benches);
