@@ -31,8 +31,16 @@ pub(crate) struct Shared {
     /// The writer's memo of where its next ring write goes: `(first offset, ring position)`,
     /// so consecutive appends skip the division of `first % capacity`. Only the writer's
     /// thread touches it (Relaxed); a stale memo is detected by its offset and recomputed.
-    next_write: (AtomicU64, AtomicU64),
+    /// On cache lines of its own: the writer stores to it on every append, and readers read
+    /// the fields above on every copy.
+    next_write: WriterLines,
 }
+
+/// Two words on cache lines no other field shares (128 bytes: adjacent-line prefetch pairs
+/// lines on x86).
+#[derive(Debug)]
+#[repr(align(128))]
+struct WriterLines(AtomicU64, AtomicU64);
 
 impl Shared {
     pub(crate) fn new(medium: Medium, geo: Geometry, path: PathBuf) -> Self {
@@ -45,7 +53,7 @@ impl Shared {
             protect_above: AtomicU64::new(u64::MAX),
             poison_cause: Mutex::new(None),
             read_only: false,
-            next_write: (AtomicU64::new(u64::MAX), AtomicU64::new(0)),
+            next_write: WriterLines(AtomicU64::new(u64::MAX), AtomicU64::new(0)),
         }
     }
 
@@ -94,7 +102,7 @@ impl Shared {
     #[inline]
     pub(crate) fn write_ring(&self, first: u64, bytes: &[u8]) {
         let cap = self.geo.capacity;
-        let (memo_first, memo_pos) = &self.next_write;
+        let WriterLines(memo_first, memo_pos) = &self.next_write;
         let pos = if memo_first.load(Ordering::Relaxed) == first {
             memo_pos.load(Ordering::Relaxed)
         } else {
