@@ -193,21 +193,28 @@ fn history_change_never_mixes_histories() {
     });
 }
 
-/// The wake-up protocol: the writer wakes only if it sees a registered waiter (and takes the
-/// registration); a waiter re-checks `end` after registering and sleeps on the futex while
-/// still registered. Loom reports a deadlock if the waiter can sleep through the append.
-#[test]
-fn tailer_never_sleeps_through_an_append() {
-    model(|| {
+/// A tailer waits for offset `next` (history 1..=4, change 0) while a writer thread runs
+/// `writer` (publications, each followed by `seqlock::wake`). Loom reports a deadlock if the
+/// tailer can sleep through what it waits for.
+fn tailer_wakes_for(next: u64, writer: fn(&Model)) {
+    model(move || {
         let m = Arc::new(Model::new(1, 4));
         let w = Arc::clone(&m);
-        let writer = loom::thread::spawn(move || {
-            seqlock::publish(&*w, 1, 4, &[byte(0, 5)]);
-            seqlock::wake(&*w);
-        });
+        let writer = loom::thread::spawn(move || writer(&w));
         let forever = || Some(std::time::Duration::MAX);
-        assert!(seqlock::wait_ready(&*m, 5, 0, forever));
+        assert!(seqlock::wait_ready(&*m, next, 0, forever));
         writer.join().unwrap();
+    });
+}
+
+/// The wake-up protocol: the writer wakes only if it sees a registered waiter (and takes the
+/// registration); a waiter re-checks `end` after registering and sleeps on the futex while
+/// still registered.
+#[test]
+fn tailer_never_sleeps_through_an_append() {
+    tailer_wakes_for(5, |w| {
+        seqlock::publish(w, 1, 4, &[byte(0, 5)]);
+        seqlock::wake(w);
     });
 }
 
@@ -215,37 +222,23 @@ fn tailer_never_sleeps_through_an_append() {
 /// by the first append, still short of its byte, registers again and is woken by the second.
 #[test]
 fn tailer_woken_early_never_sleeps_through_the_next_append() {
-    model(|| {
-        let m = Arc::new(Model::new(1, 4));
-        let w = Arc::clone(&m);
-        let writer = loom::thread::spawn(move || {
-            seqlock::publish(&*w, 1, 4, &[byte(0, 5)]);
-            seqlock::wake(&*w);
-            seqlock::publish(&*w, 1, 5, &[byte(0, 6)]);
-            seqlock::wake(&*w);
-        });
-        let forever = || Some(std::time::Duration::MAX);
-        assert!(seqlock::wait_ready(&*m, 6, 0, forever));
-        writer.join().unwrap();
+    tailer_wakes_for(6, |w| {
+        seqlock::publish(w, 1, 4, &[byte(0, 5)]);
+        seqlock::wake(w);
+        seqlock::publish(w, 1, 5, &[byte(0, 6)]);
+        seqlock::wake(w);
     });
 }
 
 /// A history change wakes a sleeping tailer too.
 #[test]
 fn tailer_never_sleeps_through_a_history_change() {
-    model(|| {
-        let m = Arc::new(Model::new(1, 4));
-        let w = Arc::clone(&m);
-        let writer = loom::thread::spawn(move || {
-            seqlock::begin_change(&*w);
-            w.store(Word::Start, 1, Ordering::SeqCst);
-            w.store(Word::End, 2, Ordering::SeqCst);
-            seqlock::end_change(&*w);
-            seqlock::wake(&*w);
-        });
-        let forever = || Some(std::time::Duration::MAX);
-        assert!(seqlock::wait_ready(&*m, 5, 0, forever));
-        writer.join().unwrap();
+    tailer_wakes_for(5, |w| {
+        seqlock::begin_change(w);
+        w.store(Word::Start, 1, Ordering::SeqCst);
+        w.store(Word::End, 2, Ordering::SeqCst);
+        seqlock::end_change(w);
+        seqlock::wake(w);
     });
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::info_field;
 use common::master::DurableMaster;
 
 fn start(dir: &Path, durability: &str) -> DurableMaster {
@@ -141,8 +142,8 @@ fn a_lost_backlog_restarts_from_the_snapshot_under_a_new_replication_id() {
     }
     let info = c.info("replication");
     let (id, offset) = (
-        field(&info, "master_replid"),
-        field(&info, "master_repl_offset"),
+        info_field(&info, "master_replid"),
+        info_field(&info, "master_repl_offset"),
     );
     // SHUTDOWN saves a final snapshot at the current offset and exits without a reply.
     c.send_raw(b"*1\r\n$8\r\nSHUTDOWN\r\n");
@@ -159,11 +160,11 @@ fn a_lost_backlog_restarts_from_the_snapshot_under_a_new_replication_id() {
     let mut c = master.client();
     let info = c.info("replication");
     assert_ne!(
-        field(&info, "master_replid"),
+        info_field(&info, "master_replid"),
         id,
         "the history must not continue"
     );
-    assert_eq!(field(&info, "master_repl_offset"), offset);
+    assert_eq!(info_field(&info, "master_repl_offset"), offset);
     for i in (0..1000).step_by(37) {
         assert_eq!(
             c.call(&["GET", &format!("k{i}")]),
@@ -178,12 +179,4 @@ fn a_lost_backlog_restarts_from_the_snapshot_under_a_new_replication_id() {
         c.call(&["GET", "after"]),
         common::Reply::Bulk(Some(b"1".to_vec()))
     );
-}
-
-fn field(info: &str, name: &str) -> String {
-    info.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {name} in INFO:\n{info}"))
-        .trim()
-        .to_owned()
 }

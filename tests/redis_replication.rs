@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::master::DurableMaster;
-use common::{Client, RedisGuard, Reply, redis_server};
+use common::{Client, RedisGuard, Reply, info_field, redis_server};
 
 /// (db, key) -> value.
 type Model = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
@@ -58,12 +58,7 @@ impl MasterInfo for DurableMaster {
 }
 
 fn field(info: &str, name: &str) -> u64 {
-    info.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {name} in INFO:\n{info}"))
-        .trim()
-        .parse()
-        .expect("numeric INFO field")
+    info_field(info, name).parse().expect("numeric INFO field")
 }
 
 fn start_replica(binary: &Path, dir: &Path, master: &DurableMaster) -> RedisGuard {

@@ -384,6 +384,14 @@ impl Client {
     }
 }
 
+/// The value of field `name` in an INFO reply.
+pub(crate) fn info_field<'a>(info: &'a str, name: &str) -> &'a str {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in INFO:\n{info}"))
+        .trim()
+}
+
 pub(crate) fn first<A: AsRef<[u8]>>(argv: &[A]) -> String {
     argv.first()
         .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
