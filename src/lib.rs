@@ -40,7 +40,7 @@
 //! - Readers never block the writer and the writer never waits for readers: copies are
 //!   validated afterwards (a seqlock; protocol at the top of the `reader` module, proved by a
 //!   loom model in `tests/loom.rs`). Tailing [`Cursor`]s sleep on a futex on the live page,
-//!   which the writer wakes only when somebody sleeps.
+//!   which the writer signals once per sleep, never per append.
 //! - [`Backlog::open_read_only`] maps the file read-only and takes no lock; such views only
 //!   load from the mapping (atomic loads of at most 8 bytes, which read-only memory allows).
 //! - Remaining hazards, outside what the crate can prevent: another process truncating the
