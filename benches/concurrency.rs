@@ -16,90 +16,15 @@
 #![allow(missing_docs, clippy::cast_possible_truncation)]
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use durable_backlog::{Backlog, Durability, Options};
 
-const RING: u64 = 64 << 20;
-const APPEND: usize = 4096;
+#[path = "common/mod.rs"]
+mod common;
 
-fn stream(offset: u64) -> u8 {
-    (offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
-}
-
-fn full_backlog(dir: &tempfile::TempDir) -> Backlog {
-    let mut b = Backlog::create(
-        dir.path().join("b"),
-        Options::new().capacity(RING).durability(Durability::Never),
-    )
-    .unwrap();
-    let chunk: Vec<u8> = (1..=(1u64 << 20)).map(stream).collect();
-    for _ in 0..RING >> 20 {
-        b.append(&chunk).unwrap();
-    }
-    b
-}
-
-/// What `run_writer` reports: wall-clock time, or the writer thread's on-CPU time — the cost
-/// the tailers impose on the writer itself (coherence traffic, fences, wake-ups), without
-/// the time the scheduler gives to other threads on an oversubscribed machine.
-#[derive(Clone, Copy)]
-enum Clock {
-    Wall,
-    WriterCpu,
-}
-
-/// `iters` appends of `APPEND` bytes while `tailers` cursors stream everything appended.
-fn run_writer(b: &mut Backlog, tailers: usize, iters: u64, data: &[u8], clock: Clock) -> Duration {
-    let stop = Arc::new(AtomicBool::new(false));
-    let barrier = Arc::new(Barrier::new(tailers + 1));
-    let streamed = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..tailers)
-        .map(|_| {
-            let mut cursor = b.reader().cursor(b.offset() + 1);
-            let (stop, barrier, streamed) = (
-                Arc::clone(&stop),
-                Arc::clone(&barrier),
-                Arc::clone(&streamed),
-            );
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 256 * 1024];
-                barrier.wait();
-                while !stop.load(Ordering::Acquire) {
-                    match cursor.read(&mut buf) {
-                        Ok(0) => {
-                            cursor.wait(Duration::from_millis(1));
-                        }
-                        Ok(n) => {
-                            black_box(&buf[..n]);
-                            streamed.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        // A tailer the writer lapped resyncs from the oldest byte.
-                        Err(_) => cursor = cursor.reader().cursor(cursor.reader().first_offset()),
-                    }
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let (t0, c0) = (Instant::now(), cpu_time::ThreadTime::now());
-    for _ in 0..iters {
-        b.append(data).unwrap();
-    }
-    let elapsed = match clock {
-        Clock::Wall => t0.elapsed(),
-        Clock::WriterCpu => c0.elapsed(),
-    };
-    stop.store(true, Ordering::Release);
-    for t in threads {
-        t.join().unwrap();
-    }
-    black_box(streamed.load(Ordering::Relaxed));
-    elapsed
-}
+use common::{APPEND, Clock, RING, full_backlog, run_spsc, run_writer, stream};
 
 fn writer_tailers(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -227,62 +152,6 @@ fn copy_choice(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// `iters` pushes of `APPEND` bytes into an in-memory SPSC ring while one reader either
-/// copies everything out (`copy`) or only advances past it. A full ring makes the writer spin
-/// (backpressure), which the reader keeping pace rarely causes.
-fn run_spsc(iters: u64, data: &[u8], copy: bool) -> Duration {
-    use ringbuf::HeapRb;
-    use ringbuf::traits::{Consumer, Observer, Producer, Split};
-    let (mut prod, mut cons) = HeapRb::<u8>::new(RING as usize).split();
-    // Touch every page before timing, as the backlog's file is.
-    let mut sink = vec![0u8; 1 << 20];
-    while prod.vacant_len() > 0 {
-        prod.push_slice(&sink);
-    }
-    while cons.occupied_len() > 0 {
-        cons.pop_slice(&mut sink);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut got = 0u64;
-            loop {
-                let n = if copy {
-                    cons.pop_slice(&mut buf)
-                } else {
-                    let n = cons.occupied_len();
-                    cons.skip(n)
-                };
-                if n == 0 {
-                    if stop.load(Ordering::Acquire) && cons.is_empty() {
-                        return got;
-                    }
-                    std::hint::spin_loop();
-                }
-                got += n as u64;
-            }
-        })
-    };
-    let t0 = Instant::now();
-    for _ in 0..iters {
-        let mut rest = data;
-        while !rest.is_empty() {
-            let n = prod.push_slice(rest);
-            rest = &rest[n..];
-        }
-    }
-    let elapsed = t0.elapsed();
-    stop.store(true, Ordering::Release);
-    assert_eq!(
-        reader.join().unwrap(),
-        iters * APPEND as u64,
-        "reader lost bytes"
-    );
-    elapsed
 }
 
 fn spsc_baseline(c: &mut Criterion) {

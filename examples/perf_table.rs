@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    BufFileRing, FdatasyncFloor, GIB, KIB, MIB, MemRing, MsyncFloor, QueueRing, Rng, bench_dir,
-    check_backlog, chunk, drop_page_cache, filled_backlog, median, patch, read_fixture,
-    time_per_op,
+    APPEND, BufFileRing, Clock, FdatasyncFloor, GIB, KIB, MIB, MemRing, MsyncFloor, QueueRing, Rng,
+    bench_dir, check_backlog, chunk, drop_page_cache, filled_backlog, full_backlog, median, patch,
+    read_fixture, run_spsc, run_writer, run_writer_beside_spinner, stream, time_per_op,
 };
 use durable_backlog::{Backlog, Durability, Options, RecoveryKind};
 
@@ -180,7 +180,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
-    // PERF_TABLE_ONLY=append,everysec,durable,read,open runs only those sections.
+    // PERF_TABLE_ONLY=append,everysec,durable,read,tailers,open runs only those sections.
     let only = std::env::var("PERF_TABLE_ONLY").ok();
     let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
     let budget = |ms: u64| Duration::from_secs_f64(ms as f64 / 1000.0 * scale);
@@ -438,6 +438,62 @@ fn main() {
                 (len == MIB).then_some(0.7),
             );
         }
+    }
+
+    // ---- writer with tailing readers; the same pair on an in-memory SPSC ring ----
+    if want("tailers") {
+        let mut b = full_backlog(&dir);
+        let data: Vec<u8> = (0..APPEND as u64).map(stream).collect();
+        // Appends per timed run: 0.2-0.5 s. Shorter runs read high: a thread busy on the other
+        // vCPU slows this VM's writer only after ~0.1 s (docs/concurrency.md).
+        let iters = (1_000_000.0 * scale).max(1000.0) as u64;
+        let per = |d: Duration| d.as_secs_f64() / iters as f64;
+        let (mut t0, mut t1, mut t2, mut skip, mut copy) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut spin = vec![];
+        for _ in 0..3 {
+            t0.push(per(run_writer(&mut b, 0, iters, &data, Clock::Wall)));
+            spin.push(per(run_writer_beside_spinner(&mut b, iters, &data)));
+            t1.push(per(run_writer(&mut b, 1, iters, &data, Clock::Wall)));
+            t2.push(per(run_writer(&mut b, 2, iters, &data, Clock::Wall)));
+            skip.push(per(run_spsc(iters, &data, false)));
+            copy.push(per(run_spsc(iters, &data, true)));
+        }
+        let (t0, t1, t2) = (median(t0), median(t1), median(t2));
+        let (skip, copy, spin) = (median(skip), median(copy), median(spin));
+        let bytes = APPEND as f64;
+        t.row(
+            "writer beside a thread that only spins on the other vCPU vs alone (this VM)",
+            &gbs(bytes, spin),
+            &gbs(bytes, t0),
+            t0 / spin,
+            None,
+        );
+        for (n, tn, target) in [(1, t1, None), (2, t2, Some(0.7))] {
+            t.row(
+                &format!(
+                    "writer with {n} tailing reader{} vs alone, 64 MiB ring, 4 KiB appends",
+                    if n == 1 { "" } else { "s" }
+                ),
+                &gbs(bytes, tn),
+                &gbs(bytes, t0),
+                t0 / tn,
+                target,
+            );
+        }
+        t.row(
+            "in-memory SPSC ring (`ringbuf`), writer with a copying vs an advancing reader",
+            &gbs(bytes, copy),
+            &gbs(bytes, skip),
+            skip / copy,
+            None,
+        );
+        t.row(
+            "writer with 1 tailing reader vs the `ringbuf` writer with a copying reader",
+            &gbs(bytes, t1),
+            &gbs(bytes, copy),
+            copy / t1,
+            None,
+        );
     }
 
     // ---- open: clean reopen, verified recovery, heap ----
