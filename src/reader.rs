@@ -24,16 +24,18 @@
 //!
 //! # Waking tailers
 //! A [`Cursor`](crate::Cursor) that caught up sleeps on a (process-private) futex on the live
-//! page's waiter word. The writer pays for waking only when somebody sleeps: after publishing
-//! `end` it fences and loads the waiter word, and only if it is non-zero swaps it to 0 and
-//! calls `FUTEX_WAKE`; a waiter sets the word to 1, fences, re-loads `end`, and sleeps with
-//! `FUTEX_WAIT` while the word still holds 1. The fence pair makes it impossible for both to
-//! miss the other (Dekker; asymmetric where the kernel offers `membarrier`, see `crate::sync`),
-//! and the kernel compares the word and sleeps in one step, so a wake-up between the check and
-//! the sleep is not lost (the word is 0 by then). A woken waiter registers again before it
-//! sleeps again, so the writer pays one wake-up per sleep, not one per append. The writer
-//! takes no lock and never blocks; with no sleeper an append costs one load after a compiler
-//! fence.
+//! page's waiter word, whose bit 0 means "somebody registered since the last wake-up" and
+//! whose higher bits count wake-ups. The writer pays for waking only when somebody sleeps:
+//! after publishing `end` it fences and loads the word, and only if bit 0 is set adds 1 (bit
+//! 0 cleared, count moved) and calls `FUTEX_WAKE`; a waiter sets bit 0, fences, re-loads
+//! `end`, and sleeps with `FUTEX_WAIT` while the word still holds the value its registration
+//! left. The fence pair makes it impossible for both to miss the other (Dekker; asymmetric
+//! where the kernel offers `membarrier`, see `crate::sync`), and the kernel compares the word
+//! and sleeps in one step, so a wake-up between the check and the sleep is not lost: the word
+//! has moved on by then, even if another waiter registered again. A woken waiter that is
+//! ready leaves without registering again, so the writer pays one wake-up per sleep, not one
+//! per append. The writer takes no lock and never blocks; with no sleeper an append costs one
+//! load after a compiler fence.
 //! Readers in another process ([`Backlog::open_read_only`](crate::Backlog::open_read_only))
 //! never write the mapping, so they cannot register: they poll with an adaptive back-off
 //! (spin, yield, then sleeps growing from 20 µs to 1 ms).

@@ -19,8 +19,8 @@ pub enum Word {
     End,
     /// History-change counter: odd while a change is in progress.
     Change,
-    /// 1 while an in-process tailer may be asleep (registered since the writer's last
-    /// wake-up), else 0; also the futex word tailers sleep on.
+    /// The futex word tailers sleep on: bit 0 is set while an in-process tailer may be
+    /// asleep (registered since the writer's last wake-up); the bits above count wake-ups.
     Waiters,
 }
 
@@ -32,8 +32,8 @@ pub trait Memory {
     fn store(&self, w: Word, v: u64, order: Ordering);
     /// Atomic add to `w`, returning the previous value.
     fn fetch_add(&self, w: Word, v: u64, order: Ordering) -> u64;
-    /// Atomic exchange of `w`, returning the previous value.
-    fn swap(&self, w: Word, v: u64, order: Ordering) -> u64;
+    /// Atomic bitwise or into `w`, returning the previous value.
+    fn fetch_or(&self, w: Word, v: u64, order: Ordering) -> u64;
     /// Ring capacity in bytes.
     fn capacity(&self) -> u64;
     /// Stores the stream bytes starting at offset `first` (`src.len() <= capacity`).
@@ -41,9 +41,9 @@ pub trait Memory {
     /// Copies the stream bytes starting at offset `first` into `dst`; they may be changing
     /// while they are copied (`dst.len() <= capacity`).
     fn copy_out(&self, first: u64, dst: &mut [u8]);
-    /// Sleeps while `Waiters` still holds 1 (compared and slept atomically, as a futex
-    /// does), at most `timeout`; may return early.
-    fn sleep(&self, timeout: Duration);
+    /// Sleeps while `Waiters` still holds `expected` (its low 32 bits compared and slept
+    /// atomically, as a futex does), at most `timeout`; may return early.
+    fn sleep(&self, expected: u64, timeout: Duration);
     /// Wakes every thread in [`Memory::sleep`].
     fn wake_all(&self);
 }
@@ -197,15 +197,15 @@ pub fn read<M: Memory + ?Sized>(
 /// Writer, after publishing (`end` or a history change): wakes sleeping tailers, if any.
 ///
 /// Dekker-style with [`wait_ready`]: the writer stores `end`, fences, then loads the waiter
-/// word; a waiter sets it to 1, fences, then loads `end`. At least one side sees the other's
-/// store: either the waiter sees the new `end` and does not sleep, or the writer sees the 1
-/// and wakes. The writer takes the registrations it wakes (swaps the word back to 0, which
-/// also hands its `end` store to a waiter that registers again after it), so while woken
-/// tailers wait for a CPU, later appends do not repeat the syscall: one wake-up per sleep.
-/// A waiter sleeps on the waiter word itself with the value 1, atomically compared by the
-/// kernel (a futex), so a wake-up between its check and its sleep is not lost: the word is
-/// 0 by then and the sleep returns at once. With no waiter this costs the writer one fence
-/// and one load: no lock, no syscall. The writer never blocks.
+/// word; a waiter sets its bit 0, fences, then loads `end`. At least one side sees the
+/// other's store: either the waiter sees the new `end` and does not sleep, or the writer sees
+/// the bit and wakes. The writer takes the registrations it wakes by adding 1 to the word,
+/// which clears bit 0 and moves the count above it, so while woken tailers wait for a CPU
+/// later appends do not repeat the syscall. A waiter sleeps on the waiter word with the value
+/// its registration left, compared by the kernel atomically with the sleep (a futex): once
+/// the writer has taken that registration the word differs — even if another waiter set bit
+/// 0 again since — and the sleep returns at once, so no wake-up is lost. With no waiter this
+/// costs the writer one fence and one load: no lock, no syscall. The writer never blocks.
 ///
 /// The fence pair is asymmetric where the kernel allows (`crate::sync`): the writer's side is
 /// a compiler fence, the waiter's a `membarrier` that runs a full barrier on every thread of
@@ -217,9 +217,9 @@ pub fn read<M: Memory + ?Sized>(
 #[inline]
 pub fn wake<M: Memory + ?Sized>(m: &M) {
     writer_fence();
-    if m.load(Word::Waiters, Ordering::Relaxed) != 0
-        && m.swap(Word::Waiters, 0, Ordering::AcqRel) != 0
-    {
+    // Only the writer clears bit 0, so it is still set here.
+    if m.load(Word::Waiters, Ordering::Relaxed) & 1 != 0 {
+        m.fetch_add(Word::Waiters, 1, Ordering::AcqRel);
         m.wake_all();
     }
 }
@@ -227,24 +227,31 @@ pub fn wake<M: Memory + ?Sized>(m: &M) {
 /// Waiter: blocks until the cursor at `next` (following change counter `change`) is
 /// [`ready`], or until `slice` returns `None` (timed out). Each sleep lasts at most what
 /// `slice` returns. A waiter registers before every sleep (a wake-up takes the registrations
-/// it saw), and a history change wakes it like an append does. Returns whether the cursor
-/// is ready.
+/// it saw) and, once woken, leaves without registering again if it is ready, so a wake-up
+/// costs the writer one syscall. A history change wakes it like an append does. Returns
+/// whether the cursor is ready.
 pub fn wait_ready<M: Memory + ?Sized>(
     m: &M,
     next: u64,
     change: u64,
     mut slice: impl FnMut() -> Option<Duration>,
 ) -> bool {
-    loop {
-        m.swap(Word::Waiters, 1, Ordering::AcqRel);
-        waiter_fence();
+    let is_ready = || {
         let end = m.load(Word::End, Ordering::Acquire);
-        if m.load(Word::Change, Ordering::Acquire) != change || end >= next {
+        m.load(Word::Change, Ordering::Acquire) != change || end >= next
+    };
+    loop {
+        let seen = m.fetch_or(Word::Waiters, 1, Ordering::AcqRel) | 1;
+        waiter_fence();
+        if is_ready() {
             return true;
         }
         match slice() {
-            Some(t) => m.sleep(t),
+            Some(t) => m.sleep(seen, t),
             None => return false,
+        }
+        if is_ready() {
+            return true;
         }
     }
 }

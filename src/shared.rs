@@ -203,9 +203,9 @@ impl seqlock::Memory for Shared {
     }
 
     #[inline]
-    fn swap(&self, w: Word, v: u64, order: Ordering) -> u64 {
+    fn fetch_or(&self, w: Word, v: u64, order: Ordering) -> u64 {
         debug_assert!(!self.read_only, "store to a read-only live page");
-        self.word(w).swap(v, order)
+        self.word(w).fetch_or(v, order)
     }
 
     #[inline]
@@ -223,8 +223,10 @@ impl seqlock::Memory for Shared {
         self.read_ring(first, dst);
     }
 
-    fn sleep(&self, timeout: Duration) {
-        futex_wait(self.waiters(), 1, timeout);
+    fn sleep(&self, expected: u64, timeout: Duration) {
+        // The futex compares the low 32 bits: a wake-up count that moved by a multiple of
+        // 2^31 in between is caught when the (bounded) sleep ends.
+        futex_wait(self.waiters(), expected as u32, timeout);
     }
 
     fn wake_all(&self) {

@@ -68,8 +68,8 @@ impl Memory for Model {
     fn fetch_add(&self, w: Word, v: u64, order: Ordering) -> u64 {
         self.word(w).fetch_add(v, order)
     }
-    fn swap(&self, w: Word, v: u64, order: Ordering) -> u64 {
-        self.word(w).swap(v, order)
+    fn fetch_or(&self, w: Word, v: u64, order: Ordering) -> u64 {
+        self.word(w).fetch_or(v, order)
     }
     fn capacity(&self) -> u64 {
         CAP
@@ -86,9 +86,9 @@ impl Memory for Model {
     }
     /// FUTEX_WAIT: under the bucket lock, compare (the kernel's read is fully fenced) and
     /// queue; no timeout in the model, so a lost wake-up is a deadlock loom reports.
-    fn sleep(&self, _timeout: std::time::Duration) {
+    fn sleep(&self, expected: u64, _timeout: std::time::Duration) {
         let g = self.futex.0.lock().unwrap();
-        if self.word(Word::Waiters).load(Ordering::SeqCst) == 1 {
+        if self.word(Word::Waiters).load(Ordering::SeqCst) == expected {
             drop(self.futex.1.wait(g).unwrap());
         }
     }
@@ -239,6 +239,65 @@ fn tailer_never_sleeps_through_a_history_change() {
         w.store(Word::End, 2, Ordering::SeqCst);
         seqlock::end_change(w);
         seqlock::wake(w);
+    });
+}
+
+/// Two tailers waiting for offset 5, one append: a waiter whose registration the writer took
+/// before it slept must not sleep because another tailer registered again in between (found
+/// in review: with a 0/1 waiter word the second tailer slept through the append).
+#[test]
+fn two_tailers_never_sleep_through_one_append() {
+    two_tailers(5, 5, |w| {
+        seqlock::publish(w, 1, 4, &[byte(0, 5)]);
+        seqlock::wake(w);
+    });
+}
+
+/// Two tailers waiting for different offsets, two appends.
+#[test]
+fn two_tailers_at_different_offsets_are_each_woken() {
+    two_tailers(5, 6, |w| {
+        seqlock::publish(w, 1, 4, &[byte(0, 5)]);
+        seqlock::wake(w);
+        seqlock::publish(w, 1, 5, &[byte(0, 6)]);
+        seqlock::wake(w);
+    });
+}
+
+/// A tailer that gives up (its time runs out) leaves its registration behind; the other
+/// tailer is still woken.
+#[test]
+fn a_tailer_giving_up_never_costs_another_its_wake_up() {
+    model(|| {
+        let m = Arc::new(Model::new(1, 4));
+        let (w, q) = (Arc::clone(&m), Arc::clone(&m));
+        let writer = loom::thread::spawn(move || {
+            seqlock::publish(&*w, 1, 4, &[byte(0, 5)]);
+            seqlock::wake(&*w);
+        });
+        let quitter = loom::thread::spawn(move || {
+            // Ready if the append came first; else it gives up without sleeping.
+            let _ = seqlock::wait_ready(&*q, 5, 0, || None);
+        });
+        let forever = || Some(std::time::Duration::MAX);
+        assert!(seqlock::wait_ready(&*m, 5, 0, forever));
+        writer.join().unwrap();
+        quitter.join().unwrap();
+    });
+}
+
+/// Tailers waiting for offsets `a` and `b` (history 1..=4) while a writer thread runs
+/// `writer`; loom reports a deadlock if either can sleep through what it waits for.
+fn two_tailers(a: u64, b: u64, writer: fn(&Model)) {
+    model(move || {
+        let m = Arc::new(Model::new(1, 4));
+        let (w, t) = (Arc::clone(&m), Arc::clone(&m));
+        let writer = loom::thread::spawn(move || writer(&w));
+        let forever = || Some(std::time::Duration::MAX);
+        let other = loom::thread::spawn(move || assert!(seqlock::wait_ready(&*t, b, 0, forever)));
+        assert!(seqlock::wait_ready(&*m, a, 0, forever));
+        writer.join().unwrap();
+        other.join().unwrap();
     });
 }
 

@@ -21,8 +21,8 @@ pub(crate) const L_END: usize = L_START + 8;
 pub(crate) const L_CHANGE: usize = L_END + 8;
 /// Durable (committed) offset, for observers.
 pub(crate) const L_DURABLE: usize = L_CHANGE + 8;
-/// 1 while an in-process tailer may be asleep on this word (a futex), else 0: the writer
-/// wakes nobody when nobody waits (see `seqlock::wake`).
+/// Futex word of in-process tailers: bit 0 set while one may be asleep, wake-ups counted
+/// above it; the writer wakes nobody when nobody waits (see `seqlock::wake`).
 pub(crate) const L_WAITERS: usize = L_DURABLE + 8;
 /// Encoded length.
 pub(crate) const LIVE_LEN: usize = L_WAITERS + 8;
