@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub(crate) use super::connect;
-use super::{Client, Reply, free_port, read_log};
+use super::{Client, Reply, free_port, info_field, read_log};
 
 /// A `durable-master` process.
 pub(crate) struct DurableMaster {
@@ -67,25 +67,46 @@ impl DurableMaster {
             .stderr(log)
             .spawn()
             .expect("spawn durable-master");
+        let pid = child.id();
         let child = self.child.insert(child);
+        // With `--requirepass`, the probe must authenticate to read INFO.
+        let password = self
+            .args
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .skip_while(|&a| a != "--requirepass")
+            .nth(1)
+            .map(str::to_owned);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
                 return Err(format!("exited: {status}"));
             }
-            // A real answer, not merely an accepted connection: that proves it is this
-            // process listening.
+            // Ready when the server on the port is this process: another test's server could
+            // answer on a colliding port while this one is still recovering, before it binds.
             if let Ok(mut c) = Client::connect(self.port) {
-                match c.call(&[b"PING"]) {
-                    Reply::Status(s) if s == "PONG" => return Ok(()),
-                    Reply::Error(e) if e.starts_with("NOAUTH") => return Ok(()),
-                    _ => {}
+                if let Some(p) = &password {
+                    let _ = c.call(&[b"AUTH".as_slice(), p.as_bytes()]);
+                }
+                if let Reply::Bulk(Some(info)) = c.call(&[b"INFO".as_slice(), b"server"]) {
+                    let info = String::from_utf8_lossy(&info).into_owned();
+                    if info_field(&info, "process_id") == pid.to_string() {
+                        return Ok(());
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    self.child = None;
+                    return Err(format!("port {} is served by another process", self.port));
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err("did not answer PING within 20 s".to_owned())
+        let _ = child.kill();
+        let _ = child.wait();
+        self.child = None;
+        Err("did not answer INFO within 20 s".to_owned())
     }
 
     /// SIGKILL, then waits for the process to be gone.
