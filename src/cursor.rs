@@ -171,7 +171,9 @@ impl Cursor {
     /// blocks). In another process
     /// ([`Backlog::open_read_only`](crate::Backlog::open_read_only)) it polls with an adaptive
     /// back-off: a few spins and yields, then sleeps growing from 20 µs to 1 ms, so a new byte
-    /// is noticed at most about a millisecond late.
+    /// is noticed at most about a millisecond late. The futex is private to the writer's
+    /// process: a process forked from it should open its own view with `open_read_only`
+    /// (a cursor carried across `fork` would notice new bytes only every 50 ms).
     ///
     /// # Examples
     /// ```

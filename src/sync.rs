@@ -42,14 +42,20 @@ pub(crate) fn writer_fence() {
     }
 }
 
-/// The sleeper's side: orders its waiter-count increment before its load of `end`, and —
-/// with the asymmetric fence — forces the writer's thread through a full barrier, so that a
-/// writer load of the count that missed the increment implies its `end` store is visible.
+/// The sleeper's side: orders its registration before its load of `end`, and — with the
+/// asymmetric fence — forces the writer's thread through a full barrier, so that a writer
+/// load of the waiter word that missed the registration implies its `end` store is visible.
+///
+/// Should `membarrier` ever fail after it registered, the process drops to symmetric fences
+/// for good: the writer's next fence is a full one, and this wait, whose pair was not, is
+/// bounded by the waiter's sleep slice.
 #[cfg(not(loom))]
 pub(crate) fn waiter_fence() {
-    if !(ASYMMETRIC.load(Ordering::Relaxed) && crate::region::heavy_fence()) {
-        fence(Ordering::SeqCst);
+    if ASYMMETRIC.load(Ordering::Relaxed) && crate::region::heavy_fence() {
+        return;
     }
+    ASYMMETRIC.store(false, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
 }
 
 /// Under loom both sides are plain `SeqCst` fences (loom cannot model `membarrier`).
