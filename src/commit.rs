@@ -100,7 +100,8 @@ impl CommitState {
     /// Makes stream bytes `start..=end` and the current metadata durable.
     ///
     /// `racy` says the writer may be appending concurrently (the background flusher): the
-    /// start is then re-read after hashing, so bytes lapped meanwhile are not claimed.
+    /// start is then re-read once the protection is published (before hashing) and again
+    /// after hashing, so bytes lapped meanwhile are neither hashed nor claimed.
     pub(crate) fn commit(
         &mut self,
         sh: &Shared,
@@ -111,6 +112,24 @@ impl CommitState {
     ) -> Result<u64> {
         let g = sh.geo;
         let prev_end = self.last.end.min(end);
+        // What the writer must not overwrite unprotected once this commit may be the last
+        // durable one: published before any byte of the delta is hashed, settled after the
+        // sync. A writer that sees it takes the commit lock (held here) before overwriting.
+        let protect = if end > prev_end {
+            run_base(&g, prev_end + 1)
+        } else {
+            u64::MAX
+        };
+        sh.protect_above.fetch_min(protect, Ordering::AcqRel);
+        let mut start = start;
+        if racy {
+            // Dekker with the appending writer, which stores its start, fences, then loads
+            // `protect_above`: either it saw the protection, or its start (and so which bytes
+            // it is about to overwrite) is visible to this load. This side is the rare one,
+            // so it takes the heavy fence (see `crate::sync`).
+            crate::sync::waiter_fence();
+            start = start.max(sh.start().load(Ordering::Acquire)).min(end + 1);
+        }
         let lo = (prev_end + 1).max(start);
         if lo <= end {
             let all: Vec<_> = chunks(&g, lo, end).collect();
@@ -124,6 +143,8 @@ impl CommitState {
                 self.update_block(sh, c.block, c.first, c.last, start);
             }
         }
+        // Bytes older than the delta that the writer lapped while this hashed are not
+        // claimed either.
         let start = if racy {
             start.max(sh.start().load(Ordering::Acquire)).min(end + 1)
         } else {
@@ -142,14 +163,6 @@ impl CommitState {
             gens: self.meta.gens.clone(),
             epochs: self.meta.epochs.clone(),
         };
-        // What the writer must not overwrite unprotected once this commit may be the last
-        // durable one: tightened before the slot is written, settled after the sync.
-        let protect = if end > prev_end {
-            run_base(&g, prev_end + 1)
-        } else {
-            u64::MAX
-        };
-        sh.protect_above.fetch_min(protect, Ordering::AcqRel);
         let page = 1 - self.page;
         sh.medium.write(SLOT_OFFSETS[page], &slot.encode());
         sh.medium

@@ -718,51 +718,26 @@ impl Backlog {
     /// offset would pass 2^63 - 2.
     #[inline]
     pub fn append(&mut self, data: &[u8]) -> Result<u64> {
-        // The common append, kept small enough to inline into the caller's loop: no commit
-        // (not `Always`), no lap over the last commit's protected bytes, at most one ring.
-        // Everything else takes `append_slow`, which does the same publication in full.
-        let (n, cap) = (data.len() as u64, self.sh.geo.capacity);
-        if self.durability != Durability::Always
-            && n != 0
-            && n <= cap
-            && self.end + n <= MAX_OFFSET
-            && !self.sh.is_poisoned()
-        {
-            let new_start = self.start.max((self.end + n + 1).saturating_sub(cap));
-            if new_start <= self.sh.protect_above.load(Ordering::Acquire) {
-                self.start = seqlock::retire(&*self.sh, self.start, self.end, n);
-                self.end = seqlock::fill(&*self.sh, self.end, data);
-                self.sh.wake_waiters();
-                return Ok(self.end);
-            }
-        }
-        self.append_slow(data)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn append_slow(&mut self, data: &[u8]) -> Result<u64> {
         self.sh.check_poison()?;
-        if data.is_empty() {
+        let n = data.len() as u64;
+        if n == 0 {
             return Ok(self.end);
         }
-        let n = data.len() as u64;
-        let new_end = self
-            .end
-            .checked_add(n)
-            .filter(|&e| e <= MAX_OFFSET)
-            .ok_or_else(|| Error::InvalidArgument(format!("offset would exceed {MAX_OFFSET}")))?;
+        let new_end = match self.end.checked_add(n) {
+            Some(e) if e <= MAX_OFFSET => e,
+            _ => return Err(offset_overflow()),
+        };
         let new_start = seqlock::retire(&*self.sh, self.start, self.end, n);
         if new_start != self.start {
             self.start = new_start;
             // After the live start (a process crash in this commit must still find the live
             // page consistent with the slot), before the overwrite. Lock-free unless the
-            // overwrite reaches what the last commit's checksums need.
+            // overwrite reaches what the last (or an in-flight) commit's checksums need. The
+            // fence pairs with the flusher's (`CommitState::commit`): either this load sees
+            // its protection, or the flusher sees this start.
+            crate::sync::writer_fence();
             if new_start > self.sh.protect_above.load(Ordering::Acquire) {
-                self.commit
-                    .lock()
-                    .protect_last_commit(&self.sh, new_start)
-                    .inspect_err(|e| self.sh.poison(e.to_string()))?;
+                self.protect_before_overwrite(new_start)?;
             }
         }
         self.end = seqlock::fill(&*self.sh, self.end, data);
@@ -772,6 +747,17 @@ impl Backlog {
         }
         self.sh.wake_waiters();
         Ok(new_end)
+    }
+
+    /// The rare part of an append that laps what the last commit's checksums need: commit
+    /// the same end again without those bytes first (see `CommitState::protect_last_commit`).
+    #[cold]
+    #[inline(never)]
+    fn protect_before_overwrite(&mut self, new_start: u64) -> Result<()> {
+        self.commit
+            .lock()
+            .protect_last_commit(&self.sh, new_start)
+            .inspect_err(|e| self.sh.poison(e.to_string()))
     }
 
     fn commit_now(&mut self, clean: bool) -> Result<u64> {
@@ -1019,4 +1005,12 @@ impl Drop for Backlog {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// The error of an append that would take the offset past [`MAX_OFFSET`] (out of line: the
+/// hot path only compares).
+#[cold]
+#[inline(never)]
+fn offset_overflow() -> Error {
+    Error::InvalidArgument(format!("offset would exceed {MAX_OFFSET}"))
 }
