@@ -21,8 +21,9 @@ pub(crate) struct Shared {
     pub(crate) geo: Geometry,
     pub(crate) path: PathBuf,
     poisoned: AtomicBool,
-    /// The writer must call `CommitState::protect_last_commit` before publishing a start
-    /// above this (in memory only; maintained by the committer, see commit.rs).
+    /// The writer must call `CommitState::protect_last_commit` before overwriting bytes
+    /// below a start above this (in memory only; lowered by a commit before it hashes,
+    /// settled after its sync; see commit.rs and the fence pair in `Backlog::append`).
     pub(crate) protect_above: AtomicU64,
     poison_cause: Mutex<Option<String>>,
     /// Mapped read-only, without the writer's lock ([`crate::Backlog::open_read_only`]): the
