@@ -193,6 +193,19 @@ fn history_change_never_mixes_histories() {
     });
 }
 
+/// Writer of the wake-up models: appends offset 5 to history 1..=4, then wakes.
+fn append_5(w: &Model) {
+    seqlock::publish(w, 1, 4, &[byte(0, 5)]);
+    seqlock::wake(w);
+}
+
+/// Writer of the wake-up models: appends offsets 5 and 6, waking after each.
+fn append_5_then_6(w: &Model) {
+    append_5(w);
+    seqlock::publish(w, 1, 5, &[byte(0, 6)]);
+    seqlock::wake(w);
+}
+
 /// A tailer waits for offset `next` (history 1..=4, change 0) while a writer thread runs
 /// `writer` (publications, each followed by `seqlock::wake`). Loom reports a deadlock if the
 /// tailer can sleep through what it waits for.
@@ -212,22 +225,14 @@ fn tailer_wakes_for(next: u64, writer: fn(&Model)) {
 /// still registered.
 #[test]
 fn tailer_never_sleeps_through_an_append() {
-    tailer_wakes_for(5, |w| {
-        seqlock::publish(w, 1, 4, &[byte(0, 5)]);
-        seqlock::wake(w);
-    });
+    tailer_wakes_for(5, append_5);
 }
 
 /// A wake-up takes the registrations it saw: a tailer woken (or whose sleep was cut short)
 /// by the first append, still short of its byte, registers again and is woken by the second.
 #[test]
 fn tailer_woken_early_never_sleeps_through_the_next_append() {
-    tailer_wakes_for(6, |w| {
-        seqlock::publish(w, 1, 4, &[byte(0, 5)]);
-        seqlock::wake(w);
-        seqlock::publish(w, 1, 5, &[byte(0, 6)]);
-        seqlock::wake(w);
-    });
+    tailer_wakes_for(6, append_5_then_6);
 }
 
 /// A history change wakes a sleeping tailer too.
@@ -247,21 +252,13 @@ fn tailer_never_sleeps_through_a_history_change() {
 /// in review: with a 0/1 waiter word the second tailer slept through the append).
 #[test]
 fn two_tailers_never_sleep_through_one_append() {
-    two_tailers(5, 5, |w| {
-        seqlock::publish(w, 1, 4, &[byte(0, 5)]);
-        seqlock::wake(w);
-    });
+    two_tailers(5, 5, append_5);
 }
 
 /// Two tailers waiting for different offsets, two appends.
 #[test]
 fn two_tailers_at_different_offsets_are_each_woken() {
-    two_tailers(5, 6, |w| {
-        seqlock::publish(w, 1, 4, &[byte(0, 5)]);
-        seqlock::wake(w);
-        seqlock::publish(w, 1, 5, &[byte(0, 6)]);
-        seqlock::wake(w);
-    });
+    two_tailers(5, 6, append_5_then_6);
 }
 
 /// A tailer that gives up (its time runs out) leaves its registration behind; the other
