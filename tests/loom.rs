@@ -84,7 +84,7 @@ impl Memory for Model {
             *d = self.ring[((first + i as u64) % CAP) as usize].load(Ordering::Relaxed);
         }
     }
-    /// FUTEX_WAIT: under the bucket lock, compare (the kernel's read is fully fenced) and
+    /// `FUTEX_WAIT`: under the bucket lock, compare (the kernel's read is fully fenced) and
     /// queue; no timeout in the model, so a lost wake-up is a deadlock loom reports.
     fn sleep(&self, expected: u64, _timeout: std::time::Duration) {
         let g = self.futex.0.lock().unwrap();
@@ -92,7 +92,7 @@ impl Memory for Model {
             drop(self.futex.1.wait(g).unwrap());
         }
     }
-    /// FUTEX_WAKE: under the bucket lock, wake the queue.
+    /// `FUTEX_WAKE`: under the bucket lock, wake the queue.
     fn wake_all(&self) {
         let _g = self.futex.0.lock().unwrap();
         self.futex.1.notify_all();
@@ -180,7 +180,7 @@ fn history_change_never_mixes_histories() {
             seqlock::publish(&*w, 1, 2, &[byte(1, 3)]);
         });
         if let Some((snap, got)) = read_once(&m, 3, 2) {
-            let h = if snap.change == 0 { 0 } else { 1 };
+            let h = u8::from(snap.change != 0);
             let want: Vec<u8> = (3..3 + got.len() as u64)
                 .map(|o| if o <= 2 { byte(0, o) } else { byte(h, o) })
                 .collect();
@@ -283,16 +283,17 @@ fn a_tailer_giving_up_never_costs_another_its_wake_up() {
     });
 }
 
-/// Tailers waiting for offsets `a` and `b` (history 1..=4) while a writer thread runs
+/// Tailers waiting for offsets `mine` and `other` (history 1..=4) while a writer thread runs
 /// `writer`; loom reports a deadlock if either can sleep through what it waits for.
-fn two_tailers(a: u64, b: u64, writer: fn(&Model)) {
+fn two_tailers(mine: u64, other: u64, writer: fn(&Model)) {
     model(move || {
         let m = Arc::new(Model::new(1, 4));
         let (w, t) = (Arc::clone(&m), Arc::clone(&m));
         let writer = loom::thread::spawn(move || writer(&w));
         let forever = || Some(std::time::Duration::MAX);
-        let other = loom::thread::spawn(move || assert!(seqlock::wait_ready(&*t, b, 0, forever)));
-        assert!(seqlock::wait_ready(&*m, a, 0, forever));
+        let other =
+            loom::thread::spawn(move || assert!(seqlock::wait_ready(&*t, other, 0, forever)));
+        assert!(seqlock::wait_ready(&*m, mine, 0, forever));
         writer.join().unwrap();
         other.join().unwrap();
     });
