@@ -127,7 +127,11 @@ impl CommitState {
             // `protect_above`: either it saw the protection, or its start (and so which bytes
             // it is about to overwrite) is visible to this load. This side is the rare one,
             // so it takes the heavy fence (see `crate::sync`).
-            crate::sync::waiter_fence();
+            if !crate::sync::waiter_fence() {
+                // The writer may have overwritten bytes unseen: skip this turn (the next
+                // one runs with full fences on both sides).
+                return Ok(self.last.end);
+            }
             start = start.max(sh.start().load(Ordering::Acquire)).min(end + 1);
         }
         let lo = (prev_end + 1).max(start);
@@ -144,7 +148,8 @@ impl CommitState {
             }
         }
         // Bytes older than the delta that the writer lapped while this hashed are not
-        // claimed either.
+        // claimed either. (Bytes below the protection lapped during the sync still are;
+        // recovery cuts the range there: depth, not correctness.)
         let start = if racy {
             start.max(sh.start().load(Ordering::Acquire)).min(end + 1)
         } else {

@@ -242,7 +242,8 @@ pub fn wait_ready<M: Memory + ?Sized>(
     };
     loop {
         let seen = m.fetch_or(Word::Waiters, 1, Ordering::AcqRel) | 1;
-        waiter_fence();
+        // A pair that did not hold (see `waiter_fence`) costs at most one slice of sleep.
+        let _ = waiter_fence();
         if is_ready() {
             return true;
         }

@@ -12,10 +12,12 @@ pub use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::fence;
 
-/// Whether the wake-up protocol uses an asymmetric fence: the writer's side a compiler fence
-/// (free), the rare sleeper's side a `membarrier` that makes every thread of the process
-/// execute a full barrier. Decided once, before the first backlog exists in this process
-/// ([`init_asymmetric`]), so both sides always agree.
+/// Whether the writer's two Dekker pairs use an asymmetric fence: the writer's side a compiler
+/// fence (free), the rare side a `membarrier` that makes every thread of the process execute
+/// a full barrier. The pairs: the writer's `end` store against a tailer's registration before
+/// it sleeps (wake-ups, `seqlock::wake`), and the writer's start store against the background
+/// committer's lowering of `protect_above` (`CommitState::commit`). Decided once, before the
+/// first backlog exists in this process ([`init_asymmetric`]), so both sides always agree.
 #[cfg(not(loom))]
 static ASYMMETRIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -30,8 +32,8 @@ pub(crate) fn init_asymmetric() {
     });
 }
 
-/// The writer's side of the wake-up Dekker pair: orders its `end` store before its load of
-/// the waiter count.
+/// The writer's (light) side of both pairs: orders its `end` store before its load of the
+/// waiter word, and its start store before its load of `protect_above`.
 #[cfg(not(loom))]
 #[inline]
 pub(crate) fn writer_fence() {
@@ -42,20 +44,28 @@ pub(crate) fn writer_fence() {
     }
 }
 
-/// The sleeper's side: orders its registration before its load of `end`, and — with the
-/// asymmetric fence — forces the writer's thread through a full barrier, so that a writer
-/// load of the waiter word that missed the registration implies its `end` store is visible.
+/// The rare (heavy) side: a tailer's, between its registration and its load of `end`; the
+/// background committer's, between lowering `protect_above` and loading the start. With the
+/// asymmetric fence it forces the writer's thread through a full barrier, so a writer load
+/// that missed this side's store implies the writer's earlier store is visible here.
 ///
-/// Should `membarrier` ever fail after it registered, the process drops to symmetric fences
-/// for good: the writer's next fence is a full one, and this wait, whose pair was not, is
-/// bounded by the waiter's sleep slice.
+/// Returns whether the pair held. Should `membarrier` ever fail after it registered (the
+/// kernel only refuses unregistered commands), the process drops to symmetric fences for
+/// good, but the writer may have passed its side with only a compiler fence: the caller must
+/// not rely on this pairing (a tailer's sleep is bounded by its slice anyway; a commit skips
+/// its turn).
 #[cfg(not(loom))]
-pub(crate) fn waiter_fence() {
-    if ASYMMETRIC.load(Ordering::Relaxed) && crate::region::heavy_fence() {
-        return;
+pub(crate) fn waiter_fence() -> bool {
+    if ASYMMETRIC.load(Ordering::Relaxed) {
+        if crate::region::heavy_fence() {
+            return true;
+        }
+        ASYMMETRIC.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        return false;
     }
-    ASYMMETRIC.store(false, Ordering::SeqCst);
     fence(Ordering::SeqCst);
+    true
 }
 
 /// Under loom both sides are plain `SeqCst` fences (loom cannot model `membarrier`).
@@ -66,8 +76,9 @@ pub(crate) fn writer_fence() {
 
 /// Under loom both sides are plain `SeqCst` fences.
 #[cfg(loom)]
-pub(crate) fn waiter_fence() {
+pub(crate) fn waiter_fence() -> bool {
     fence(Ordering::SeqCst);
+    true
 }
 
 /// Under loom there is nothing to decide.

@@ -754,9 +754,10 @@ impl Backlog {
     #[cold]
     #[inline(never)]
     fn protect_before_overwrite(&mut self, new_start: u64) -> Result<()> {
-        self.commit
-            .lock()
-            .protect_last_commit(&self.sh, new_start)
+        let mut st = self.commit.lock();
+        // The background commit this waited for may have failed: a sync is never retried.
+        self.sh.check_poison()?;
+        st.protect_last_commit(&self.sh, new_start)
             .inspect_err(|e| self.sh.poison(e.to_string()))
     }
 
