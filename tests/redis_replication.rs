@@ -61,6 +61,22 @@ fn field(info: &str, name: &str) -> u64 {
     info_field(info, name).parse().expect("numeric INFO field")
 }
 
+/// The start of most scenarios: a master with a `backlog`-sized backlog, one real replica
+/// following it, and `n` keys `a0..` written in db 0 (and in the model). `None` (after the
+/// skip notice) without `redis-server`. Bind the directory first so it is deleted last.
+fn master_with_replica(
+    backlog: &str,
+    n: usize,
+) -> Option<(tempfile::TempDir, DurableMaster, RedisGuard, Model)> {
+    let bin = redis_server()?;
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), backlog);
+    let replica = start_replica(&bin, &dir.path().join("r"), &master);
+    let mut model = Model::new();
+    set_many(&mut master.client(), &mut model, 0, keys("a", 0..n));
+    Some((dir, master, replica, model))
+}
+
 fn start_replica(binary: &Path, dir: &Path, master: &DurableMaster) -> RedisGuard {
     std::fs::create_dir_all(dir).expect("replica dir");
     RedisGuard::start_with(
@@ -253,12 +269,9 @@ fn assert_continued_partially(master: &DurableMaster, replica: &RedisGuard, mode
 /// after it (and one value is larger than half the ring).
 #[test]
 fn s3_master_kill9_replica_in_sync_gives_partial_and_loses_nothing() {
-    let Some(bin) = redis_server() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mut master = start_master(dir.path(), "64kb");
-    let replica = start_replica(&bin, &dir.path().join("r"), &master);
-    let mut model = Model::new();
-    set_many(&mut master.client(), &mut model, 0, keys("a", 0..1500));
+    let Some((_dir, mut master, replica, mut model)) = master_with_replica("64kb", 1500) else {
+        return;
+    };
     let big = vec![(b"big".to_vec(), "0123456789".repeat(5000).into_bytes())];
     set_many(&mut master.client(), &mut model, 0, big);
     set_many(&mut master.client(), &mut model, 0, keys("a", 1500..2000));
@@ -282,12 +295,9 @@ fn s3_master_kill9_replica_in_sync_gives_partial_and_loses_nothing() {
 /// → partial, nothing lost.
 #[test]
 fn s4_master_kill9_while_replica_lags_gives_partial() {
-    let Some(bin) = redis_server() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mut master = start_master(dir.path(), "1mb");
-    let replica = start_replica(&bin, &dir.path().join("r"), &master);
-    let mut model = Model::new();
-    set_many(&mut master.client(), &mut model, 0, keys("a", 0..1000));
+    let Some((_dir, mut master, replica, mut model)) = master_with_replica("1mb", 1000) else {
+        return;
+    };
     wait_in_sync(&master, &replica);
     signal(replica.pid(), "-STOP");
     set_many(&mut master.client(), &mut model, 0, keys("b", 0..2000));
@@ -303,12 +313,9 @@ fn s4_master_kill9_while_replica_lags_gives_partial() {
 /// `--durability always` (group commit).
 #[test]
 fn s5_master_killed_twice_while_replica_down_still_partial() {
-    let Some(bin) = redis_server() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mut master = start_master(dir.path(), "1mb");
-    let replica = start_replica(&bin, &dir.path().join("r"), &master);
-    let mut model = Model::new();
-    set_many(&mut master.client(), &mut model, 0, keys("a", 0..500));
+    let Some((_dir, mut master, replica, mut model)) = master_with_replica("1mb", 500) else {
+        return;
+    };
     wait_in_sync(&master, &replica);
     signal(replica.pid(), "-STOP");
     set_many(&mut master.client(), &mut model, 0, keys("b", 0..500));
@@ -372,12 +379,9 @@ fn s6_replica_lag_beyond_backlog_gives_full_resync() {
 /// the replica holds those bytes → full resync, never a spliced history.
 #[test]
 fn s7_truncated_master_tail_gives_full_resync_never_divergence() {
-    let Some(bin) = redis_server() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mut master = start_master(dir.path(), "1mb");
-    let replica = start_replica(&bin, &dir.path().join("r"), &master);
-    let mut model = Model::new();
-    set_many(&mut master.client(), &mut model, 0, keys("a", 0..1000));
+    let Some((_dir, mut master, replica, model)) = master_with_replica("1mb", 1000) else {
+        return;
+    };
     let kept = model.clone();
     let cut_at = master.offset();
     let mut lost = model.clone();
