@@ -127,7 +127,7 @@ impl CommitState {
             // `protect_above`: either it saw the protection, or its start (and so which bytes
             // it is about to overwrite) is visible to this load. This side is the rare one,
             // so it takes the heavy fence (see `crate::sync`).
-            if !crate::sync::waiter_fence() {
+            if !crate::sync::rare_side_fence() {
                 // The writer may have overwritten bytes unseen: skip this turn (the next
                 // one runs with full fences on both sides).
                 return Ok(self.last.end);

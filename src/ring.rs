@@ -15,8 +15,13 @@ pub(crate) struct Span {
 /// The physical spans of offsets `first .. first + len`. `len` must not exceed `capacity`.
 #[inline]
 pub(crate) fn spans(capacity: u64, first: u64, len: u64) -> (Span, Span) {
-    debug_assert!(len <= capacity);
-    let pos = first % capacity;
+    spans_at(capacity, first % capacity, len)
+}
+
+/// [`spans`] for a run whose first byte is at ring position `pos` (`pos < capacity`).
+#[inline]
+pub(crate) fn spans_at(capacity: u64, pos: u64, len: u64) -> (Span, Span) {
+    debug_assert!(len <= capacity && pos < capacity);
     let head = len.min(capacity - pos);
     (
         Span { pos, len: head },

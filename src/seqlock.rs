@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::sync::{Ordering, fence, waiter_fence, writer_fence};
+use crate::sync::{Ordering, fence, rare_side_fence, writer_fence};
 
 /// The published words of the live page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,8 +242,8 @@ pub fn wait_ready<M: Memory + ?Sized>(
     };
     loop {
         let seen = m.fetch_or(Word::Waiters, 1, Ordering::AcqRel) | 1;
-        // A pair that did not hold (see `waiter_fence`) costs at most one slice of sleep.
-        let _ = waiter_fence();
+        // A pair that did not hold (see `rare_side_fence`) costs at most one slice of sleep.
+        let _ = rare_side_fence();
         if is_ready() {
             return true;
         }

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::format::live::{L_CHANGE, L_DURABLE, L_END, L_START, L_WAITERS};
 use crate::format::{Geometry, LIVE_OFFSET};
 use crate::region::{Medium, futex_wait, futex_wake};
-use crate::ring::spans;
+use crate::ring::{spans, spans_at};
 use crate::seqlock::{self, Word};
 
 #[derive(Debug)]
@@ -110,13 +110,11 @@ impl Shared {
             first % cap
         };
         let len = bytes.len() as u64;
-        debug_assert!(len <= cap && pos == first % cap);
-        let head = len.min(cap - pos);
-        let (a, b) = bytes.split_at(head as usize);
-        self.medium.write(self.geo.data_offset + pos, a);
-        if !b.is_empty() {
-            self.medium.write(self.geo.data_offset, b);
-        }
+        debug_assert!(pos == first % cap);
+        let (a, b) = spans_at(cap, pos, len);
+        let (head, tail) = bytes.split_at(a.len as usize);
+        self.medium.write(self.geo.data_offset + a.pos, head);
+        self.medium.write(self.geo.data_offset + b.pos, tail);
         let next = pos + len;
         memo_first.store(first + len, Ordering::Relaxed);
         memo_pos.store(
@@ -157,15 +155,9 @@ impl Shared {
         self.poisoned.store(true, Ordering::Release);
     }
 
-    /// Whether a failure poisoned the backlog (see [`Shared::check_poison`]).
-    #[inline]
-    pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
-    }
-
     #[inline]
     pub(crate) fn check_poison(&self) -> Result<(), Error> {
-        if self.is_poisoned() {
+        if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poisoned_error());
         }
         Ok(())

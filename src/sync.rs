@@ -55,7 +55,7 @@ pub(crate) fn writer_fence() {
 /// not rely on this pairing (a tailer's sleep is bounded by its slice anyway; a commit skips
 /// its turn).
 #[cfg(not(loom))]
-pub(crate) fn waiter_fence() -> bool {
+pub(crate) fn rare_side_fence() -> bool {
     if ASYMMETRIC.load(Ordering::Relaxed) {
         if crate::region::heavy_fence() {
             return true;
@@ -76,7 +76,7 @@ pub(crate) fn writer_fence() {
 
 /// Under loom both sides are plain `SeqCst` fences.
 #[cfg(loom)]
-pub(crate) fn waiter_fence() -> bool {
+pub(crate) fn rare_side_fence() -> bool {
     fence(Ordering::SeqCst);
     true
 }

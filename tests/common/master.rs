@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub(crate) use super::connect;
-use super::{Client, Reply, free_port, info_field, read_log};
+use super::{Client, Reply, connect, free_port, info_field, read_log};
 
 /// A `durable-master` process.
 pub(crate) struct DurableMaster {
