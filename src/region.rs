@@ -169,27 +169,24 @@ impl Medium {
     /// it explicitly, so the pages arrive in large reads instead of one 4 KiB fault each.
     /// Only a hint: errors are ignored and nothing is mapped or changed.
     pub(crate) fn will_need(&self, pos: u64, len: u64) {
-        if let Medium::Map(m) = self
-            && pos < m.len
-        {
-            let len = len.min(m.len - pos);
-            let _ = m
-                .raw
-                .advise_range(memmap2::Advice::WillNeed, pos as usize, len as usize);
-        }
+        self.advise(memmap2::Advice::WillNeed, pos, len);
     }
 
     /// Maps `pos..pos + len` in one call (`MADV_POPULATE_READ`), waiting for any read
     /// still in flight: a sequential pass then takes no fault per page (the random advice
     /// also turns off fault-around). Only a hint: errors are ignored, bytes are unchanged.
     pub(crate) fn populate_read(&self, pos: u64, len: u64) {
+        self.advise(memmap2::Advice::PopulateRead, pos, len);
+    }
+
+    /// `advice` for `pos..pos + len`, clipped to the mapping; a hint whose errors are
+    /// ignored (nothing on simulated storage).
+    fn advise(&self, advice: memmap2::Advice, pos: u64, len: u64) {
         if let Medium::Map(m) = self
             && pos < m.len
         {
             let len = len.min(m.len - pos);
-            let _ = m
-                .raw
-                .advise_range(memmap2::Advice::PopulateRead, pos as usize, len as usize);
+            let _ = m.raw.advise_range(advice, pos as usize, len as usize);
         }
     }
 
