@@ -645,6 +645,7 @@ pub(crate) fn apply(
 #[allow(clippy::too_many_lines, clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
+    use crate::commands_interop::Rng;
 
     #[test]
     fn glob_matches_like_redis_stringmatch() {
@@ -1072,24 +1073,6 @@ mod tests {
         assert_eq!(db.get(), 2);
     }
 
-    /// xorshift64*: a small seeded PRNG, so failures replay.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[self.below(items.len() as u64) as usize]
-        }
-    }
-
     fn random_command(rng: &mut Rng) -> Vec<Vec<u8>> {
         let keys = ["a", "b", "c", "n", "m", "k\r\n\0"];
         let values = ["1", "-7", "x", "", "9223372036854775806", "12", "0"];
@@ -1142,7 +1125,7 @@ mod tests {
     #[test]
     fn replaying_the_propagated_stream_rebuilds_the_identical_keyspace() {
         for seed in 1..=20u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = Rng::new(seed);
             let (mut master, mut master_db) = (Keyspace::new(), DbIndex::ZERO);
             let mut feed = ReplicationFeed::new();
             let mut stream = Vec::new();

@@ -100,22 +100,19 @@ fn protocol_replies_and_errors_match_redis_byte_for_byte() {
     }
 }
 
-/// xorshift64*: a small seeded PRNG, so a failure replays.
-struct Rng(u64);
+/// Seeded randomness for the command tests (here and in `commands`), so a failure replays.
+pub(crate) struct Rng(rand::rngs::StdRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(rand::SeedableRng::seed_from_u64(seed))
     }
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        rand::RngExt::random_range(&mut self.0, 0..n)
     }
 
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+    pub(crate) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len())]
     }
 }
@@ -229,7 +226,7 @@ fn random_commands_give_redis_replies_and_the_identical_replication_stream() {
     let (mut ks, mut db) = (Keyspace::new(), DbIndex::ZERO);
     let mut feed = ReplicationFeed::new();
     let mut ours_stream = Vec::new();
-    let mut rng = Rng(0x5EED_CAFE_F00D_0001);
+    let mut rng = Rng::new(0x5EED_CAFE_F00D_0001);
     let mut propagated = 0;
     for step in 0..3_000 {
         let argv = random_command(&mut rng);
