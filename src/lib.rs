@@ -23,11 +23,9 @@
 //! assert!(reply.is_continue());
 //! ```
 //!
-//! The [`resp`] module holds the Redis protocol pieces a master built on this crate needs:
-//! [`resp::encode_command`] to write commands into the stream, [`resp::StreamDecoder`] to walk
-//! an already-written stream command by command with offsets (replay, inspection), and the
-//! client-side [`resp::RequestParser`] with Redis's limits and error texts. The reference
-//! master, `src/bin/durable-master`, uses only this public API (docs/MASTER.md).
+//! The crate stores bytes; what they mean is the embedding program's business. The reference
+//! master, `crates/durable-master` in this repository's workspace, is built on this public API
+//! only (docs/MASTER.md).
 //!
 //! ## Safety model
 //! - The file is mapped shared. Its contents are only ever copied in and out through raw
@@ -64,7 +62,6 @@ mod read_only;
 mod reader;
 mod recovery;
 mod region;
-pub mod resp;
 mod ring;
 mod runid;
 /// The publication protocol, public only to the loom model (`cfg(loom)`, `tests/loom.rs`).
@@ -76,7 +73,6 @@ mod seqlock;
 mod shared;
 #[cfg(feature = "sim")]
 pub mod sim;
-mod size;
 #[cfg(loom)]
 pub mod sync;
 #[cfg(not(loom))]
@@ -91,5 +87,4 @@ pub use psync::{FullResyncReason, PsyncReply};
 pub use reader::Reader;
 pub use recovery::{RecoveryKind, RecoveryReport};
 pub use runid::RunId;
-pub use size::parse_size;
 pub use writer::{Backlog, DEFAULT_CAPACITY, Durability, Options, Stats};

@@ -65,7 +65,7 @@ fn writer_process_and_read_only_tailer_process() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_mins(2);
     let view = loop {
         assert!(Instant::now() < deadline, "writer never created the file");
         if path.exists() {

@@ -239,7 +239,7 @@ fn reopen_after_a_crash_inside_a_history_change_leaves_readers_working() {
         let _ = tx.send(r.read_at(1, &mut buf).map(|_| buf));
     });
     let got = rx
-        .recv_timeout(Duration::from_secs(60))
+        .recv_timeout(Duration::from_mins(1))
         .expect("reader hung on an odd change counter")
         .unwrap();
     assert_eq!(&got[..], &bytes_from(1, 10)[..]);

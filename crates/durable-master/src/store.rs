@@ -15,8 +15,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use durable_backlog::resp::{StreamDecoder, StreamItem};
 use durable_backlog::{Backlog, Durability, Options, RunId};
+use durable_resp::{StreamDecoder, StreamItem};
 
 use crate::commands::{ReplicationFeed, apply};
 use crate::config::Config;

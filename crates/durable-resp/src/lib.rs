@@ -1,3 +1,9 @@
+//! The Redis protocol as `durable-master` and the `durable-backlog` CLI speak it.
+//!
+//! Not part of the `durable-backlog` library: a program embedding a backlog decides itself what
+//! it writes into it. This crate holds the one request parser, the reply encoders and the one
+//! replication-stream decoder both programs use, plus Redis's size syntax ([`parse_size`]).
+//!
 //! RESP: the request parser for client connections, reply encoders, and a strict decoder for
 //! an already-written replication stream.
 //!
@@ -38,6 +44,9 @@
 //! anything else as a [`StreamError`] naming the offset.
 
 use std::fmt;
+
+mod size;
+pub use size::parse_size;
 
 /// Redis's `proto-max-bulk-len` default: 512 MiB.
 pub const PROTO_MAX_BULK_LEN: usize = 512 * 1024 * 1024;
@@ -170,7 +179,7 @@ struct Multibulk {
 /// # Examples
 ///
 /// ```
-/// use durable_backlog::resp::RequestParser;
+/// use durable_resp::RequestParser;
 ///
 /// let mut parser = RequestParser::new();
 /// parser.feed(b"*2\r\n$4\r\nECHO\r\n$2\r\nh");
@@ -632,7 +641,7 @@ fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
 /// # Examples
 ///
 /// ```
-/// use durable_backlog::resp::encode_command;
+/// use durable_resp::encode_command;
 /// assert_eq!(encode_command(&["SELECT", "0"]), b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n");
 /// ```
 #[must_use]
@@ -717,7 +726,7 @@ enum Cut {
 /// # Examples
 ///
 /// ```
-/// use durable_backlog::resp::{StreamDecoder, StreamItem};
+/// use durable_resp::{StreamDecoder, StreamItem};
 ///
 /// let bytes = b"*1\r\n$4\r\nPING\r\n*2\r\n$6\r\nSEL";
 /// let items: Vec<_> = StreamDecoder::new(bytes, 101).collect::<Result<_, _>>().unwrap();

@@ -1,29 +1,27 @@
 //! Redis's size syntax, as `repl-backlog-size` and `redis.conf` take it (`memtoll`).
 
-use crate::error::{Error, Result};
-
 /// Parses a size as Redis's `memtoll` does: decimal digits, then an optional unit,
 /// case-insensitive: `b` (1), `k` (1000), `kb` (1024), `m` (1000²), `mb` (1024²), `g` (1000³),
 /// `gb` (1024³).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for anything else (no digits, a sign, another unit) or a size
+/// A message for anything else (no digits, a sign, another unit) or a size
 /// that does not fit 64 bits.
 ///
 /// # Examples
 /// ```
-/// use durable_backlog::parse_size;
+/// use durable_resp::parse_size;
 /// assert_eq!(parse_size("1mb").unwrap(), 1 << 20);
 /// assert_eq!(parse_size("64KB").unwrap(), 64 * 1024);
 /// assert_eq!(parse_size("1m").unwrap(), 1_000_000);
 /// assert!(parse_size("1.5mb").is_err());
 /// ```
-pub fn parse_size(s: &str) -> Result<u64> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let bad = || {
-        Error::InvalidArgument(format!(
+        format!(
             "bad size {s:?}: expected a number of bytes with an optional unit \
              (b, k, kb, m, mb, g, gb), e.g. 1mb"
-        ))
+        )
     };
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
@@ -43,7 +41,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
     num.parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mul))
-        .ok_or_else(|| Error::InvalidArgument(format!("bad size {s:?}: too large")))
+        .ok_or_else(|| format!("bad size {s:?}: too large"))
 }
 
 #[cfg(test)]
@@ -80,7 +78,7 @@ mod tests {
             "99999999999999999999",
             "18446744073709551615kb",
         ] {
-            let e = parse_size(s).unwrap_err().to_string();
+            let e = parse_size(s).unwrap_err();
             assert!(e.contains("bad size"), "{s}: {e}");
         }
     }

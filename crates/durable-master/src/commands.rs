@@ -16,7 +16,7 @@
 //! (`KEEPTTL` is accepted: with no TTLs it changes nothing).
 
 use crate::keyspace::{DbIndex, Keyspace};
-use durable_backlog::resp::{self, PROTO_MAX_BULK_LEN, parse_i64};
+use durable_resp::{self as resp, PROTO_MAX_BULK_LEN, parse_i64};
 use std::fmt;
 
 /// Commands the server layer handles itself; [`execute`] answers [`Outcome::NotMine`] for them.
@@ -667,11 +667,11 @@ mod tests {
             assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), want, "{p} {s}");
         }
     }
-    use durable_backlog::resp::{RequestParser, decode_stream};
+    use durable_resp::{RequestParser, decode_stream};
 
     /// Parses one inline command line, with Redis's quoting.
     fn cmd(line: &str) -> Vec<Vec<u8>> {
-        durable_backlog::resp::split_inline_args(line.as_bytes()).unwrap()
+        durable_resp::split_inline_args(line.as_bytes()).unwrap()
     }
 
     fn run(ks: &mut Keyspace, db: &mut DbIndex, line: &str) -> Execution {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use durable_backlog::resp::{RequestParser, parse_i64};
 use durable_backlog::{Error, PsyncReply, Reader, RunId};
+use durable_resp::{RequestParser, parse_i64};
 
 use crate::keyspace::Keyspace;
 use crate::log;
@@ -18,7 +18,7 @@ use crate::server::{ReplicaInfo, Server, lock};
 
 /// How long a `$EOF:` replica may take to load the snapshot and send its first ACK
 /// (Redis's `repl-timeout`).
-const REPL_TIMEOUT: Duration = Duration::from_secs(60);
+const REPL_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// What a replica said during its handshake.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@
     clippy::too_many_lines
 )]
 
-mod common;
+use test_redis as common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -88,7 +88,7 @@ fn start_replica(binary: &Path, dir: &Path, master: &DurableMaster) -> RedisGuar
 
 /// Waits until the replica's link is up and it processed everything the master wrote.
 fn wait_in_sync(master: &DurableMaster, replica: &RedisGuard) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while Instant::now() < deadline {
         let m = master.offset();
         let info = replica.client().info("replication");

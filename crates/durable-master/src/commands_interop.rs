@@ -16,9 +16,9 @@
 
 use crate::commands::{Outcome, ReplicationFeed, execute};
 use crate::keyspace::{DbIndex, Keyspace};
-use crate::test_redis::{Client, RedisGuard, redis_server};
-use durable_backlog::resp::RequestParser;
+use durable_resp::RequestParser;
 use std::time::Duration;
+use test_redis::{Client, RedisGuard, redis_server};
 
 /// What our parser and executor answer to `input` sent on a fresh connection: the replies,
 /// with the protocol error reply last if the input breaks the protocol.

@@ -1,4 +1,5 @@
-//! Shared by the tests that run a real `redis-server`: finding it (or skipping loudly),
+//! Test support for the programs' tests that run a real `redis-server` or a `durable-master`
+//! child: finding `redis-server` (or skipping loudly),
 //! starting it on a free port with a kill-on-drop guard, and a minimal RESP client written
 //! independently of the crate's own encoder and parser, so that the two cannot share a bug.
 
@@ -8,7 +9,9 @@
     clippy::panic,
     clippy::unwrap_used,
     clippy::indexing_slicing,
-    dead_code
+    clippy::missing_panics_doc,
+    clippy::must_use_candidate,
+    missing_docs
 )]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub(crate) mod master;
+pub mod master;
 
 /// The `redis-server` binary, or `None` (after the skip notice) when the test should pass
 /// without it.
-pub(crate) fn redis_server() -> Option<PathBuf> {
+pub fn redis_server() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("redis-server"))
@@ -46,10 +49,11 @@ pub(crate) fn redis_server() -> Option<PathBuf> {
 
 /// A `redis-server` child process, killed (by its PID) and reaped when dropped, also when a
 /// test panics.
-pub(crate) struct RedisGuard {
+#[derive(Debug)]
+pub struct RedisGuard {
     child: Child,
     /// The port it listens on, on 127.0.0.1.
-    pub(crate) port: u16,
+    pub port: u16,
     log: PathBuf,
 }
 
@@ -63,12 +67,12 @@ impl Drop for RedisGuard {
 impl RedisGuard {
     /// Starts `redis-server` serving `dir/dump.rdb` (loaded if present), without persistence
     /// of its own, and waits until it answers `PING`.
-    pub(crate) fn start(binary: &Path, dir: &Path) -> RedisGuard {
+    pub fn start(binary: &Path, dir: &Path) -> RedisGuard {
         Self::start_with(binary, dir, &[])
     }
 
     /// Like [`RedisGuard::start`], with extra command-line arguments.
-    pub(crate) fn start_with(binary: &Path, dir: &Path, extra: &[&str]) -> RedisGuard {
+    pub fn start_with(binary: &Path, dir: &Path, extra: &[&str]) -> RedisGuard {
         let log = dir.join("redis.log");
         for _attempt in 0..5 {
             let port = free_port();
@@ -123,17 +127,17 @@ impl RedisGuard {
         false
     }
 
-    pub(crate) fn client(&self) -> Client {
+    pub fn client(&self) -> Client {
         Client::open(self.port)
     }
 
     /// The process ID (for SIGSTOP / SIGCONT).
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits (at most 30 s) for the process to exit by itself, e.g. after `SHUTDOWN`.
-    pub(crate) fn wait_exit(&mut self) {
+    pub fn wait_exit(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -144,19 +148,19 @@ impl RedisGuard {
         panic!("redis-server did not exit");
     }
 
-    pub(crate) fn log(&self) -> String {
+    pub fn log(&self) -> String {
         read_log(&self.log)
     }
 }
 
-pub(crate) fn read_log(path: &Path) -> String {
+pub fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
 }
 
 /// A free port on 127.0.0.1 below the kernel's ephemeral range, so that no outgoing
 /// connection (of this test or a parallel one) can take it as its local port between the
 /// choice and the server binding it, or while a killed server is restarted on it.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
@@ -174,7 +178,7 @@ pub(crate) fn free_port() -> u16 {
 /// Connects to a server known to be listening on `port`. A refused connection is retried
 /// for up to 10 s: this machine's loopback has been seen to refuse a connection to a socket
 /// that `ss` listed as listening, with an empty accept queue, and to accept the next one.
-pub(crate) fn connect(port: u16) -> TcpStream {
+pub fn connect(port: u16) -> TcpStream {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -192,7 +196,7 @@ pub(crate) fn connect(port: u16) -> TcpStream {
 
 /// A RESP2 reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Reply {
+pub enum Reply {
     Status(String),
     Error(String),
     Integer(i64),
@@ -202,31 +206,32 @@ pub(crate) enum Reply {
 
 /// A minimal blocking RESP client, written independently of the crate's encoder so that the
 /// two cannot share a bug.
-pub(crate) struct Client {
+#[derive(Debug)]
+pub struct Client {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
 
 impl Client {
     /// A client of a server known to be listening (see [`connect`]).
-    pub(crate) fn open(port: u16) -> Client {
+    pub fn open(port: u16) -> Client {
         Client::over(connect(port)).expect("client socket")
     }
 
     /// A client if a connection can be made now: for polling a server that is starting.
-    pub(crate) fn connect(port: u16) -> std::io::Result<Client> {
+    pub fn connect(port: u16) -> std::io::Result<Client> {
         Client::over(TcpStream::connect(("127.0.0.1", port))?)
     }
 
     fn over(stream: TcpStream) -> std::io::Result<Client> {
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_read_timeout(Some(Duration::from_mins(1)))?;
         Ok(Client {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
         })
     }
 
-    pub(crate) fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Reply {
+    pub fn call<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Reply {
         let mut out = format!("*{}\r\n", argv.len()).into_bytes();
         for arg in argv {
             let arg = arg.as_ref();
@@ -248,7 +253,7 @@ impl Client {
         String::from_utf8(line).expect("reply line is UTF-8")
     }
 
-    pub(crate) fn read_reply(&mut self) -> Reply {
+    pub fn read_reply(&mut self) -> Reply {
         let line = self.line();
         let (kind, rest) = line.split_at(1);
         match kind {
@@ -274,12 +279,12 @@ impl Client {
     }
 
     /// Sends raw bytes.
-    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
+    pub fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("send");
     }
 
     /// Sends a command and returns its reply's exact bytes.
-    pub(crate) fn call_raw<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Vec<u8> {
+    pub fn call_raw<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Vec<u8> {
         let mut out = format!("*{}\r\n", argv.len()).into_bytes();
         for arg in argv {
             let arg = arg.as_ref();
@@ -292,7 +297,7 @@ impl Client {
     }
 
     /// The exact bytes of the next reply.
-    pub(crate) fn read_raw_reply(&mut self) -> Vec<u8> {
+    pub fn read_raw_reply(&mut self) -> Vec<u8> {
         let mut raw = Vec::new();
         self.reader
             .read_until(b'\n', &mut raw)
@@ -320,7 +325,7 @@ impl Client {
 
     /// Everything the server sends until it closes the connection or stays silent for
     /// `idle`.
-    pub(crate) fn read_until_idle(&mut self, idle: Duration) -> Vec<u8> {
+    pub fn read_until_idle(&mut self, idle: Duration) -> Vec<u8> {
         let stream = self.reader.get_ref();
         stream.set_read_timeout(Some(idle)).expect("set timeout");
         let mut out = self.reader.buffer().to_vec();
@@ -335,7 +340,7 @@ impl Client {
     }
 
     /// Reads exactly `n` bytes, waiting at most `timeout` in total; returns what arrived.
-    pub(crate) fn read_exactly(&mut self, n: usize, timeout: Duration) -> Vec<u8> {
+    pub fn read_exactly(&mut self, n: usize, timeout: Duration) -> Vec<u8> {
         let deadline = Instant::now() + timeout;
         let mut out = Vec::with_capacity(n);
         let mut buf = [0u8; 4096];
@@ -355,7 +360,7 @@ impl Client {
     }
 
     /// Reads one `\n`-terminated line, without the line end.
-    pub(crate) fn read_line(&mut self) -> Vec<u8> {
+    pub fn read_line(&mut self) -> Vec<u8> {
         let mut line = Vec::new();
         self.reader.read_until(b'\n', &mut line).expect("read line");
         while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -364,19 +369,19 @@ impl Client {
         line
     }
 
-    pub(crate) fn ok<A: AsRef<[u8]>>(&mut self, argv: &[A]) {
+    pub fn ok<A: AsRef<[u8]>>(&mut self, argv: &[A]) {
         let reply = self.call(argv);
         assert_eq!(reply, Reply::Status("OK".into()), "{:?}", first(argv));
     }
 
-    pub(crate) fn integer<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> i64 {
+    pub fn integer<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> i64 {
         match self.call(argv) {
             Reply::Integer(n) => n,
             other => panic!("{:?}: expected an integer, got {other:?}", first(argv)),
         }
     }
 
-    pub(crate) fn info(&mut self, section: &str) -> String {
+    pub fn info(&mut self, section: &str) -> String {
         match self.call(&[b"INFO".as_slice(), section.as_bytes()]) {
             Reply::Bulk(Some(text)) => String::from_utf8(text).expect("INFO is text"),
             other => panic!("INFO: {other:?}"),
@@ -385,14 +390,14 @@ impl Client {
 }
 
 /// The value of field `name` in an INFO reply.
-pub(crate) fn info_field<'a>(info: &'a str, name: &str) -> &'a str {
+pub fn info_field<'a>(info: &'a str, name: &str) -> &'a str {
     info.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .unwrap_or_else(|| panic!("no {name} in INFO:\n{info}"))
         .trim()
 }
 
-pub(crate) fn first<A: AsRef<[u8]>>(argv: &[A]) -> String {
+pub fn first<A: AsRef<[u8]>>(argv: &[A]) -> String {
     argv.first()
         .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
         .unwrap_or_default()

@@ -3,7 +3,7 @@
 //! sends malformed RESP, huge lengths, wrong arities, or a replica vanishes mid-snapshot.
 //! Needs no `redis-server`.
 
-mod common;
+use test_redis as common;
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -132,7 +132,7 @@ fn replica_vanishing_mid_snapshot_leaves_the_server_running() {
         );
     }
     let mut c = m.connect();
-    c.set_read_timeout(Some(Duration::from_secs(60)))
+    c.set_read_timeout(Some(Duration::from_mins(1)))
         .expect("timeout");
     c.write_all(&load).expect("send");
     let mut replies = vec![0u8; 5 * 2000];

@@ -97,7 +97,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
             "--backlog-size" => {
                 let v = value()?;
                 let size =
-                    durable_backlog::parse_size(&v).map_err(|_| format!("invalid size {v:?}"))?;
+                    durable_resp::parse_size(&v).map_err(|_| format!("invalid size {v:?}"))?;
                 if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&size) {
                     return Err(format!(
                         "--backlog-size must be between {MIN_CAPACITY} and {MAX_CAPACITY} bytes"

@@ -34,7 +34,7 @@
 use crate::crc64::crc64;
 use crate::keyspace::{DB_COUNT, DbIndex, Keyspace};
 use crate::lzf;
-use durable_backlog::resp::parse_i64;
+use durable_resp::parse_i64;
 use std::fmt;
 use std::io::{self, Write};
 

@@ -16,7 +16,7 @@
 
 use crate::keyspace::{DbIndex, Keyspace};
 use crate::rdb::{RdbOptions, ReplInfo, rdb_to_vec, read_rdb};
-use crate::test_redis::{Client, RedisGuard, Reply, redis_server};
+use test_redis::{Client, RedisGuard, Reply, redis_server};
 
 fn db(n: u64) -> DbIndex {
     DbIndex::new(n).expect("db index")

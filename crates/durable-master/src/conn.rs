@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use durable_backlog::resp::{self, RequestParser, parse_i64};
+use durable_resp::{self as resp, RequestParser, parse_i64};
 
 use crate::commands::{Outcome, execute, is_server_command};
 use crate::keyspace::{DbIndex, Keyspace};

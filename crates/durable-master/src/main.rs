@@ -20,9 +20,6 @@ mod store;
 mod commands_interop;
 #[cfg(test)]
 mod rdb_interop;
-#[cfg(test)]
-#[path = "../../../tests/common/mod.rs"]
-mod test_redis;
 
 use std::net::TcpListener;
 use std::sync::Arc;

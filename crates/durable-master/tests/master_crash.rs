@@ -3,7 +3,7 @@
 //! restart), or that replays a backlog into different data. Runs every durability mode; needs
 //! no `redis-server`.
 
-mod common;
+use test_redis as common;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};

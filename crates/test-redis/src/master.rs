@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use super::{Client, Reply, connect, free_port, info_field, read_log};
 
 /// A `durable-master` process.
-pub(crate) struct DurableMaster {
+#[derive(Debug)]
+pub struct DurableMaster {
     binary: PathBuf,
     child: Option<Child>,
     /// The port it listens on, on 127.0.0.1.
-    pub(crate) port: u16,
+    pub port: u16,
     dir: PathBuf,
     args: Vec<String>,
 }
@@ -24,7 +25,7 @@ impl DurableMaster {
     /// Starts `binary` with its data in `dir/data`, its log in `dir/master.log` and `args`
     /// on every (re)start. If it cannot start on the chosen port (another test bound it
     /// first), tries another.
-    pub(crate) fn start(binary: &str, dir: &Path, args: &[&str]) -> DurableMaster {
+    pub fn start(binary: &str, dir: &Path, args: &[&str]) -> DurableMaster {
         let mut m = DurableMaster {
             binary: PathBuf::from(binary),
             child: None,
@@ -43,7 +44,7 @@ impl DurableMaster {
 
     /// Starts the process again (it must not be running) on the same port, with `extra`
     /// arguments this time only.
-    pub(crate) fn spawn(&mut self, extra: &[&str]) {
+    pub fn spawn(&mut self, extra: &[&str]) {
         if let Err(why) = self.try_spawn(extra) {
             panic!("durable-master {why}; log:\n{}", self.log());
         }
@@ -109,7 +110,7 @@ impl DurableMaster {
     }
 
     /// SIGKILL, then waits for the process to be gone.
-    pub(crate) fn kill9(&mut self) {
+    pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().expect("kill -9 durable-master");
             c.wait().expect("reap durable-master");
@@ -117,28 +118,28 @@ impl DurableMaster {
     }
 
     /// `kill -9`, then a start on the same port with `extra` arguments.
-    pub(crate) fn restart(&mut self, extra: &[&str]) {
+    pub fn restart(&mut self, extra: &[&str]) {
         self.kill9();
         self.spawn(extra);
     }
 
     /// Whether the process is still running.
-    pub(crate) fn alive(&mut self) -> bool {
+    pub fn alive(&mut self) -> bool {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    pub(crate) fn client(&self) -> Client {
+    pub fn client(&self) -> Client {
         Client::open(self.port)
     }
 
     /// A raw connection (see [`connect`]).
-    pub(crate) fn connect(&self) -> TcpStream {
+    pub fn connect(&self) -> TcpStream {
         connect(self.port)
     }
 
-    pub(crate) fn log(&self) -> String {
+    pub fn log(&self) -> String {
         read_log(&self.dir.join("master.log"))
     }
 }

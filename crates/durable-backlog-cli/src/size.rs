@@ -1,12 +1,6 @@
 //! Redis's size syntax (`memtoll`) and plain integers, with one-line errors.
 
-/// Parses a size in Redis's syntax (the library's [`durable_backlog::parse_size`]).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    durable_backlog::parse_size(s).map_err(|e| match e {
-        durable_backlog::Error::InvalidArgument(msg) => msg,
-        other => other.to_string(),
-    })
-}
+pub(crate) use durable_resp::parse_size;
 
 /// Parses a replication offset: a non-negative decimal integer.
 pub(crate) fn parse_offset(s: &str) -> Result<u64, String> {
