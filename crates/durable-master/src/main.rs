@@ -7,7 +7,6 @@
 mod commands;
 mod config;
 mod conn;
-mod crc64;
 mod keyspace;
 mod log;
 mod lzf;

@@ -31,7 +31,6 @@
 //! types, keys with an expiry (`0xFC`, `0xFD`), modules and functions are refused with a
 //! clear error: this master holds plain strings without TTLs.
 
-use crate::crc64::crc64;
 use crate::keyspace::{DB_COUNT, DbIndex, Keyspace};
 use crate::lzf;
 use durable_resp::parse_i64;
@@ -100,17 +99,27 @@ impl Default for RdbOptions {
     }
 }
 
+/// Redis's RDB checksum: CRC-64/Jones, reflected, as `crc64.c` computes it (the `crc` crate's
+/// catalogue entry, sliced by 16).
+static CRC64: crc::Crc<u64, crc::Table<16>> =
+    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_REDIS);
+
+/// The RDB checksum of `bytes`.
+fn crc64(bytes: &[u8]) -> u64 {
+    CRC64.checksum(bytes)
+}
+
 /// A writer that checksums and counts what passes through.
 struct CrcWriter<W> {
     inner: W,
-    crc: u64,
+    crc: crc::Digest<'static, u64, crc::Table<16>>,
     written: u64,
 }
 
 impl<W: Write> CrcWriter<W> {
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_all(bytes)?;
-        self.crc = crc64(self.crc, bytes);
+        self.crc.update(bytes);
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -197,7 +206,7 @@ pub(crate) fn encode_string(out: &mut Vec<u8>, s: &[u8], compress: bool) {
 pub(crate) fn write_rdb<W: Write>(out: W, ks: &Keyspace, options: &RdbOptions) -> io::Result<u64> {
     let mut w = CrcWriter {
         inner: out,
-        crc: 0,
+        crc: CRC64.digest(),
         written: 0,
     };
     let z = options.compress;
@@ -232,7 +241,7 @@ pub(crate) fn write_rdb<W: Write>(out: W, ks: &Keyspace, options: &RdbOptions) -
         }
     }
     w.put(&[OPCODE_EOF])?;
-    let checksum = w.crc.to_le_bytes();
+    let checksum = w.crc.clone().finalize().to_le_bytes();
     w.put(&checksum)?;
     w.inner.flush()?;
     Ok(w.written)
@@ -618,7 +627,7 @@ pub(crate) fn read_rdb(bytes: &[u8]) -> Result<LoadedRdb, RdbError> {
         let covered = c.pos;
         let stored = u64::from_le_bytes(c.array("the checksum")?);
         if stored != 0 {
-            let computed = crc64(0, bytes.get(..covered).unwrap_or_default());
+            let computed = crc64(bytes.get(..covered).unwrap_or_default());
             if stored != computed {
                 return Err(fail(
                     covered,
@@ -720,7 +729,7 @@ mod tests {
         assert!(bytes.starts_with(b"REDIS0010\xfa\x09redis-ver\x067.0.15"));
         assert_eq!(bytes[bytes.len() - 9], OPCODE_EOF);
         assert!(!bytes.contains(&OPCODE_SELECTDB));
-        let crc = crc64(0, &bytes[..bytes.len() - 8]);
+        let crc = crc64(&bytes[..bytes.len() - 8]);
         assert_eq!(bytes[bytes.len() - 8..], crc.to_le_bytes());
         assert!(read_rdb(&bytes).unwrap().keyspace.is_empty());
     }
@@ -839,7 +848,7 @@ mod tests {
         let entries_start = body_end - 10;
         let mut swapped = REDIS_7_0_15_WITH_REPL[..entries_start].to_vec();
         swapped.extend_from_slice(b"\x00\x01a\x01b\x00\x01k\x01v\xff");
-        let crc = crc64(0, &swapped);
+        let crc = crc64(&swapped);
         swapped.extend_from_slice(&crc.to_le_bytes());
         assert!(
             ours == REDIS_7_0_15_WITH_REPL || ours == swapped,
@@ -969,7 +978,7 @@ mod tests {
         bytes.extend_from_slice(version);
         bytes.extend_from_slice(body);
         bytes.push(OPCODE_EOF);
-        let crc = crc64(0, &bytes);
+        let crc = crc64(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         bytes
     }
