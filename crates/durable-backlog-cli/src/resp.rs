@@ -8,9 +8,11 @@
 
 use std::fmt::Write as _;
 
+use durable_resp::{Limits, StreamDecoder, StreamItem};
+
 /// Largest element count and bulk length accepted (Redis's own limits).
 const MAX_ELEMENTS: u64 = 1024 * 1024;
-const MAX_BULK: u64 = 512 * 1024 * 1024;
+const MAX_BULK: usize = durable_resp::PROTO_MAX_BULK_LEN;
 /// Well-formed commands that must follow a candidate boundary for it to be trusted.
 const SYNC_CHAIN: usize = 3;
 
@@ -31,65 +33,19 @@ enum Parse {
     Invalid,
 }
 
-/// Reads `<digits>\r\n` at `at`; `Ok(None)` if the buffer ends first.
-fn number(buf: &[u8], at: usize, max: u64) -> Result<Option<(u64, usize)>, ()> {
-    let mut n: u64 = 0;
-    let mut i = at;
-    loop {
-        let Some(&b) = buf.get(i) else {
-            return Ok(None);
-        };
-        match b {
-            b'0'..=b'9' if i - at < 19 => n = n * 10 + u64::from(b - b'0'),
-            b'\r' if i > at => break,
-            _ => return Err(()),
-        }
-        i += 1;
-    }
-    match buf.get(i + 1) {
-        None => Ok(None),
-        Some(b'\n') if n <= max => Ok(Some((n, i + 2))),
-        Some(_) => Err(()),
-    }
-}
-
+/// Decodes the command at the start of `buf` with the one stream decoder the server's replay
+/// also uses (`durable_resp::StreamDecoder`), under the limits above.
 fn parse_one(buf: &[u8]) -> Parse {
-    let mut at = 1;
-    match buf.first() {
-        None => return Parse::NeedMore,
-        Some(b'*') => {}
-        Some(_) => return Parse::Invalid,
-    }
-    let count = match number(buf, at, MAX_ELEMENTS) {
-        Err(()) | Ok(Some((0, _))) => return Parse::Invalid,
-        Ok(None) => return Parse::NeedMore,
-        Ok(Some((n, next))) => {
-            at = next;
-            n
-        }
+    let limits = Limits {
+        max_multibulk_len: MAX_ELEMENTS,
+        max_bulk_len: MAX_BULK,
+        ..Limits::default()
     };
-    let mut args = Vec::new();
-    for _ in 0..count {
-        match buf.get(at) {
-            None => return Parse::NeedMore,
-            Some(b'$') => {}
-            Some(_) => return Parse::Invalid,
-        }
-        let (len, next) = match number(buf, at + 1, MAX_BULK) {
-            Err(()) => return Parse::Invalid,
-            Ok(None) => return Parse::NeedMore,
-            Ok(Some(x)) => x,
-        };
-        let end = next + len as usize;
-        match (buf.get(end), buf.get(end + 1)) {
-            (Some(b'\r'), Some(b'\n')) => {}
-            (Some(b'\r') | None, None) => return Parse::NeedMore,
-            _ => return Parse::Invalid,
-        }
-        args.push(buf[next..end].to_vec());
-        at = end + 2;
+    match StreamDecoder::with_limits(buf, 0, limits).next() {
+        None | Some(Ok(StreamItem::Incomplete { .. })) => Parse::NeedMore,
+        Some(Ok(StreamItem::Command(c))) => Parse::Complete(c.argv, c.end as usize + 1),
+        Some(Err(_)) => Parse::Invalid,
     }
-    Parse::Complete(args, at)
 }
 
 /// Whether `buf` starts a run of well-formed commands: `Some(true)` yes, `Some(false)` no,
