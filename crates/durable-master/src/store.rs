@@ -69,8 +69,9 @@ impl Store {
     pub(crate) fn recover(cfg: &Config) -> Result<Store, String> {
         let dir = cfg.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        remove_stale_temp_files(&dir);
-        let (mut ks, snap_offset, mut db) = load_snapshot(&dir.join(SNAPSHOT_FILE))?;
+        // The backlog's lock makes this process the directory's one writer: nothing in the
+        // directory is created, changed or removed before it is held, so a second instance
+        // started on a live directory is refused without disturbing the running one.
         // `always` is implemented by group commit in the server (`Server::make_durable`): the
         // backlog itself never syncs on append.
         let backlog_durability = match cfg.durability {
@@ -80,8 +81,17 @@ impl Store {
         let opts = Options::new()
             .capacity(cfg.backlog_size)
             .durability(backlog_durability);
-        let mut backlog = Backlog::open_or_create(dir.join(BACKLOG_FILE), opts)
-            .map_err(|e| format!("opening the backlog: {e}"))?;
+        let mut backlog =
+            Backlog::open_or_create(dir.join(BACKLOG_FILE), opts).map_err(|e| match e {
+                durable_backlog::Error::AlreadyOpen { .. } => format!(
+                    "{} is in use by another durable-master (its backlog is locked): \
+                     refusing to start; nothing in the directory was changed",
+                    dir.display()
+                ),
+                e => format!("opening the backlog: {e}"),
+            })?;
+        remove_stale_temp_files(&dir);
+        let (mut ks, snap_offset, mut db) = load_snapshot(&dir.join(SNAPSHOT_FILE))?;
         let rep = backlog.recovery().clone();
         log::notice(format_args!(
             "Backlog opened ({}): offsets {}..={}, replication ID {}",
