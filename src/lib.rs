@@ -27,6 +27,12 @@
 //! master, `crates/durable-master` in this repository's workspace, is built on this public API
 //! only (docs/MASTER.md).
 //!
+//! ## Platform
+//! Linux on a 64-bit target only, checked at compile time. The engine relies on Linux
+//! interfaces (`futex`, `membarrier`, `posix_fallocate`, `MADV_POPULATE_*`, the kernel's boot
+//! ID) and on native 8-byte atomics in the shared mapping; every offset is a `u64` that must
+//! fit a `usize` when it indexes the mapping.
+//!
 //! ## Safety model
 //! - The file is mapped shared. Its contents are only ever copied in and out through raw
 //!   pointers in one module (`region`); no reference into the mapping is handed out.
@@ -49,6 +55,11 @@
 //!   probability 2^-32 per block.
 
 #![deny(unsafe_code)]
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+compile_error!(
+    "durable-backlog supports only Linux on 64-bit targets (see the crate docs, \"Platform\")"
+);
 
 mod commit;
 mod cursor;

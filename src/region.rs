@@ -260,7 +260,6 @@ fn low_half(word: &AtomicU64) -> *const u32 {
 /// instead of looking up the file page on every call, which cost the writer a fifth of its
 /// time under two sleeping tailers (`gup_fast_fallback` in a profile of
 /// `cargo bench --bench concurrency -- wall_append_4KiB_2_tailers`).
-#[cfg(target_os = "linux")]
 pub(crate) fn futex_wait(word: &AtomicU64, expected: u32, timeout: std::time::Duration) {
     let ts = libc::timespec {
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
@@ -283,7 +282,6 @@ pub(crate) fn futex_wait(word: &AtomicU64, expected: u32, timeout: std::time::Du
 }
 
 /// Wakes every thread sleeping in [`futex_wait`] on `word`.
-#[cfg(target_os = "linux")]
 pub(crate) fn futex_wake(word: &AtomicU64) {
     // SAFETY: as in `futex_wait`; FUTEX_WAKE does not access the memory at all.
     unsafe {
@@ -299,31 +297,15 @@ pub(crate) fn futex_wake(word: &AtomicU64) {
     }
 }
 
-/// Without futexes: a short nap (callers re-check and loop).
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn futex_wait(word: &AtomicU64, expected: u32, timeout: std::time::Duration) {
-    let _ = (low_half(word), expected);
-    std::thread::sleep(timeout.min(std::time::Duration::from_millis(1)));
-}
-
-/// Without futexes: nothing to do (waiters nap and re-check).
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn futex_wake(word: &AtomicU64) {
-    let _ = word;
-}
-
 /// `membarrier(2)` commands (linux/membarrier.h).
 #[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
-#[cfg(target_os = "linux")]
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 #[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
-#[cfg(target_os = "linux")]
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 /// Registers this process for expedited private `membarrier`; whether that worked (Linux ≥
 /// 4.14). Then [`heavy_fence`] makes every thread of the process execute a full barrier.
 #[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
-#[cfg(target_os = "linux")]
 pub(crate) fn register_heavy_fence() -> bool {
     // SAFETY: plain syscall with integer arguments; no memory is passed.
     let rc = unsafe {
@@ -341,7 +323,6 @@ pub(crate) fn register_heavy_fence() -> bool {
 /// of an asymmetric fence); returns whether the kernel did. Only valid after
 /// [`register_heavy_fence`] returned true.
 #[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
-#[cfg(target_os = "linux")]
 pub(crate) fn heavy_fence() -> bool {
     // SAFETY: plain syscall with integer arguments; no memory is passed.
     let rc = unsafe {
@@ -353,16 +334,4 @@ pub(crate) fn heavy_fence() -> bool {
         )
     };
     rc == 0
-}
-
-/// Without `membarrier`: never available.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn register_heavy_fence() -> bool {
-    false
-}
-
-/// Without `membarrier`: never called (registration failed).
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn heavy_fence() -> bool {
-    false
 }
