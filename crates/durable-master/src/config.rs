@@ -23,6 +23,9 @@ pub(crate) struct Config {
     pub(crate) durability: Durability,
     /// Password clients (and replicas, as `masterauth`) must send with `AUTH`.
     pub(crate) requirepass: Option<Vec<u8>>,
+    /// Most clients (replicas included) connected at once (Redis's `maxclients`); lowered at
+    /// start to what the open-files limit allows.
+    pub(crate) maxclients: u64,
     /// Test hook: at start, cut the recovered backlog back to this offset (simulates an OS
     /// crash that lost an unsynced tail).
     pub(crate) debug_truncate_backlog: Option<u64>,
@@ -37,6 +40,7 @@ impl Default for Config {
             backlog_size: 1024 * 1024,
             durability: Durability::EverySec,
             requirepass: None,
+            maxclients: 10_000,
             debug_truncate_backlog: None,
         }
     }
@@ -61,6 +65,8 @@ OPTIONS:
                                  never:    synced at snapshots and shutdown only
                                kill -9 loses nothing acknowledged under every mode.
     --requirepass <password>   clients must AUTH; replicas need masterauth <password>
+    --maxclients <n>           most clients connected at once, replicas included; lowered
+                               at start to the open-files limit minus 32 [default: 10000]
     --debug-truncate-backlog <offset>
                                test hook: cut the recovered backlog back to <offset> at
                                start, as an OS crash that lost an unsynced tail would
@@ -118,6 +124,14 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
                 let v = value()?;
                 cfg.requirepass = (!v.is_empty()).then(|| v.into_bytes());
             }
+            "--maxclients" => {
+                let v = value()?;
+                cfg.maxclients = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| format!("invalid maxclients {v:?}: at least 1"))?;
+            }
             "--debug-truncate-backlog" => {
                 let v = value()?;
                 cfg.debug_truncate_backlog =
@@ -147,5 +161,13 @@ mod tests {
         assert!(parse_args(args("--durability sometimes")).is_err());
         assert!(parse_args(args("--port")).is_err());
         assert!(parse_args(args("--bogus 1")).is_err());
+        assert_eq!(
+            parse_args(args("--maxclients 50"))
+                .unwrap()
+                .unwrap()
+                .maxclients,
+            50
+        );
+        assert!(parse_args(args("--maxclients 0")).is_err());
     }
 }

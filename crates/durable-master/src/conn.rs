@@ -362,9 +362,10 @@ fn info(server: &Server, section: Option<&str>) -> String {
         let _ = write!(
             out,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
+             rejected_connections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
             server.connections.load(Ordering::Relaxed),
             server.commands.load(Ordering::Relaxed),
+            server.rejected_connections.load(Ordering::Relaxed),
             server.sync_full.load(Ordering::SeqCst),
             server.sync_partial_ok.load(Ordering::SeqCst),
             server.sync_partial_err.load(Ordering::SeqCst),

@@ -4,6 +4,7 @@
 //! the durable backlog is both the replication backlog and the master's write-ahead log.
 //! See docs/MASTER.md.
 
+mod accept;
 mod commands;
 mod config;
 mod conn;
@@ -66,6 +67,7 @@ fn main() {
         "Ready to accept connections on {}:{}",
         cfg.bind, cfg.port
     ));
+    let cfg = accept::adjust_open_files_limit(cfg);
     let server = Arc::new(Server::new(cfg, store));
     let pinger = Arc::clone(&server);
     if let Err(e) = std::thread::Builder::new()
@@ -75,14 +77,5 @@ fn main() {
         log::warning(format_args!("FATAL: starting the ping thread: {e}"));
         std::process::exit(1);
     }
-    for conn in listener.incoming() {
-        let Ok(stream) = conn else { continue };
-        let srv = Arc::clone(&server);
-        let spawned = std::thread::Builder::new()
-            .name("client".into())
-            .spawn(move || conn::handle(&srv, stream));
-        if let Err(e) = spawned {
-            log::warning(format_args!("Cannot start a client thread: {e}"));
-        }
-    }
+    accept::run(&listener, &server);
 }

@@ -72,6 +72,10 @@ pub(crate) struct Server {
     pub(crate) sync_partial_err: AtomicU64,
     pub(crate) connections: AtomicU64,
     pub(crate) connected_clients: AtomicU64,
+    /// Open connections, replicas included: what `maxclients` bounds.
+    pub(crate) clients: AtomicU64,
+    /// Connections refused because of `maxclients`.
+    pub(crate) rejected_connections: AtomicU64,
     pub(crate) commands: AtomicU64,
     next_id: AtomicU64,
     pub(crate) started: Instant,
@@ -93,6 +97,8 @@ impl Server {
             sync_partial_err: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             connected_clients: AtomicU64::new(0),
+            clients: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
