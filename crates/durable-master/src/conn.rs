@@ -106,6 +106,8 @@ impl Conn {
             }
         };
         loop {
+            // AUTH may have just succeeded: the next request is parsed with the new limits.
+            parser.set_unauthenticated(!self.authed);
             let argv = match parser.next_command() {
                 Ok(Some(argv)) => argv,
                 Ok(None) => {

@@ -101,3 +101,49 @@ fn ping_info(s: &mut TcpStream) -> String {
     let (got, _) = read_until_close(s, Duration::from_millis(300));
     String::from_utf8_lossy(&got).into_owned()
 }
+
+/// Sends `input` on a fresh connection; returns what came back and whether the server closed.
+fn exchange(m: &DurableMaster, input: &[u8]) -> (String, bool) {
+    let mut s = m.connect();
+    s.write_all(input).expect("send");
+    let (got, closed) = read_until_close(&mut s, Duration::from_millis(500));
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[test]
+fn unauthenticated_clients_cannot_announce_big_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &["--requirepass", "secret"]);
+    let multibulk = "-ERR Protocol error: unauthenticated multibulk length\r\n";
+    let bulk = "-ERR Protocol error: unauthenticated bulk length\r\n";
+    let noauth = "-NOAUTH Authentication required.\r\n";
+
+    assert_eq!(exchange(&m, b"*11\r\n"), (multibulk.to_owned(), true));
+    assert_eq!(exchange(&m, b"*2\r\n$16385\r\n"), (bulk.to_owned(), true));
+    assert_eq!(
+        exchange(&m, b"*1\r\n$4\r\nPING\r\n*11\r\n"),
+        (format!("{noauth}{multibulk}"), true)
+    );
+    // At the limits the request is only refused for want of AUTH.
+    let mut at_limits = b"*10\r\n$3\r\nSET\r\n$16384\r\n".to_vec();
+    at_limits.extend(vec![b'v'; 16384]);
+    at_limits.extend_from_slice(b"\r\n");
+    for _ in 0..8 {
+        at_limits.extend_from_slice(b"$1\r\nx\r\n");
+    }
+    assert_eq!(exchange(&m, &at_limits), (noauth.to_owned(), false));
+
+    // Authenticated (in the same pipeline), the client may send big requests.
+    let value = vec![b'v'; 20_000];
+    let mut big = b"AUTH secret\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$20000\r\n".to_vec();
+    big.extend_from_slice(&value);
+    big.extend_from_slice(b"\r\n*13\r\n$4\r\nMSET\r\n$1\r\na\r\n");
+    for _ in 0..5 {
+        big.extend_from_slice(b"$1\r\n1\r\n$1\r\nb\r\n");
+    }
+    big.extend_from_slice(b"$1\r\n2\r\n");
+    assert_eq!(
+        exchange(&m, &big),
+        ("+OK\r\n+OK\r\n+OK\r\n".to_owned(), false)
+    );
+}

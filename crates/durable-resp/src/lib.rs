@@ -15,6 +15,9 @@
 //! - A request starting with `*` is a multibulk request; anything else is an inline request.
 //! - `*N` with `N <= 0` is consumed and ignored. `N` above [`Limits::max_multibulk_len`]
 //!   (Redis 7.0: `INT_MAX`) is `invalid multibulk length`.
+//! - While the client must still authenticate ([`RequestParser::set_unauthenticated`]), `*N`
+//!   above 10 is `unauthenticated multibulk length` and `$N` above 16384 is
+//!   `unauthenticated bulk length`, as in Redis 7.0.
 //! - Numbers are parsed like Redis's `string2ll`: no sign `+`, no leading zeros, no spaces.
 //! - Like Redis, the two bytes after a count line's `\r` and after a bulk's payload are skipped
 //!   without being checked (`*1\rX$4\r\nPINGxx` is a valid `PING` for Redis too).
@@ -56,6 +59,14 @@ pub const PROTO_MAX_MULTIBULK_LEN: u64 = i32::MAX as u64;
 
 /// Redis's `PROTO_INLINE_MAX_SIZE`: 64 KiB, the longest inline request or count line.
 pub const PROTO_INLINE_MAX_SIZE: usize = 64 * 1024;
+
+/// Largest argument count a client that must still authenticate may announce (Redis 7.0:
+/// 10, whatever `proto-max-multibulk-len`); more is `unauthenticated multibulk length`.
+pub const UNAUTHENTICATED_MAX_MULTIBULK_LEN: u64 = 10;
+
+/// Largest bulk argument a client that must still authenticate may announce (Redis 7.0:
+/// 16384 bytes); more is `unauthenticated bulk length`.
+pub const UNAUTHENTICATED_MAX_BULK_LEN: usize = 16384;
 
 /// Preallocated argument slots for a multibulk request: a client announcing a million
 /// arguments gets them only as it sends them (Redis uses the same cap).
@@ -105,6 +116,11 @@ pub enum ProtocolError {
     TooBigBulkCountString,
     /// An inline request had an unterminated quote, or a closing quote not followed by a space.
     UnbalancedQuotes,
+    /// `*N` above [`UNAUTHENTICATED_MAX_MULTIBULK_LEN`] from a client that must still
+    /// authenticate.
+    UnauthenticatedMultibulkLength,
+    /// `$N` above [`UNAUTHENTICATED_MAX_BULK_LEN`] from a client that must still authenticate.
+    UnauthenticatedBulkLength,
 }
 
 impl ProtocolError {
@@ -134,6 +150,12 @@ impl ProtocolError {
             }
             ProtocolError::UnbalancedQuotes => {
                 text.extend_from_slice(b"unbalanced quotes in request");
+            }
+            ProtocolError::UnauthenticatedMultibulkLength => {
+                text.extend_from_slice(b"unauthenticated multibulk length");
+            }
+            ProtocolError::UnauthenticatedBulkLength => {
+                text.extend_from_slice(b"unauthenticated bulk length");
             }
         }
         text
@@ -200,6 +222,8 @@ pub struct RequestParser {
     failed: Option<ProtocolError>,
     /// Pending bytes already searched for the end of the current line.
     scanned: usize,
+    /// The client must still authenticate: the `UNAUTHENTICATED_*` limits apply.
+    unauthenticated: bool,
 }
 
 impl RequestParser {
@@ -216,6 +240,25 @@ impl RequestParser {
             limits,
             ..Self::default()
         }
+    }
+
+    /// Whether the client must still authenticate. While it must, counts and lengths above
+    /// [`UNAUTHENTICATED_MAX_MULTIBULK_LEN`] and [`UNAUTHENTICATED_MAX_BULK_LEN`] are protocol
+    /// errors, as in Redis: a client without the password cannot make the server buffer
+    /// more than a few kilobytes. Takes effect from the next `*N` or `$N` line parsed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use durable_resp::{ProtocolError, RequestParser};
+    ///
+    /// let mut parser = RequestParser::new();
+    /// parser.set_unauthenticated(true);
+    /// parser.feed(b"*11\r\n");
+    /// assert_eq!(parser.next_command(), Err(ProtocolError::UnauthenticatedMultibulkLength));
+    /// ```
+    pub fn set_unauthenticated(&mut self, unauthenticated: bool) {
+        self.unauthenticated = unauthenticated;
     }
 
     /// Appends bytes received from the connection.
@@ -290,6 +333,12 @@ impl RequestParser {
                     .number_before(cr)
                     .filter(|&n| n <= 0 || n.unsigned_abs() <= self.limits.max_multibulk_len)
                     .ok_or(ProtocolError::InvalidMultibulkLength)?;
+                if self.unauthenticated
+                    && count > 0
+                    && count.unsigned_abs() > UNAUTHENTICATED_MAX_MULTIBULK_LEN
+                {
+                    return Err(ProtocolError::UnauthenticatedMultibulkLength);
+                }
                 self.advance(cr + 2);
                 if count <= 0 {
                     continue;
@@ -389,6 +438,9 @@ impl RequestParser {
                     .and_then(|n| usize::try_from(n).ok())
                     .filter(|&len| len <= self.limits.max_bulk_len)
                     .ok_or(ProtocolError::InvalidBulkLength)?;
+                if self.unauthenticated && len > UNAUTHENTICATED_MAX_BULK_LEN {
+                    return Err(ProtocolError::UnauthenticatedBulkLength);
+                }
                 self.advance(cr + 2);
                 if let Some(mb) = &mut self.multibulk {
                     mb.bulk_len = Some(len);
@@ -1251,6 +1303,46 @@ mod tests {
         assert_eq!(
             parse_error(&input),
             b"-ERR Protocol error: too big bulk count string\r\n"
+        );
+    }
+
+    #[test]
+    fn unauthenticated_limits_match_redis_and_lift_after_auth() {
+        let run = |input: &[u8], unauthenticated: bool| {
+            let mut p = RequestParser::new();
+            p.set_unauthenticated(unauthenticated);
+            p.feed(input);
+            drain(&mut p)
+        };
+        let big_bulk = b"*2\r\n$16385\r\n";
+        assert_eq!(
+            run(b"*11\r\n", true).1,
+            Some(ProtocolError::UnauthenticatedMultibulkLength)
+        );
+        assert_eq!(
+            run(big_bulk, true).1,
+            Some(ProtocolError::UnauthenticatedBulkLength)
+        );
+        // At the limits, and non-positive counts, are fine; so is everything once authenticated.
+        assert_eq!(run(b"*10\r\n$16384\r\n", true).1, None);
+        assert_eq!(
+            run(b"*-1\r\n*0\r\nPING\r\n", true),
+            (vec![vec![b"PING".to_vec()]], None)
+        );
+        assert_eq!(run(b"*11\r\n", false).1, None);
+        assert_eq!(run(big_bulk, false).1, None);
+        // Invalid lengths keep their own error.
+        assert_eq!(
+            run(b"*2\r\n$-5\r\n", true).1,
+            Some(ProtocolError::InvalidBulkLength)
+        );
+        assert_eq!(
+            ProtocolError::UnauthenticatedMultibulkLength.to_reply(),
+            b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+        );
+        assert_eq!(
+            ProtocolError::UnauthenticatedBulkLength.to_reply(),
+            b"-ERR Protocol error: unauthenticated bulk length\r\n"
         );
     }
 
