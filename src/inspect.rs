@@ -41,7 +41,7 @@ use crate::recovery::{RecoveryKind, RecoveryReport, corrupt, map_file, read_slot
 use crate::region::Medium;
 use crate::ring::{chunks, run_base};
 use crate::runid::RunId;
-use crate::shared::Shared;
+use crate::shared::{Shared, load_acquire};
 
 /// Everything a backlog file says about itself, decoded without taking its lock.
 ///
@@ -292,9 +292,7 @@ pub struct BacklogFile {
 pub const NOT_A_BACKLOG: &str = "magic \"DBACKLOG\" at byte 0 or 4096";
 
 fn live_word(sh: &Shared, field: usize) -> u64 {
-    sh.medium
-        .atomic_u64(LIVE_OFFSET + field as u64)
-        .load(Ordering::Acquire)
+    load_acquire(sh.medium.atomic_u64(LIVE_OFFSET + field as u64))
 }
 
 impl BacklogFile {
@@ -468,7 +466,7 @@ impl BacklogFile {
         let slot = &self.newest;
         let mut from = slot.start;
         if self.follows_live {
-            from = from.max(self.sh.start().load(Ordering::Acquire));
+            from = from.max(load_acquire(self.sh.start()));
             report.unchecked_tail = self.info.last_offset.saturating_sub(slot.end);
         }
         let total = (slot.end + 1).saturating_sub(from);
@@ -493,7 +491,7 @@ impl BacklogFile {
                 // A live writer may have lapped these bytes (it publishes the new start before
                 // overwriting the oldest byte) or committed newer entries meanwhile.
                 for _ in 0..20 {
-                    if self.sh.start().load(Ordering::Acquire) > c.first {
+                    if load_acquire(self.sh.start()) > c.first {
                         lapped = true;
                         break;
                     }

@@ -46,7 +46,8 @@
 //!   loom model in `tests/loom.rs`). Tailing [`Cursor`]s sleep on a futex on the live page,
 //!   which the writer signals once per sleep, never per append.
 //! - [`Backlog::open_read_only`] maps the file read-only and takes no lock; such views only
-//!   load from the mapping (atomic loads of at most 8 bytes, which read-only memory allows).
+//!   load from the mapping: `Relaxed` atomic loads of at most 8 bytes, followed by fences
+//!   where the protocol needs Acquire (std promises only such loads on read-only memory).
 //! - Remaining hazards, outside what the crate can prevent: another process truncating the
 //!   file while it is mapped (accesses would raise SIGBUS), or writing to it without the
 //!   lock (readers would return what it wrote if it passes validation; recovery after a power

@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -13,7 +12,7 @@ use crate::format::slot::MAX_OFFSET;
 use crate::reader::Reader;
 use crate::recovery::{map_file, newest_slot};
 use crate::region::current_boot_id;
-use crate::shared::Shared;
+use crate::shared::{Shared, load_acquire};
 use crate::writer::Backlog;
 
 /// How long `open_read_only` waits for a writer that is in the middle of opening the file.
@@ -84,18 +83,11 @@ impl Backlog {
 /// intact — exactly what recovery itself would trust after a process crash).
 fn live_state_valid(sh: &Shared, path: &Path) -> Result<bool> {
     let (newest, _, _) = newest_slot(&sh.medium, path)?;
-    let live = |f: usize| {
-        sh.medium
-            .atomic_u64(LIVE_OFFSET + f as u64)
-            .load(Ordering::Acquire)
-    };
+    let live = |f: usize| load_acquire(sh.medium.atomic_u64(LIVE_OFFSET + f as u64));
     if live(L_MAGIC) != LIVE_MAGIC || live(L_EPOCH) != newest.epoch {
         return Ok(false);
     }
-    let (start, end) = (
-        sh.start().load(Ordering::Acquire),
-        sh.end().load(Ordering::Acquire),
-    );
+    let (start, end) = (load_acquire(sh.start()), load_acquire(sh.end()));
     let sane = end <= MAX_OFFSET && start <= end + 1 && end + 1 - start <= sh.geo.capacity;
     if !sane {
         return Ok(false);

@@ -13,8 +13,10 @@
 //!   appended after the change at offsets an older snapshot still names — after the odd
 //!   value, so a reader that copied such a byte sees the counter move.
 //!
-//! A reader loads `change` (Acquire; retries while odd), `end` and `start` (Acquire) and
-//! `change` again, so every byte up to `end` is visible; copies the bytes it wants; issues an
+//! A reader loads `change` (retries while odd), `end` and `start` and `change` again, each
+//! load `Relaxed` followed by an Acquire fence (the effect of an Acquire load; std promises
+//! only `Relaxed` loads to work on the read-only mapping of another process's view), so every
+//! byte up to `end` is visible; copies the bytes it wants; issues an
 //! Acquire fence; then re-loads `start` and `change`. If the copy saw any byte stored by a
 //! later append, the fences make that append's `start` visible to the re-load: if `start`
 //! moved past the first byte copied, the copy is discarded and the reader learns that its
@@ -54,12 +56,11 @@
 //! it checks the validation, which is what makes either kind of copy sound.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::seqlock::{self, Snapshot};
-use crate::shared::Shared;
+use crate::shared::{Shared, load_acquire};
 
 /// A read handle on a backlog: `Clone + Send + Sync`, cheap to clone, never blocks the writer.
 ///
@@ -155,7 +156,7 @@ impl Reader {
     /// Offset up to which bytes are committed to stable storage.
     #[must_use]
     pub fn durable_offset(&self) -> u64 {
-        self.sh.durable().load(Ordering::Acquire)
+        load_acquire(self.sh.durable())
     }
 
     /// Ring capacity in bytes.

@@ -14,7 +14,6 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use crate::commit::{BlockState, CommitState, Meta};
 use crate::error::{Error, Result};
@@ -24,7 +23,7 @@ use crate::format::slot::{SLOT_LEN, Slot, SlotError};
 use crate::format::{Geometry, LIVE_OFFSET, PAGE, SLOT_OFFSETS, VERSION};
 use crate::region::Medium;
 use crate::ring::{run_base, spans};
-use crate::shared::Shared;
+use crate::shared::{Shared, load_acquire};
 
 /// How far ahead of the verification pass the disk is asked to read.
 const VERIFY_READAHEAD: u64 = 8 << 20;
@@ -364,18 +363,11 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
         })
         .collect();
 
-    let live = |f: usize| {
-        sh.medium
-            .atomic_u64(LIVE_OFFSET + f as u64)
-            .load(Ordering::Acquire)
-    };
+    let live = |f: usize| load_acquire(sh.medium.atomic_u64(LIVE_OFFSET + f as u64));
     let boot = sh.medium.boot_id();
     let live_boot = [live(L_BOOT0).to_le_bytes(), live(L_BOOT1).to_le_bytes()].concat();
     let same_boot = boot != [0u8; 16] && live_boot == boot && live(L_MAGIC) == LIVE_MAGIC;
-    let (lstart, lend) = (
-        sh.start().load(Ordering::Acquire),
-        sh.end().load(Ordering::Acquire),
-    );
+    let (lstart, lend) = (load_acquire(sh.start()), load_acquire(sh.end()));
     // An append longer than the capacity publishes its start (past the old end + 1) before
     // its end: caught in between, nothing old is held and nothing new is published yet.
     let lstart = lstart.min(lend.saturating_add(1));

@@ -118,9 +118,12 @@ impl Medium {
             read_only_write();
         }
         // SAFETY: `check` proved `pos..pos + len` lies inside the live mapping/buffer, which
-        // outlives `self`. `src` is caller memory, so the ranges cannot overlap. Concurrent
-        // readers may copy these bytes while they change; they validate afterwards (see
-        // reader.rs) and discard torn copies.
+        // outlives `self`. `src` is caller memory, so the ranges cannot overlap. Readers may
+        // copy these bytes while this store runs: a plain, non-atomic copy racing this one,
+        // which is formally a data race. What is assumed (reader.rs, "Racing copies"): the
+        // racing copy yields some bytes without trapping or tearing anything else, no
+        // reference to them exists, and the reader validates afterwards (seqlock) and never
+        // uses a copy that may have overlapped this store.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.base().add(pos as usize), src.len());
         }
@@ -138,8 +141,10 @@ impl Medium {
         }
         self.check(pos, dst.len());
         // SAFETY: `check` proved the source range is inside the region; `dst` is exclusive
-        // caller memory. A racing writer can only make the copied bytes stale, which the
-        // seqlock validation in reader.rs detects.
+        // caller memory. The writer may store to these bytes during the copy: a data race
+        // on plain memory, assumed (reader.rs, "Racing copies") to yield arbitrary bytes in
+        // `dst` and nothing worse. Callers treat `dst` as garbage until the seqlock
+        // validation says no byte of it can have been overwritten.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.base().add(pos as usize),
@@ -157,9 +162,10 @@ impl Medium {
         assert!(pos.is_multiple_of(8), "unaligned atomic at {pos}");
         // SAFETY: in bounds (checked), 8-aligned (checked; the mapping and the simulated
         // buffer are page/u64 aligned), and the region lives as long as `&self`. Every access
-        // to these words, in every process, is atomic. On a read-only mapping only loads are
-        // ever issued (`Shared::read_only`): aligned atomic loads of at most 8 bytes are
-        // allowed on read-only memory.
+        // to these words, in every process, is atomic. On a read-only mapping only `Relaxed`
+        // loads are ever issued (`Shared::read_only`; `Acquire` is a `Relaxed` load plus a
+        // fence, `shared::load_acquire`): std allows small `Relaxed` atomic loads, and only
+        // those, on read-only memory.
         unsafe { &*(self.base().add(pos as usize).cast::<AtomicU64>()) }
     }
 
@@ -297,26 +303,11 @@ pub(crate) fn futex_wake(word: &AtomicU64) {
     }
 }
 
-/// `membarrier(2)` commands (linux/membarrier.h).
-#[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-#[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
-
 /// Registers this process for expedited private `membarrier`; whether that worked (Linux ≥
 /// 4.14). Then [`heavy_fence`] makes every thread of the process execute a full barrier.
 #[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
 pub(crate) fn register_heavy_fence() -> bool {
-    // SAFETY: plain syscall with integer arguments; no memory is passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-            0u32,
-            0i32,
-        )
-    };
-    rc == 0
+    rustix::thread::membarrier(rustix::thread::MembarrierCommand::RegisterPrivateExpedited).is_ok()
 }
 
 /// Issues a full memory barrier on every running thread of this process (the expensive side
@@ -324,14 +315,5 @@ pub(crate) fn register_heavy_fence() -> bool {
 /// [`register_heavy_fence`] returned true.
 #[cfg_attr(loom, allow(dead_code))] // loom models the symmetric fences
 pub(crate) fn heavy_fence() -> bool {
-    // SAFETY: plain syscall with integer arguments; no memory is passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_PRIVATE_EXPEDITED,
-            0u32,
-            0i32,
-        )
-    };
-    rc == 0
+    rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited).is_ok()
 }

@@ -48,6 +48,20 @@ pub trait Memory {
     fn wake_all(&self);
 }
 
+/// Loads `w` with the effect of an `Acquire` load: a `Relaxed` load, then an `Acquire` fence.
+///
+/// Readers may run on a read-only mapping, where std promises only small `Relaxed` atomic
+/// loads to work (an `Acquire` load may be compiled to an instruction that needs write
+/// access). A fence after a `Relaxed` load synchronises with the writer's `Release`
+/// store or fence exactly as an `Acquire` load would (fence-atomic synchronisation), and
+/// orders every later access of this thread after the load.
+#[inline]
+fn load_acquire<M: Memory + ?Sized>(m: &M, w: Word) -> u64 {
+    let v = m.load(w, Ordering::Relaxed);
+    fence(Ordering::Acquire);
+    v
+}
+
 /// One consistent reading of the published offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -133,15 +147,15 @@ pub fn end_change<M: Memory + ?Sized>(m: &M) {
 /// is in progress or if one happened during the reading.
 #[inline]
 pub fn try_snapshot<M: Memory + ?Sized>(m: &M) -> Option<Snapshot> {
-    let change = m.load(Word::Change, Ordering::Acquire);
+    let change = load_acquire(m, Word::Change);
     if !change.is_multiple_of(2) {
         return None;
     }
-    let end = m.load(Word::End, Ordering::Acquire);
-    let start = m.load(Word::Start, Ordering::Acquire);
+    let end = load_acquire(m, Word::End);
+    let start = load_acquire(m, Word::Start);
     // `start > end + 1`: an append longer than the ring is in progress (its start is out, its
     // end not yet); such a pair describes no state of the stream, so wait for the end.
-    (start <= end + 1 && m.load(Word::Change, Ordering::Acquire) == change).then_some(Snapshot {
+    (start <= end + 1 && load_acquire(m, Word::Change) == change).then_some(Snapshot {
         change,
         start,
         end,
@@ -237,8 +251,8 @@ pub fn wait_ready<M: Memory + ?Sized>(
     mut slice: impl FnMut() -> Option<Duration>,
 ) -> bool {
     let is_ready = || {
-        let end = m.load(Word::End, Ordering::Acquire);
-        m.load(Word::Change, Ordering::Acquire) != change || end >= next
+        let end = load_acquire(m, Word::End);
+        load_acquire(m, Word::Change) != change || end >= next
     };
     loop {
         let seen = m.fetch_or(Word::Waiters, 1, Ordering::AcqRel) | 1;
@@ -260,6 +274,5 @@ pub fn wait_ready<M: Memory + ?Sized>(
 /// Whether a tailer whose next byte is `next` and who started under change counter `change`
 /// has something to act on: new bytes, or a history change to report.
 pub fn ready<M: Memory + ?Sized>(m: &M, next: u64, change: u64) -> bool {
-    m.load(Word::Change, Ordering::Acquire) != change
-        || m.load(Word::End, Ordering::Acquire) >= next
+    load_acquire(m, Word::Change) != change || load_acquire(m, Word::End) >= next
 }

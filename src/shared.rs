@@ -177,9 +177,25 @@ impl Shared {
     }
 }
 
+/// Loads a word of the mapping with the effect of an `Acquire` load: `Relaxed`, then an
+/// `Acquire` fence (see `seqlock::load_acquire`). Code that may run on a read-only mapping
+/// loads through this, never with `Acquire` directly.
+#[inline]
+pub(crate) fn load_acquire(word: &AtomicU64) -> u64 {
+    let v = word.load(Ordering::Relaxed);
+    std::sync::atomic::fence(Ordering::Acquire);
+    v
+}
+
 impl seqlock::Memory for Shared {
     #[inline]
     fn load(&self, w: Word, order: Ordering) -> u64 {
+        // The protocol loads `Relaxed` and fences (`seqlock::load_acquire`): std promises
+        // only `Relaxed` loads to work on a read-only mapping.
+        debug_assert!(
+            !self.read_only || order == Ordering::Relaxed,
+            "{order:?} load from a read-only mapping"
+        );
         self.word(w).load(order)
     }
 
