@@ -23,6 +23,48 @@ const NOAUTH: &[u8] = b"NOAUTH Authentication required.";
 const WRONGPASS: &[u8] = b"WRONGPASS invalid username-password pair or user is disabled.";
 const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
 
+/// Redis's `NET_HOST_STR_LEN`: a replica's announced `ip-address` must be shorter.
+const NET_HOST_STR_LEN: usize = 256;
+
+/// Whether `given` equals the configured password, without an early exit at the first
+/// difference: every byte of `given` is compared, so timing does not reveal how many leading
+/// bytes were right (it may reveal the password's length; Redis 7 compares SHA-256 digests of
+/// both, which hides that as well, at the cost of a hash dependency). The differences are folded with XOR and OR; `black_box` keeps the optimizer from turning
+/// the fold back into a short-circuiting comparison. Redis gets the same property with
+/// `time_independent_strcmp`.
+fn password_matches(given: &[u8], pass: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != pass.len());
+    for (i, &g) in given.iter().enumerate() {
+        diff |= std::hint::black_box(g ^ pass.get(i).copied().unwrap_or(!g));
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Checks `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]` as Redis 7.0 does. `Ok`: shut down
+/// (every flag is accepted; the backlog is the write-ahead log, so the data is kept whatever
+/// the flags). `Err`: the error text to reply; nothing happens.
+fn shutdown_request(args: &[Vec<u8>]) -> Result<(), &'static [u8]> {
+    const SYNTAX: &[u8] = b"ERR syntax error";
+    let (mut save, mut nosave, mut other_flag, mut abort) = (false, false, false, false);
+    for a in args {
+        match a.to_ascii_lowercase().as_slice() {
+            b"nosave" => nosave = true,
+            b"save" => save = true,
+            b"now" | b"force" => other_flag = true,
+            b"abort" => abort = true,
+            _ => return Err(SYNTAX),
+        }
+    }
+    if (abort && (save || nosave || other_flag)) || (save && nosave) {
+        return Err(SYNTAX);
+    }
+    if abort {
+        // A shutdown here never waits for anything, so none can be in progress.
+        return Err(b"ERR No shutdown in progress.");
+    }
+    Ok(())
+}
+
 /// What the connection does after a batch of commands.
 enum Next {
     Continue,
@@ -191,10 +233,13 @@ impl Conn {
                 Some(e) => out.extend(e),
                 None => out.extend(self.wait(arg(1), arg(2))),
             },
-            "shutdown" => {
-                let _ = self.stream.flush();
-                self.server.shutdown();
-            }
+            "shutdown" => match shutdown_request(argv.get(1..).unwrap_or_default()) {
+                Ok(()) => {
+                    let _ = self.stream.flush();
+                    self.server.shutdown();
+                }
+                Err(text) => out.extend(resp::error(text)),
+            },
             "replconf" => {
                 if argv.len().is_multiple_of(2) {
                     out.extend(resp::error(b"ERR syntax error"));
@@ -204,6 +249,11 @@ impl Conn {
             }
             "psync" => match arity(3, true) {
                 Some(e) => out.extend(e),
+                // As Redis: a bad offset is refused and the client stays a normal client.
+                None if parse_i64(arg(2)).is_none() => {
+                    crate::log::warning("Replica asks for synchronization but with a wrong offset");
+                    out.extend(resp::error(NOT_AN_INTEGER));
+                }
                 None => return Next::Replicate(Some((arg(1).to_vec(), arg(2).to_vec()))),
             },
             "sync" => return Next::Replicate(None),
@@ -224,7 +274,7 @@ impl Conn {
             [_, u, p] => (u.as_slice(), p.as_slice()),
             _ => return resp::error(b"ERR syntax error"),
         };
-        if user == b"default" && given == pass.as_slice() {
+        if user == b"default" && password_matches(given, pass) {
             self.authed = true;
             resp::simple_string(b"OK")
         } else {
@@ -244,6 +294,16 @@ impl Conn {
                     None => return Some(resp::error(NOT_AN_INTEGER)),
                 },
                 b"ip-address" => {
+                    if value.len() >= NET_HOST_STR_LEN {
+                        return Some(resp::error(
+                            format!(
+                                "ERR REPLCONF ip-address provided by replica instance is too \
+                                 long: {} bytes",
+                                value.len()
+                            )
+                            .as_bytes(),
+                        ));
+                    }
                     self.handshake.ip = String::from_utf8_lossy(value).into_owned();
                 }
                 b"capa" => {
@@ -332,10 +392,11 @@ fn info(server: &Server, section: Option<&str>) -> String {
         let _ = write!(
             out,
             "# Server\r\nredis_version:7.0.15\r\ndurable_master_version:{}\r\nredis_mode:standalone\r\n\
-             os:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+             os:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::process::id(),
+            server.run_id,
             server.cfg.port,
             server.started.elapsed().as_secs()
         );
@@ -420,4 +481,48 @@ fn keyspace_lines(ks: &Keyspace) -> String {
         let _ = write!(out, "db{db}:keys={},expires=0,avg_ttl=0\r\n", ks.db_len(db));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_matches_only_the_exact_password() {
+        assert!(password_matches(b"secret", b"secret"));
+        for wrong in [
+            &b""[..],
+            b"secre",
+            b"secreT",
+            b"secret\0",
+            b"xecret",
+            b"secretsecret",
+        ] {
+            assert!(!password_matches(wrong, b"secret"), "{wrong:?}");
+        }
+        assert!(!password_matches(b"\xff", b""));
+    }
+
+    #[test]
+    fn shutdown_flags_are_checked_like_redis_7_0() {
+        let args = |line: &str| {
+            line.split_whitespace()
+                .map(|a| a.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        };
+        for ok in ["", "NOSAVE", "save", "NOW", "FORCE", "nosave now force"] {
+            assert_eq!(shutdown_request(&args(ok)), Ok(()), "{ok}");
+        }
+        for syntax in ["FOO", "NOSAVE ABORT", "now abort", "SAVE NOSAVE", "NOW FOO"] {
+            assert_eq!(
+                shutdown_request(&args(syntax)),
+                Err(&b"ERR syntax error"[..]),
+                "{syntax}"
+            );
+        }
+        assert_eq!(
+            shutdown_request(&args("abort")),
+            Err(&b"ERR No shutdown in progress."[..])
+        );
+    }
 }

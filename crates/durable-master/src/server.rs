@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use durable_backlog::{Durability, Reader};
+use durable_backlog::{Durability, Reader, RunId};
 
 use crate::config::Config;
 use crate::log;
@@ -79,6 +79,9 @@ pub(crate) struct Server {
     pub(crate) commands: AtomicU64,
     next_id: AtomicU64,
     pub(crate) started: Instant,
+    /// A random ID of this process (Redis's `run_id`): a new one at every start, so a monitor
+    /// such as Sentinel sees a restart. Unrelated to the replication ID, which survives restarts.
+    pub(crate) run_id: RunId,
 }
 
 impl Server {
@@ -102,6 +105,7 @@ impl Server {
             commands: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
+            run_id: RunId::random(),
         }
     }
 
