@@ -27,7 +27,6 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
 
 use crate::error::{Error, Result};
 use crate::format::entry::{ENTRY_LEN, Entry};
@@ -41,6 +40,7 @@ use crate::recovery::{RecoveryKind, RecoveryReport, corrupt, map_file, read_slot
 use crate::region::Medium;
 use crate::ring::{chunks, run_base};
 use crate::runid::RunId;
+use crate::seqlock::{self, Snapshot};
 use crate::shared::{Shared, load_acquire};
 
 /// Everything a backlog file says about itself, decoded without taking its lock.
@@ -414,34 +414,18 @@ impl BacklogFile {
     /// the last offset; [`Error::HistoryChanged`] if a writer reset, truncated or reopened the file since
     /// the snapshot (open it again).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let (first, last) = (self.info.first_offset, self.info.last_offset);
-        if offset < first {
-            return Err(Error::Overwritten {
-                requested: offset,
-                first,
-            });
-        }
-        if offset > last + 1 {
-            return Err(Error::NotWritten {
-                requested: offset,
-                end: last,
-            });
-        }
-        let n = (last + 1 - offset).min(buf.len() as u64) as usize;
-        self.sh.read_ring(offset, &mut buf[..n]);
-        fence(Ordering::Acquire);
-        let start = self.sh.start().load(Ordering::Relaxed);
-        if self.sh.change().load(Ordering::Relaxed) != self.change0 {
-            return Err(Error::HistoryChanged);
-        }
+        let snap = Snapshot {
+            change: self.change0,
+            start: self.info.first_offset,
+            end: self.info.last_offset,
+        };
         if self.follows_live {
-            if start > offset {
-                return Err(Error::Overwritten {
-                    requested: offset,
-                    first: start,
-                });
-            }
-        } else if start != self.start0 {
+            return seqlock::read(&*self.sh, &snap, offset, buf);
+        }
+        // A file at rest has a fixed range (its live start may be anything an OS crash left):
+        // any movement of the live start since the snapshot means a writer opened the file.
+        let (n, start) = seqlock::copy_and_reload(&*self.sh, &snap, offset, buf)?;
+        if start != self.start0 {
             return Err(Error::HistoryChanged);
         }
         Ok(n)

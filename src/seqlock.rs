@@ -177,6 +177,32 @@ pub fn read<M: Memory + ?Sized>(
     offset: u64,
     buf: &mut [u8],
 ) -> Result<usize, Error> {
+    let (n, start) = copy_and_reload(m, snap, offset, buf)?;
+    // Overwriting any byte `o >= offset` first published a start above `o`.
+    if start > offset {
+        return Err(Error::Overwritten {
+            requested: offset,
+            first: start,
+        });
+    }
+    Ok(n)
+}
+
+/// Reader: the copy of [`read`] and the re-loads after it, without the final judgement on
+/// the start: returns how many bytes were copied and the start loaded after the copy (a
+/// caller whose range is fixed compares it with the start it saw at first, instead of with
+/// `offset`). The change counter is already checked.
+///
+/// # Errors
+/// As [`read`], except that a start that moved past `offset` during the copy is returned,
+/// not reported.
+#[inline]
+pub fn copy_and_reload<M: Memory + ?Sized>(
+    m: &M,
+    snap: &Snapshot,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(usize, u64), Error> {
     if offset < snap.start {
         return Err(Error::Overwritten {
             requested: offset,
@@ -198,14 +224,7 @@ pub fn read<M: Memory + ?Sized>(
     if m.load(Word::Change, Ordering::Relaxed) != snap.change {
         return Err(Error::HistoryChanged);
     }
-    // Overwriting any byte `o >= offset` first published a start above `o`.
-    if start > offset {
-        return Err(Error::Overwritten {
-            requested: offset,
-            first: start,
-        });
-    }
-    Ok(n)
+    Ok((n, start))
 }
 
 /// Writer, after publishing (`end` or a history change): wakes sleeping tailers, if any.
