@@ -266,8 +266,9 @@ fn verify(
                 let piece = (requested - lo).min(READAHEAD_PIECE);
                 requested -= piece;
                 let (a, b) = spans(g.capacity, requested, piece);
-                sh.medium.will_need(g.data_offset + a.pos, a.len);
+                // Where the piece wraps, `b` (the ring's start) holds its newer bytes.
                 sh.medium.will_need(g.data_offset + b.pos, b.len);
+                sh.medium.will_need(g.data_offset + a.pos, a.len);
             }
         }
         let block = g.block_of_pos(g.pos(o)) as usize;

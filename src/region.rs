@@ -175,6 +175,12 @@ impl Medium {
     /// it explicitly, so the pages arrive in large reads instead of one 4 KiB fault each.
     /// Only a hint: errors are ignored and nothing is mapped or changed.
     pub(crate) fn will_need(&self, pos: u64, len: u64) {
+        #[cfg(feature = "sim")]
+        if let Medium::Sim(s) = self
+            && len > 0
+        {
+            s.record_read_ahead(pos, len);
+        }
         self.advise(memmap2::Advice::WillNeed, pos, len);
     }
 

@@ -25,6 +25,23 @@ use rand::{RngExt, SeedableRng};
 const PAGE: usize = 4096;
 const SECTOR: usize = 512;
 
+/// Where the format's structures lie in the file (docs/FORMAT.md), for corruption tests that
+/// must aim at them: taken from the format module, so a layout change moves the tests along.
+pub mod layout {
+    /// Byte offsets of the two header slots.
+    pub const SLOT_OFFSETS: [u64; 2] = crate::format::SLOT_OFFSETS;
+    /// Bytes of a header slot that the format uses (the rest of its page is zero).
+    pub const SLOT_LEN: usize = crate::format::slot::SLOT_LEN;
+    /// Byte offset of the live page.
+    pub const LIVE_OFFSET: u64 = crate::format::LIVE_OFFSET;
+    /// Bytes of the live page that the format uses.
+    pub const LIVE_LEN: usize = crate::format::live::LIVE_LEN;
+    /// Byte offset of the checksum table.
+    pub const TABLE_OFFSET: u64 = crate::format::TABLE_OFFSET;
+    /// Length of one checksum-table entry (two per block).
+    pub const ENTRY_LEN: usize = crate::format::entry::ENTRY_LEN;
+}
+
 /// A simulated backlog file. Cloning gives another handle to the same disk.
 #[derive(Clone)]
 pub struct SimDisk {
@@ -51,6 +68,8 @@ struct State {
     crash_at: Option<u64>,
     /// The copy frozen there.
     frozen: Option<SimDisk>,
+    /// Read-ahead requests (`MADV_WILLNEED` on a mapping), in order: `(pos, len)`.
+    read_ahead: Vec<(u64, u64)>,
 }
 
 impl fmt::Debug for SimDisk {
@@ -194,6 +213,18 @@ impl SimDisk {
             st.pending.push((pos, src.to_vec()));
         }
         self.maybe_freeze(&mut st, at);
+    }
+
+    /// Every read-ahead request the engine made on this disk, in order, as `(file position,
+    /// length)`: what a mapping would have been asked to read from the disk in the
+    /// background (`MADV_WILLNEED`). Only hints; they change no byte.
+    #[must_use]
+    pub fn read_ahead_requests(&self) -> Vec<(u64, u64)> {
+        self.inner.state.lock().read_ahead.clone()
+    }
+
+    pub(crate) fn record_read_ahead(&self, pos: u64, len: u64) {
+        self.inner.state.lock().read_ahead.push((pos, len));
     }
 
     pub(crate) fn record_sync(&self) -> std::io::Result<()> {
