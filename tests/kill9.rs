@@ -332,9 +332,57 @@ fn kind_name(k: RecoveryKind) -> &'static str {
     }
 }
 
+/// The one test this binary runs, named as libtest would list it.
+const TEST_NAME: &str = "every_acknowledged_byte_survives_kill_9";
+
+/// Runs [`parent`] and reports like libtest (`running 1 test`, `test result: ...`), so the
+/// harness-less binary reads like the others in `cargo test` output. Honours `--list`, a
+/// name filter (`--exact` too), and `--ignored` (nothing is ignored: runs nothing).
+fn run_as_test() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        println!("{TEST_NAME}: test");
+        return;
+    }
+    let exact = args.iter().any(|a| a == "--exact");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let selected = !args.iter().any(|a| a == "--ignored")
+        && (filters.is_empty()
+            || filters.iter().any(|f| {
+                if exact {
+                    *f == TEST_NAME
+                } else {
+                    TEST_NAME.contains(f.as_str())
+                }
+            }));
+    let t0 = Instant::now();
+    if !selected {
+        println!("\nrunning 0 tests\n");
+        println!(
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out; finished in 0.00s\n"
+        );
+        return;
+    }
+    println!("\nrunning 1 test");
+    let ok = std::panic::catch_unwind(parent).is_ok();
+    let secs = t0.elapsed().as_secs_f64();
+    if ok {
+        println!("test {TEST_NAME} ... ok\n");
+        println!(
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in {secs:.2}s\n"
+        );
+    } else {
+        println!("test {TEST_NAME} ... FAILED\n\nfailures:\n    {TEST_NAME}\n");
+        println!(
+            "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in {secs:.2}s\n"
+        );
+        std::process::exit(101);
+    }
+}
+
 fn main() {
     match std::env::var(CHILD) {
         Ok(spec) => child(&spec),
-        Err(_) => parent(),
+        Err(_) => run_as_test(),
     }
 }
