@@ -79,6 +79,9 @@ struct Conn {
     db: DbIndex,
     authed: bool,
     handshake: Handshake,
+    /// Stream offset right after this client's last write (Redis's `c->woff`; 0 before its
+    /// first): what `WAIT` asks the replicas to have acknowledged.
+    woff: u64,
 }
 
 /// Serves one accepted connection until it closes.
@@ -97,6 +100,7 @@ pub(crate) fn handle(server: &Arc<Server>, stream: TcpStream) {
         db: DbIndex::ZERO,
         authed,
         handshake: Handshake::new(peer_ip),
+        woff: 0,
     };
     let mut parser = RequestParser::new();
     let next = conn.serve(&mut parser);
@@ -139,9 +143,13 @@ impl Conn {
         let mut pending: Vec<u8> = Vec::new();
         // Ends a locked run: one append for its writes, then (under `always`) waits until the
         // backlog is durable up to everything the run wrote or read.
-        let finish = |held: &mut Option<StoreGuard<'_>>, pending: &mut Vec<u8>| {
+        let finish = |held: &mut Option<StoreGuard<'_>>, pending: &mut Vec<u8>, woff: &mut u64| {
             if let Some(mut g) = held.take() {
+                let wrote = !pending.is_empty();
                 let seen = g.append(pending);
+                if wrote {
+                    *woff = seen;
+                }
                 pending.clear();
                 drop(g);
                 server.make_durable(seen);
@@ -153,11 +161,11 @@ impl Conn {
             let argv = match parser.next_command() {
                 Ok(Some(argv)) => argv,
                 Ok(None) => {
-                    finish(&mut held, &mut pending);
+                    finish(&mut held, &mut pending, &mut self.woff);
                     return Next::Continue;
                 }
                 Err(e) => {
-                    finish(&mut held, &mut pending);
+                    finish(&mut held, &mut pending, &mut self.woff);
                     out.extend(e.to_reply());
                     return Next::Close;
                 }
@@ -166,7 +174,7 @@ impl Conn {
             let name = argv.first().map_or(&[][..], Vec::as_slice);
             if !self.authed && !name.eq_ignore_ascii_case(b"auth") {
                 if name.eq_ignore_ascii_case(b"quit") {
-                    finish(&mut held, &mut pending);
+                    finish(&mut held, &mut pending, &mut self.woff);
                     out.extend(resp::simple_string(b"OK"));
                     return Next::Close;
                 }
@@ -174,7 +182,7 @@ impl Conn {
                 continue;
             }
             if is_server_command(name) || name.eq_ignore_ascii_case(b"quit") {
-                finish(&mut held, &mut pending);
+                finish(&mut held, &mut pending, &mut self.woff);
                 match self.server_command(&argv, out) {
                     Next::Continue => continue,
                     other => return other,
@@ -326,19 +334,25 @@ impl Conn {
         Some(resp::simple_string(b"OK"))
     }
 
-    /// `WAIT numreplicas timeout`: how many replicas acknowledged the current offset.
+    /// `WAIT numreplicas timeout` as Redis's `waitCommand`: how many online replicas
+    /// acknowledged this client's last write (`woff`); answers at once if at least
+    /// `numreplicas` did (always, for a client that never wrote), else asks the replicas for
+    /// an ACK and waits for enough of them or the timeout (0: no timeout).
     fn wait(&self, n: &[u8], timeout: &[u8]) -> Vec<u8> {
-        let (Some(n), Some(timeout)) = (parse_i64(n), parse_i64(timeout)) else {
+        let Some(n) = parse_i64(n) else {
             return resp::error(NOT_AN_INTEGER);
+        };
+        let Some(timeout) = parse_i64(timeout) else {
+            return resp::error(b"ERR timeout is not an integer or out of range");
         };
         if timeout < 0 {
             return resp::error(b"ERR timeout is negative");
         }
         let server = &self.server;
-        let target = server.reader.offset();
+        let target = self.woff;
         let want = usize::try_from(n).unwrap_or(0);
         let count = server.replicas_acked(target);
-        if count >= want || want == 0 {
+        if count >= want {
             return resp::integer(i64::try_from(count).unwrap_or(i64::MAX));
         }
         server.append(GETACK);
