@@ -120,80 +120,100 @@ fn arity_error(name: &str) -> Execution {
 struct Spec {
     name: &'static str,
     arity: i32,
+    /// Redis flags it `write`: refused while `min-replicas-to-write` is not met.
+    write: bool,
 }
 
 const TABLE: &[Spec] = &[
     Spec {
         name: "ping",
         arity: -1,
+        write: false,
     },
     Spec {
         name: "echo",
         arity: 2,
+        write: false,
     },
     Spec {
         name: "set",
         arity: -3,
+        write: true,
     },
     Spec {
         name: "get",
         arity: 2,
+        write: false,
     },
     Spec {
         name: "del",
         arity: -2,
+        write: true,
     },
     Spec {
         name: "exists",
         arity: -2,
+        write: false,
     },
     Spec {
         name: "incr",
         arity: 2,
+        write: true,
     },
     Spec {
         name: "decr",
         arity: 2,
+        write: true,
     },
     Spec {
         name: "incrby",
         arity: 3,
+        write: true,
     },
     Spec {
         name: "decrby",
         arity: 3,
+        write: true,
     },
     Spec {
         name: "append",
         arity: 3,
+        write: true,
     },
     Spec {
         name: "mset",
         arity: -3,
+        write: true,
     },
     Spec {
         name: "mget",
         arity: -2,
+        write: false,
     },
     Spec {
         name: "dbsize",
         arity: 1,
+        write: false,
     },
     Spec {
         name: "flushall",
         arity: -1,
+        write: true,
     },
     Spec {
         name: "flushdb",
         arity: -1,
+        write: true,
     },
     Spec {
         name: "select",
         arity: 2,
+        write: false,
     },
     Spec {
         name: "keys",
         arity: 2,
+        write: false,
     },
 ];
 
@@ -235,20 +255,11 @@ fn execute_from(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>], from: Sou
     if is_server_command(name) {
         return Outcome::NotMine;
     }
-    let Some(spec) = TABLE
-        .iter()
-        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
-    else {
-        return Outcome::Executed(error_reply(&unknown_command_text(argv)));
+    let spec = match lookup(argv) {
+        Ok(spec) => spec,
+        Err(refused) => return Outcome::Executed(refused),
     };
     let n_args = argv.len();
-    let arity_ok = match usize::try_from(spec.arity) {
-        Ok(exact) => n_args == exact,
-        Err(_) => u32::try_from(n_args).map_or(true, |n| n >= spec.arity.unsigned_abs()),
-    };
-    if !arity_ok {
-        return Outcome::Executed(arity_error(spec.name));
-    }
     let arg = |i: usize| argv.get(i).map_or(&[][..], Vec::as_slice);
     let done = match spec.name {
         "ping" => match argv.get(1) {
@@ -302,6 +313,35 @@ fn execute_from(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>], from: Sou
         _ => error_reply(&unknown_command_text(argv)),
     };
     Outcome::Executed(done)
+}
+
+/// The table entry of a non-empty `argv` whose arity is right, or the error reply Redis gives
+/// (unknown command, wrong number of arguments).
+fn lookup(argv: &[Vec<u8>]) -> Result<&'static Spec, Execution> {
+    let name = argv.first().map_or(&[][..], Vec::as_slice);
+    let Some(spec) = TABLE
+        .iter()
+        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+    else {
+        return Err(error_reply(&unknown_command_text(argv)));
+    };
+    let n_args = argv.len();
+    let arity_ok = match usize::try_from(spec.arity) {
+        Ok(exact) => n_args == exact,
+        Err(_) => u32::try_from(n_args).map_or(true, |n| n >= spec.arity.unsigned_abs()),
+    };
+    if arity_ok {
+        Ok(spec)
+    } else {
+        Err(arity_error(spec.name))
+    }
+}
+
+/// Whether `argv` is a known write command with a valid arity: one that Redis refuses (after
+/// its lookup and arity checks) while `min-replicas-to-write` is not met.
+#[must_use]
+pub(crate) fn is_write_command(argv: &[Vec<u8>]) -> bool {
+    lookup(argv).is_ok_and(|spec| spec.write)
 }
 
 /// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a-z]`, `\\x`.
@@ -887,6 +927,31 @@ mod tests {
             b"*1\r\n$0\r\n\r\n",
             "-ERR unknown command '', with args beginning with: \r\n",
         );
+    }
+
+    #[test]
+    fn write_commands_are_the_ones_redis_flags_write() {
+        for line in [
+            "SET k v",
+            "del k",
+            "INCR k",
+            "DECR k",
+            "INCRBY k 1",
+            "DECRBY k 1",
+            "APPEND k v",
+            "MSET k v",
+            "FLUSHALL",
+            "flushdb",
+        ] {
+            assert!(is_write_command(&cmd(line)), "{line}");
+        }
+        // Reads, server commands, unknown commands and wrong arities are not refused as writes.
+        for line in [
+            "GET k", "MGET k", "EXISTS k", "DBSIZE", "KEYS *", "PING", "ECHO x", "SELECT 1",
+            "INFO", "WAIT 0 0", "NOPE k", "SET k", "INCR",
+        ] {
+            assert!(!is_write_command(&cmd(line)), "{line}");
+        }
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub(crate) struct Config {
     /// Most clients (replicas included) connected at once (Redis's `maxclients`); lowered at
     /// start to what the open-files limit allows.
     pub(crate) maxclients: u64,
+    /// Writes are refused unless at least this many replicas are good (Redis's
+    /// `min-replicas-to-write`; 0: never refused).
+    pub(crate) min_replicas_to_write: u64,
+    /// A good replica acknowledged within this many seconds (Redis's `min-replicas-max-lag`;
+    /// 0 disables the check).
+    pub(crate) min_replicas_max_lag: u64,
     /// Test hook: at start, cut the recovered backlog back to this offset (simulates an OS
     /// crash that lost an unsynced tail).
     pub(crate) debug_truncate_backlog: Option<u64>,
@@ -41,6 +47,8 @@ impl Default for Config {
             durability: Durability::EverySec,
             requirepass: None,
             maxclients: 10_000,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag: 10,
             debug_truncate_backlog: None,
         }
     }
@@ -67,6 +75,10 @@ OPTIONS:
     --requirepass <password>   clients must AUTH; replicas need masterauth <password>
     --maxclients <n>           most clients connected at once, replicas included; lowered
                                at start to the open-files limit minus 32 [default: 10000]
+    --min-replicas-to-write <n>
+                               refuse writes (-NOREPLICAS) unless n replicas acknowledged
+                               within --min-replicas-max-lag seconds [default: 0, off]
+    --min-replicas-max-lag <s> [default: 10; 0 turns the check off]
     --debug-truncate-backlog <offset>
                                test hook: cut the recovered backlog back to <offset> at
                                start, as an OS crash that lost an unsynced tail would
@@ -131,6 +143,18 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
                     .ok()
                     .filter(|&n| n >= 1)
                     .ok_or_else(|| format!("invalid maxclients {v:?}: at least 1"))?;
+            }
+            "--min-replicas-to-write" => {
+                let v = value()?;
+                cfg.min_replicas_to_write = v
+                    .parse()
+                    .map_err(|_| format!("invalid min-replicas-to-write {v:?}"))?;
+            }
+            "--min-replicas-max-lag" => {
+                let v = value()?;
+                cfg.min_replicas_max_lag = v
+                    .parse()
+                    .map_err(|_| format!("invalid min-replicas-max-lag {v:?}"))?;
             }
             "--debug-truncate-backlog" => {
                 let v = value()?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use durable_resp::{self as resp, RequestParser, parse_i64};
 
-use crate::commands::{Outcome, execute, is_server_command};
+use crate::commands::{Outcome, execute, is_server_command, is_write_command};
 use crate::keyspace::{DbIndex, Keyspace};
 use crate::replica::{self, Handshake};
 use crate::server::{GETACK, Server, StoreGuard, lock};
@@ -22,6 +22,7 @@ const QUERY_BUFFER_LIMIT: usize = 1024 * 1024 * 1024;
 const NOAUTH: &[u8] = b"NOAUTH Authentication required.";
 const WRONGPASS: &[u8] = b"WRONGPASS invalid username-password pair or user is disabled.";
 const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
+const NOREPLICAS: &[u8] = b"NOREPLICAS Not enough good replicas to write.";
 
 /// Redis's `NET_HOST_STR_LEN`: a replica's announced `ip-address` must be shorter.
 const NET_HOST_STR_LEN: usize = 256;
@@ -187,6 +188,10 @@ impl Conn {
                     Next::Continue => continue,
                     other => return other,
                 }
+            }
+            if is_write_command(&argv) && !server.enough_good_replicas() {
+                out.extend(resp::error(NOREPLICAS));
+                continue;
             }
             let g = held.get_or_insert_with(|| server.store());
             let store = g.get();
@@ -450,6 +455,8 @@ fn info(server: &Server, section: Option<&str>) -> String {
     }
     if want("replication") {
         let now = server.millis();
+        let good = (server.cfg.min_replicas_to_write > 0 && server.cfg.min_replicas_max_lag > 0)
+            .then(|| server.good_replicas());
         let replicas = lock(&server.replicas);
         let online: Vec<_> = replicas
             .iter()
@@ -460,6 +467,9 @@ fn info(server: &Server, section: Option<&str>) -> String {
             "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n",
             online.len()
         );
+        if let Some(good) = good {
+            let _ = write!(out, "min_slaves_good_slaves:{good}\r\n");
+        }
         for (i, r) in online.iter().enumerate() {
             let state = if r.online.load(Ordering::SeqCst) {
                 "online"

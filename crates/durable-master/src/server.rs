@@ -177,6 +177,28 @@ impl Server {
             .count()
     }
 
+    /// Online replicas whose last ACK is at most `min-replicas-max-lag` seconds old (Redis's
+    /// `repl_good_slaves_count`).
+    pub(crate) fn good_replicas(&self) -> u64 {
+        let now = self.millis();
+        let max_lag = self.cfg.min_replicas_max_lag;
+        let good = lock(&self.replicas)
+            .iter()
+            .filter(|r| {
+                r.online.load(Ordering::SeqCst)
+                    && now.saturating_sub(r.last_ack_ms.load(Ordering::Relaxed)) / 1000 <= max_lag
+            })
+            .count();
+        u64::try_from(good).unwrap_or(u64::MAX)
+    }
+
+    /// Whether `min-replicas-to-write` lets writes through (Redis's
+    /// `checkGoodReplicasStatus`): always when either setting is 0.
+    pub(crate) fn enough_good_replicas(&self) -> bool {
+        let want = self.cfg.min_replicas_to_write;
+        want == 0 || self.cfg.min_replicas_max_lag == 0 || self.good_replicas() >= want
+    }
+
     /// Flushes, snapshots and closes the backlog, then exits the process.
     pub(crate) fn shutdown(&self) -> ! {
         log::notice("User requested shutdown...");
