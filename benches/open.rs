@@ -1,4 +1,5 @@
-//! Open: clean reopen of 64 MiB and 1 GiB backlogs (should not depend on the capacity), and
+//! Open: clean reopen of 64 MiB and 1 GiB backlogs (should not depend on the capacity),
+//! recovery after a process crash (same boot; the committed range is verified), and
 //! recovery after a crash that needs verification (a real file: a child process commits and
 //! dies, then the live page's boot ID is changed as a reboot leaves it), with the page cache
 //! warm and dropped; criterion reports verified bytes per second.
@@ -53,6 +54,23 @@ fn open(c: &mut Criterion) {
             },
         );
         if cap == GIB {
+            // kill -9 on a machine that stays up: the unclean open verifies the committed
+            // range (the page cache is warm: the writer just ran).
+            let header = common::process_crash_image_from(&path);
+            g.throughput(Throughput::Bytes(cap as u64));
+            g.bench_function("process-crash recovery 1GiB", |bch| {
+                bch.iter_custom(|iters| {
+                    let mut t = Duration::ZERO;
+                    for _ in 0..iters {
+                        patch(&path, 0, &header);
+                        let s = Instant::now();
+                        let b = Backlog::open(&path, Options::new()).unwrap();
+                        t += s.elapsed();
+                        assert_eq!(b.recovery().kind, RecoveryKind::ProcessCrash);
+                    }
+                    t
+                });
+            });
             let header = common::crash_image_from(&path);
             g.throughput(Throughput::Bytes(cap as u64));
             for cold in [false, true] {

@@ -5,7 +5,10 @@
 //! 2. If it was written by a clean close, its range is exact.
 //! 3. Else, if the live page was written on this boot (the kernel's boot ID matches) and
 //!    extends that slot's epoch, the page cache survived the crash: the live start/end are
-//!    exact (a process crash loses nothing `append` returned).
+//!    exact (a process crash loses nothing `append` returned) — provided the committed bytes
+//!    still held verify against their checksums (all but the oldest held block and the
+//!    block of the commit's end, whose checksums may cover bytes stored after the commit). If they do not, the file system lost writes without
+//!    a reboot, and the live page is not trusted: step 4.
 //! 4. Else (OS crash, power loss, or an inconsistent live page): a slot is accepted only if
 //!    every block of its delta verifies against the block checksums; the range is then
 //!    extended backwards over blocks that verify. If neither slot verifies, the backlog is
@@ -39,7 +42,8 @@ pub enum RecoveryKind {
     /// The previous writer closed it cleanly.
     Clean,
     /// The previous writer died (kill -9, panic, abort) but the machine did not: every byte
-    /// `append` returned was recovered from the page cache.
+    /// `append` returned was recovered from the page cache, after the committed bytes held
+    /// verified against their checksums.
     ProcessCrash,
     /// The machine crashed or lost power (or the live state was unusable): only committed
     /// bytes whose checksums verified were kept.
@@ -336,6 +340,38 @@ fn verify(
     })
 }
 
+/// After a process crash: verifies the committed bytes the live page still holds (`slot`'s
+/// range from `live_start`), walking back from the slot's end as [`verify`] does. Two blocks
+/// may hold bytes the writer stored after the commit, which their checksums may cover, and
+/// are skipped (kept as the page cache holds them): the one holding the oldest held byte
+/// (bytes appended after the commit may have overwritten its older bytes) and the one
+/// holding the commit's last byte (its checksum may cover offsets past the commit that a
+/// truncation dropped and later appends rewrote). `None` if any checked block fails.
+fn verify_held(
+    sh: &Shared,
+    g: &Geometry,
+    table: &[[Option<Entry>; 2]],
+    slot: &Slot,
+    live_start: u64,
+) -> Option<Verified> {
+    let oldest = slot.start.max(live_start);
+    let pos = g.pos(oldest);
+    let (_, block_end) = g.block_bounds(g.block_of_pos(pos));
+    let mut held = slot.clone();
+    held.start = oldest + (block_end - pos);
+    held.end = run_base(g, slot.end).saturating_sub(1);
+    if held.start > held.end || held.end == 0 {
+        // Nothing committed is held beyond the oldest block: nothing to check.
+        return Some(Verified {
+            first: held.start,
+            copies: vec![None; table.len()],
+            bytes: 0,
+        });
+    }
+    let v = verify(sh, g, table, &held)?;
+    (v.first <= held.start).then_some(v)
+}
+
 /// Recovers the state of an existing backlog. Writes nothing.
 #[allow(clippy::too_many_lines)] // the recovery rule, step by step, as documented above
 pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
@@ -403,10 +439,18 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
     } else {
         None
     };
+    // An unclean open on the same boot checks, before it believes the live page, that the
+    // committed bytes still held are the committed ones: a file system that lost unsynced
+    // writes without a reboot may have rolled pages back under a live page that survived.
+    let checked_live = if !verify_always && !newest.clean && live_ok {
+        verify_held(sh, &g, &table, &newest, lstart)
+    } else {
+        None
+    };
     let trusted = if verify_always {
         checked.is_some()
     } else {
-        newest.clean || live_ok
+        newest.clean || checked_live.is_some()
     };
     if trusted {
         let (start, end) = if newest.clean {
@@ -427,6 +471,9 @@ pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
             }
             None => start,
         };
+        if let Some(v) = &checked_live {
+            report.verified_bytes = v.bytes;
+        }
         report.first = start;
         report.last = end;
         let mut last = newest;

@@ -87,9 +87,11 @@ impl Options {
         self
     }
 
-    /// Verify every held byte's checksum at open, even after a clean shutdown or a process
-    /// crash (by default only recovery after an OS crash or power loss verifies), so that
-    /// nothing unverified is ever served. Costs a read of the whole backlog; catches media
+    /// Verify every held byte's checksum at open, even after a clean shutdown, and keep only
+    /// verified bytes, so that nothing unverified is ever served. (By default a clean reopen
+    /// verifies nothing; an unclean open on the same boot verifies the committed bytes but
+    /// keeps the bytes after the last commit, which have no checksum, from the page cache;
+    /// recovery after an OS crash or power loss keeps only verified bytes.) Costs a read of the whole backlog; catches media
     /// corruption of data at rest. After a process crash, bytes appended since the last
     /// commit have no checksum yet: this option drops them (the history is cut at the last
     /// commit), so pair it with [`Durability::Always`] when no returned append may be lost.

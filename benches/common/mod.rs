@@ -422,13 +422,20 @@ pub(crate) fn crash_child_if_asked() {
 /// leave it. Returns the header pages to restore before each measured open (open rewrites
 /// them; the data and checksum table stay as the crash left them).
 pub(crate) fn crash_image_from(path: &Path) -> Vec<u8> {
+    process_crash_image_from(path);
+    patch(path, LIVE_BOOT_ID, &[0xA5; 16]);
+    head(path, HEADER_PAGES)
+}
+
+/// As [`crash_image_from`], without the reboot: the image a `kill -9` leaves on a machine
+/// that stays up (an unclean open on the same boot). Returns the header pages to restore.
+pub(crate) fn process_crash_image_from(path: &Path) -> Vec<u8> {
     let st = std::process::Command::new(std::env::current_exe().unwrap())
         .env(CRASH_CHILD, path)
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(!st.success(), "the crash child must die");
-    patch(path, LIVE_BOOT_ID, &[0xA5; 16]);
     head(path, HEADER_PAGES)
 }
 
