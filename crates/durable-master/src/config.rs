@@ -35,6 +35,9 @@ pub(crate) struct Config {
     /// Test hook: at start, cut the recovered backlog back to this offset (simulates an OS
     /// crash that lost an unsynced tail).
     pub(crate) debug_truncate_backlog: Option<u64>,
+    /// At start, cut a backlog damaged after the snapshot at the first unusable command
+    /// instead of refusing to start (as Redis's `aof-load-truncated`).
+    pub(crate) repair: bool,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             min_replicas_to_write: 0,
             min_replicas_max_lag: 10,
             debug_truncate_backlog: None,
+            repair: false,
         }
     }
 }
@@ -82,6 +86,8 @@ OPTIONS:
     --debug-truncate-backlog <offset>
                                test hook: cut the recovered backlog back to <offset> at
                                start, as an OS crash that lost an unsynced tail would
+    --repair                   start even if the backlog is damaged after the snapshot: cut it
+                               at the first unusable command (the writes after it are lost)
     -h, --help                 print this help
 
 Attach a replica:  redis-server --port 6391 --replicaof 127.0.0.1 6390
@@ -161,6 +167,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
                 cfg.debug_truncate_backlog =
                     Some(v.parse().map_err(|_| format!("invalid offset {v:?}"))?);
             }
+            "--repair" => cfg.repair = true,
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
     }

@@ -13,9 +13,10 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use durable_backlog::{Backlog, Durability, Options, RunId};
+use durable_backlog::inspect::{self, BacklogFile, Holder};
+use durable_backlog::{Backlog, Durability, Options, RecoveryKind, RunId};
 use durable_resp::{StreamDecoder, StreamItem};
 
 use crate::commands::{ReplicationFeed, apply};
@@ -65,66 +66,67 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// Opens the data directory: loads the snapshot, opens the backlog and replays it.
+    /// Opens the data directory: loads the snapshot, replays the backlog after it and opens
+    /// the backlog.
+    ///
+    /// Whether the start is refused is decided before anything in the directory changes:
+    /// first from a read-only look at the backlog (refused at once if another process holds
+    /// it; its committed checksums verified after a process crash; the bytes after the
+    /// snapshot replayed), then by the open, which takes the lock. Only then are leftover
+    /// temporary files removed and, with `--repair`, the backlog cut.
     pub(crate) fn recover(cfg: &Config) -> Result<Store, String> {
         let dir = cfg.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        // The backlog's lock makes this process the directory's one writer: nothing in the
-        // directory is created, changed or removed before it is held, so a second instance
-        // started on a live directory is refused without disturbing the running one.
-        // `always` is implemented by group commit in the server (`Server::make_durable`): the
-        // backlog itself never syncs on append.
-        let backlog_durability = match cfg.durability {
-            Durability::Always => Durability::Never,
-            d => d,
+        let backlog_path = dir.join(BACKLOG_FILE);
+        let found = match BacklogFile::open(&backlog_path) {
+            Ok(f) if matches!(f.inspection().holder, Holder::Process { .. }) => {
+                return Err(in_use(&dir));
+            }
+            Ok(f) => Some(f),
+            // Missing (a new directory), or unreadable: the open below creates it or says why.
+            Err(_) => None,
         };
-        let opts = Options::new()
-            .capacity(cfg.backlog_size)
-            .durability(backlog_durability);
-        let mut backlog =
-            Backlog::open_or_create(dir.join(BACKLOG_FILE), opts).map_err(|e| match e {
-                durable_backlog::Error::AlreadyOpen { .. } => format!(
-                    "{} is in use by another durable-master (its backlog is locked): \
-                     refusing to start; nothing in the directory was changed",
-                    dir.display()
-                ),
-                e => format!("opening the backlog: {e}"),
-            })?;
-        remove_stale_temp_files(&dir);
         let (mut ks, snap_offset, mut db) = load_snapshot(&dir.join(SNAPSHOT_FILE))?;
-        let rep = backlog.recovery().clone();
-        log::notice(format_args!(
-            "Backlog opened ({}): offsets {}..={}, replication ID {}",
-            rep.kind,
-            backlog.first_offset(),
-            backlog.offset(),
-            backlog.run_id()
-        ));
-        if rep.history_cut {
-            log::warning(format_args!(
-                "The backlog's history was cut at offset {} (bytes up to {} were recorded but \
-                 did not verify): replicas beyond it will get a full resync",
-                rep.last, rep.recorded_end
+        if let Some(t) = cfg.debug_truncate_backlog.filter(|&t| t < snap_offset) {
+            return Err(format!(
+                "--debug-truncate-backlog {t} is below the snapshot's offset {snap_offset}"
             ));
         }
-        if let Some(t) = cfg.debug_truncate_backlog {
-            if t < snap_offset {
-                return Err(format!(
-                    "--debug-truncate-backlog {t} is below the snapshot's offset {snap_offset}"
-                ));
-            }
-            if t < backlog.offset() {
-                backlog
-                    .truncate_to(t)
-                    .map_err(|e| format!("truncating the backlog: {e}"))?;
-                log::warning(format_args!(
-                    "Backlog truncated to offset {t} (--debug-truncate-backlog); new replication ID {}",
-                    backlog.run_id()
-                ));
-            }
+        let mut plan = Plan::default();
+        if let Some(file) = &found {
+            plan = replay_found(file, cfg, &mut ks, &mut db, snap_offset)?;
+        }
+
+        let mut backlog = open_backlog(cfg, &backlog_path)?;
+        let rep = backlog.recovery().clone();
+        // The replay read the range the dry run promised; the open must have recovered it.
+        if found
+            .as_ref()
+            .is_some_and(|f| f.inspection().recovery.last != rep.last)
+        {
+            return Err("the backlog changed while it was being read: start again".to_owned());
+        }
+        remove_stale_temp_files(&dir);
+        if let Some(t) = cfg.debug_truncate_backlog.filter(|&t| t < backlog.offset()) {
+            backlog
+                .truncate_to(t)
+                .map_err(|e| format!("truncating the backlog: {e}"))?;
+            log::warning(format_args!(
+                "Backlog truncated to offset {t} (--debug-truncate-backlog); new replication ID {}",
+                backlog.run_id()
+            ));
+        }
+        if let Some(start) = plan.cut {
+            backlog
+                .truncate_to(start - 1)
+                .map_err(|e| format!("truncating the backlog: {e}"))?;
+            log::warning(format_args!(
+                "Backlog cut at offset {start} (--repair); new replication ID {}",
+                backlog.run_id()
+            ));
         }
         let (first, end) = (backlog.first_offset(), backlog.offset());
-        if snap_offset > end || first > snap_offset + 1 {
+        if plan.replayed.is_none() && (snap_offset > end || first > snap_offset + 1) {
             log::warning(format_args!(
                 "The backlog (offsets {first}..={end}) does not cover the bytes after the \
                  snapshot's offset {snap_offset}: starting from the snapshot alone; replicas \
@@ -133,20 +135,15 @@ impl Store {
             backlog
                 .reset(RunId::random(), snap_offset)
                 .map_err(|e| format!("resetting the backlog: {e}"))?;
-        } else if end > snap_offset {
-            let replayed = replay(&mut ks, &mut db, &mut backlog, snap_offset)?;
-            log::notice(format_args!(
-                "Replayed {replayed} commands (offsets {}..={}) from the backlog",
-                snap_offset + 1,
-                backlog.offset()
+        } else if plan.empty_backlog {
+            backlog
+                .reset(RunId::random(), end)
+                .map_err(|e| format!("resetting the backlog: {e}"))?;
+            log::warning(format_args!(
+                "Backlog emptied at offset {end} (--repair): replicas will get a full resync"
             ));
         }
-        log::notice(format_args!(
-            "DB loaded: {} keys at replication offset {}",
-            ks.len(),
-            backlog.offset()
-        ));
-        Ok(Store {
+        let mut store = Store {
             ks,
             backlog,
             // A new feed writes a SELECT before its first command: the stream's database is
@@ -157,7 +154,20 @@ impl Store {
             snapshots: 0,
             running: None,
             dir,
-        })
+        };
+        if plan.replayed.is_some() && (first > snap_offset + 1 || plan.empty_backlog) {
+            // The backlog no longer holds every byte replayed (the open resized it smaller,
+            // or the repair emptied it): a snapshot now restores the invariant.
+            let at = store.backlog.offset();
+            let rdb = store.rdb_at(at);
+            store.finish_snapshot(at, write_snapshot(&store.dir, &rdb));
+        }
+        log::notice(format_args!(
+            "DB loaded: {} keys at replication offset {}",
+            store.ks.len(),
+            store.backlog.offset()
+        ));
+        Ok(store)
     }
 
     /// Appends propagated bytes, taking a snapshot when the ring would otherwise overwrite bytes
@@ -334,21 +344,197 @@ fn load_snapshot(snap_path: &Path) -> Result<(Keyspace, u64, DbIndex), String> {
     }
 }
 
-/// Replays backlog bytes after `from` onto `ks`. A corrupt or cut command at the end (which
-/// only a damaged file can hold) is cut off the backlog.
+/// Why a directory another process holds is refused.
+fn in_use(dir: &Path) -> String {
+    format!(
+        "{} is in use by another durable-master (its backlog is locked): refusing to start; \
+         nothing in the directory was changed",
+        dir.display()
+    )
+}
+
+/// Opens (or creates) the backlog, taking its lock, and logs what recovery found.
+fn open_backlog(cfg: &Config, path: &Path) -> Result<Backlog, String> {
+    // `always` is implemented by group commit in the server (`Server::make_durable`): the
+    // backlog itself never syncs on append.
+    let backlog_durability = match cfg.durability {
+        Durability::Always => Durability::Never,
+        d => d,
+    };
+    let opts = Options::new()
+        .capacity(cfg.backlog_size)
+        .durability(backlog_durability);
+    let backlog = Backlog::open_or_create(path, opts).map_err(|e| match e {
+        durable_backlog::Error::AlreadyOpen { .. } => in_use(path.parent().unwrap_or(path)),
+        e => format!("opening the backlog: {e}"),
+    })?;
+    let rep = backlog.recovery();
+    log::notice(format_args!(
+        "Backlog opened ({}): offsets {}..={}, replication ID {}",
+        rep.kind,
+        backlog.first_offset(),
+        backlog.offset(),
+        backlog.run_id()
+    ));
+    if rep.history_cut {
+        log::warning(format_args!(
+            "The backlog's history was cut at offset {} (bytes up to {} were recorded but \
+             did not verify): replicas beyond it will get a full resync",
+            rep.last, rep.recorded_end
+        ));
+    }
+    Ok(backlog)
+}
+
+/// What the read-only look at an existing backlog decided.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Commands replayed, if the backlog covers the bytes after the snapshot.
+    replayed: Option<u64>,
+    /// `--repair`: cut the backlog before this offset once it is open.
+    cut: Option<u64>,
+    /// `--repair`: damage before the snapshot's offset; empty the backlog once it is open.
+    empty_backlog: bool,
+}
+
+/// Verifies (after a process crash) and replays the found backlog's bytes after the
+/// snapshot, refusing the start on damage unless `--repair`.
+fn replay_found(
+    file: &BacklogFile,
+    cfg: &Config,
+    ks: &mut Keyspace,
+    db: &mut DbIndex,
+    snap_offset: u64,
+) -> Result<Plan, String> {
+    let info = file.inspection();
+    let (first, mut last) = (info.first_offset, info.last_offset);
+    if let Some(t) = cfg.debug_truncate_backlog {
+        last = last.min(t);
+    }
+    let damage = committed_damage(file).filter(|d| d.offset <= last);
+    let mut plan = Plan::default();
+    if let Some(d) = damage.as_ref().filter(|d| d.offset <= snap_offset) {
+        // The replay does not read these bytes, but PSYNC would stream them to replicas.
+        let why = format!(
+            "the backlog is damaged at offset {} ({}), before the snapshot's offset {snap_offset}",
+            d.offset, d.what
+        );
+        if !cfg.repair {
+            return Err(format!(
+                "{why}: replicas would be sent the damaged bytes. The backlog file was left as \
+                 it is (`durable-backlog verify` shows the damage). Restart with --repair to \
+                 start from the snapshot and the backlog's bytes after it, with the backlog \
+                 emptied (replicas get a full resync)"
+            ));
+        }
+        log::warning(format_args!("{why}: --repair"));
+        plan.empty_backlog = true;
+    }
+    if snap_offset > last || first > snap_offset + 1 {
+        return Ok(plan);
+    }
+    let damage = damage.filter(|d| d.offset > snap_offset);
+    let (count, cut) = replay(ks, db, file, snap_offset, last, damage.as_ref())?;
+    plan.replayed = Some(count);
+    if let Some((start, why)) = &cut {
+        let start = *start;
+        if !cfg.repair {
+            return Err(format!(
+                "the backlog holds an unusable command at offset {start} ({why}), after the \
+                 snapshot's offset {snap_offset}: starting would lose the writes from offset \
+                 {start} on. The backlog file was left as it is (`durable-backlog verify` \
+                 checks it). Restart with --repair to cut the backlog at offset {start} \
+                 (keeping offsets up to {}) and start",
+                start - 1
+            ));
+        }
+        log::warning(format_args!(
+            "Backlog holds an unusable command at offset {start} ({why}): --repair: cutting \
+             the backlog there (offsets up to {} kept)",
+            start - 1
+        ));
+        plan.cut = Some(start);
+    }
+    log::notice(format_args!(
+        "Replayed {count} commands (offsets {}..={}) from the backlog",
+        snap_offset + 1,
+        plan.cut.map_or(last, |start| start - 1)
+    ));
+    Ok(plan)
+}
+
+/// Damaged committed bytes.
+#[derive(Debug, Clone)]
+struct Damage {
+    /// Replication offset of the first byte of the damaged checksum block.
+    offset: u64,
+    what: String,
+}
+
+/// After a process crash the library recovers the held bytes from the page cache without
+/// reading them again; the committed ones carry checksums, checked here, read-only (the
+/// library's `verify_on_open` would instead drop the bytes appended since the last commit,
+/// which under `everysec` were acknowledged). After a clean shutdown the snapshot covers the
+/// whole backlog; after an OS crash the library's recovery itself verifies and keeps the
+/// verified prefix.
+fn committed_damage(file: &BacklogFile) -> Option<Damage> {
+    let info = file.inspection();
+    if info.recovery.kind != RecoveryKind::ProcessCrash {
+        return None;
+    }
+    // When the writer lapped the ring after its last commit, the oldest held bytes share their
+    // checksum block with bytes appended since: the block's checksum describes bytes that are
+    // gone, so it cannot be checked (not damage).
+    let head_shared = info.histlen() + info.block_size > info.capacity;
+    let checkable =
+        |d: &&inspect::Damage| !(head_shared && d.stream_offset == Some(info.first_offset));
+    let started = Instant::now();
+    let report = file.verify(|_, _| {});
+    log::notice(format_args!(
+        "Verified the checksums of {} committed backlog bytes in {} ms ({} bytes after the \
+         last commit have none yet)",
+        report.checked_bytes,
+        started.elapsed().as_millis(),
+        report.unchecked_tail
+    ));
+    for d in &report.damage {
+        if checkable(&d) {
+            log::warning(format_args!(
+                "Backlog damage at file offset {}: {}",
+                d.file_offset, d.what
+            ));
+        } else {
+            log::notice(format_args!(
+                "The oldest held backlog bytes share their checksum block with bytes appended \
+                 after the last commit: not checked ({})",
+                d.what
+            ));
+        }
+    }
+    report.damage.iter().filter(checkable).find_map(|d| {
+        d.stream_offset.map(|offset| Damage {
+            offset,
+            what: d.what.clone(),
+        })
+    })
+}
+
+/// Replays the bytes `from+1 ..= last` of `file` onto `ks`, up to the first unusable command:
+/// one that does not parse, is cut, fails to execute, or reaches into `damage` (which only a
+/// damaged file can hold). Returns the commands applied and where and why it stopped.
 fn replay(
     ks: &mut Keyspace,
     db: &mut DbIndex,
-    backlog: &mut Backlog,
+    file: &BacklogFile,
     from: u64,
-) -> Result<u64, String> {
-    let end = backlog.offset();
-    let len = usize::try_from(end - from).map_err(|_| "backlog too large".to_owned())?;
+    last: u64,
+    damage: Option<&Damage>,
+) -> Result<(u64, Option<(u64, String)>), String> {
+    let len = usize::try_from(last - from).map_err(|_| "backlog too large".to_owned())?;
     let mut bytes = vec![0u8; len];
-    let reader = backlog.reader();
     let mut done = 0;
     while done < len {
-        let n = reader
+        let n = file
             .read_at(from + 1 + done as u64, &mut bytes[done..])
             .map_err(|e| format!("reading the backlog: {e}"))?;
         if n == 0 {
@@ -361,6 +547,13 @@ fn replay(
     for item in StreamDecoder::new(&bytes, from + 1) {
         match item {
             Ok(StreamItem::Command(cmd)) => {
+                if let Some(d) = damage.filter(|d| cmd.end >= d.offset) {
+                    cut = Some((
+                        cmd.start,
+                        format!("it reaches into damaged committed bytes: {}", d.what),
+                    ));
+                    break;
+                }
                 if let Err(e) = apply(ks, db, &cmd.argv) {
                     cut = Some((cmd.start, e.to_string()));
                     break;
@@ -376,15 +569,10 @@ fn replay(
             }
         }
     }
-    if let Some((start, why)) = cut {
-        log::warning(format_args!(
-            "Backlog holds an unusable command at offset {start} ({why}): cutting the backlog there"
-        ));
-        backlog
-            .truncate_to(start - 1)
-            .map_err(|e| format!("truncating the backlog: {e}"))?;
+    if let (None, Some(d)) = (&cut, damage) {
+        cut = Some((d.offset, d.what.clone()));
     }
-    Ok(count)
+    Ok((count, cut))
 }
 
 #[cfg(test)]
@@ -493,22 +681,33 @@ mod tests {
     }
 
     #[test]
-    fn damaged_command_at_the_end_is_cut_not_applied() {
+    fn damaged_command_after_the_snapshot_refuses_the_start_and_repair_cuts_it() {
         let dir = tempfile::tempdir().unwrap();
+        let repair = Config {
+            repair: true,
+            ..cfg(dir.path())
+        };
         let mut s = Store::recover(&cfg(dir.path())).unwrap();
         let mut db = DbIndex::ZERO;
         run(&mut s, &mut db, "SET a 1");
         let good_end = s.backlog.offset();
         s.backlog.append(b"*1\r\n$4\r\nPI").unwrap();
         drop(s);
-        let mut s = Store::recover(&cfg(dir.path())).unwrap();
+        let err = Store::recover(&cfg(dir.path())).unwrap_err();
+        assert!(
+            err.contains(&format!("command at offset {}", good_end + 1)),
+            "{err}"
+        );
+        assert!(err.contains("--repair"), "{err}");
+        let mut s = Store::recover(&repair).unwrap();
         assert_eq!(s.backlog.offset(), good_end, "a cut command is cut off");
         assert_eq!(value(&s, 0, "a").as_deref(), Some(&b"1"[..]));
         s.backlog
             .append(b"+garbage\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n")
             .unwrap();
         drop(s);
-        let s = Store::recover(&cfg(dir.path())).unwrap();
+        assert!(Store::recover(&cfg(dir.path())).is_err());
+        let s = Store::recover(&repair).unwrap();
         assert_eq!(
             s.backlog.offset(),
             good_end,

@@ -5,21 +5,41 @@
 use test_redis as common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::Reply;
 use common::master::DurableMaster;
+use common::{Reply, info_field};
 
 const BIN: &str = env!("CARGO_BIN_EXE_durable-master");
 
-/// Runs the binary to completion on `data` (a start expected to be refused).
-fn run_once(data: &Path, extra: &[&str]) -> Output {
-    Command::new(BIN)
+/// Runs the binary on `data`, for a start expected to be refused: its exit status and log.
+/// A process still running after 20 s (it started) is killed and reported as a success.
+fn run_once(data: &Path, extra: &[&str]) -> (bool, String) {
+    let log_path = data.with_file_name("refused.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(BIN)
         .args(["--port", &common::free_port().to_string(), "--dir"])
         .arg(data)
         .args(extra)
-        .output()
-        .expect("run durable-master")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("run durable-master");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let success = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.success();
+        }
+        if Instant::now() > deadline {
+            child.kill().expect("kill");
+            child.wait().expect("reap");
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (success, common::read_log(&log_path))
 }
 
 fn get(master: &DurableMaster, key: &str) -> Reply {
@@ -38,9 +58,8 @@ fn second_instance_is_refused_and_leaves_the_directory_alone() {
     let temp = data.join("temp-123.rdb");
     std::fs::write(&temp, b"in-progress snapshot").expect("write temp file");
 
-    let b = run_once(&data, &["--backlog-size", "64kb"]);
-    let log = String::from_utf8_lossy(&b.stdout).into_owned() + &String::from_utf8_lossy(&b.stderr);
-    assert!(!b.status.success(), "the second instance started:\n{log}");
+    let (started, log) = run_once(&data, &["--backlog-size", "64kb"]);
+    assert!(!started, "the second instance started:\n{log}");
     assert!(log.contains("in use by another durable-master"), "{log}");
     assert_eq!(
         std::fs::read(&temp).ok().as_deref(),
@@ -52,4 +71,103 @@ fn second_instance_is_refused_and_leaves_the_directory_alone() {
         Reply::Bulk(Some(b"v".to_vec())),
         "A still serves"
     );
+}
+
+/// The FATAL line's "unusable command at offset N".
+fn refused_offset(log: &str) -> u64 {
+    let tail = log
+        .split("unusable command at offset ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no offset in the refusal:\n{log}"));
+    tail.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in the refusal:\n{log}"))
+}
+
+/// One damaged byte inside a committed command of the backlog, found after kill -9: the master
+/// once replayed up to the damage, cut the file there and started with fewer keys, silently
+/// (or, with the damage in a value, replayed it). It must refuse, name the offset and
+/// `--repair`, and leave the file byte for byte as it was; `--repair` then starts it, cut
+/// before the damage.
+fn damaged_committed_command_refuses_the_start_until_repair(in_value: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--durability", "always"];
+    let mut master = DurableMaster::start(BIN, dir.path(), &args);
+    let mut c = master.client();
+    // More than one 4 KiB checksum block (the block size of a 1mb backlog) before the damage.
+    for i in 0..300 {
+        c.ok(&["SET", &format!("before:{i:03}"), "x"]);
+    }
+    let canary_start: u64 = info_field(&c.info("replication"), "master_repl_offset")
+        .parse::<u64>()
+        .expect("offset")
+        + 1;
+    c.ok(&["SET", "canary-key-0123", "canary-value"]);
+    for i in 0..300 {
+        c.ok(&["SET", &format!("after:{i:03}"), "x"]);
+    }
+    drop(c);
+    master.kill9();
+
+    let data = dir.path().join("data");
+    let path = data.join("backlog");
+    let mut bytes = std::fs::read(&path).expect("read backlog");
+    let key = b"canary-key-0123";
+    let hits: Vec<usize> = (0..bytes.len() - key.len())
+        .filter(|&i| bytes[i..].starts_with(key))
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "the key's bytes appear once, in the data region"
+    );
+    // The value's first byte (the command still parses: only its checksum tells), or the
+    // `$` of the `$15\r\n` before the key.
+    let at = if in_value {
+        hits[0] + key.len() + "\r\n$12\r\n".len()
+    } else {
+        hits[0] - "$15\r\n".len()
+    };
+    assert_eq!(bytes[at], if in_value { b'c' } else { b'$' });
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("damage the backlog");
+
+    let (started, log) = run_once(&data, &args);
+    assert!(!started, "started on a damaged backlog:\n{log}");
+    assert!(log.contains("FATAL") && log.contains("--repair"), "{log}");
+    let cut = refused_offset(&log);
+    assert!(
+        cut <= canary_start && cut + 4096 > canary_start,
+        "refused at {cut}, damaged command starts at {canary_start}:\n{log}"
+    );
+    assert!(
+        std::fs::read(&path).expect("read backlog") == bytes,
+        "a refused start changed the backlog file"
+    );
+
+    master.spawn(&[args[0], args[1], "--repair"]);
+    let mut c = master.client();
+    assert_eq!(get(&master, "before:000"), Reply::Bulk(Some(b"x".to_vec())));
+    assert_eq!(get(&master, "canary-key-0123"), Reply::Bulk(None));
+    assert_eq!(get(&master, "after:299"), Reply::Bulk(None));
+    let offset: u64 = info_field(&c.info("replication"), "master_repl_offset")
+        .parse()
+        .expect("offset");
+    assert_eq!(
+        offset,
+        cut - 1,
+        "the backlog was cut before the damaged command"
+    );
+    c.ok(&["SET", "new", "1"]);
+}
+
+#[test]
+fn damaged_committed_command_refuses_the_start_until_repair_syntax() {
+    damaged_committed_command_refuses_the_start_until_repair(false);
+}
+
+#[test]
+fn damaged_committed_value_refuses_the_start_until_repair() {
+    damaged_committed_command_refuses_the_start_until_repair(true);
 }
