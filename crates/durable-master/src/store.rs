@@ -13,9 +13,9 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use durable_backlog::inspect::{self, BacklogFile, Holder};
+use durable_backlog::inspect::{BacklogFile, Holder};
 use durable_backlog::{Backlog, Durability, Options, RecoveryKind, RunId};
 use durable_resp::{StreamDecoder, StreamItem};
 
@@ -135,13 +135,6 @@ impl Store {
             backlog
                 .reset(RunId::random(), snap_offset)
                 .map_err(|e| format!("resetting the backlog: {e}"))?;
-        } else if plan.empty_backlog {
-            backlog
-                .reset(RunId::random(), end)
-                .map_err(|e| format!("resetting the backlog: {e}"))?;
-            log::warning(format_args!(
-                "Backlog emptied at offset {end} (--repair): replicas will get a full resync"
-            ));
         }
         let mut store = Store {
             ks,
@@ -155,9 +148,9 @@ impl Store {
             running: None,
             dir,
         };
-        if plan.replayed.is_some() && (first > snap_offset + 1 || plan.empty_backlog) {
-            // The backlog no longer holds every byte replayed (the open resized it smaller,
-            // or the repair emptied it): a snapshot now restores the invariant.
+        if plan.replayed.is_some() && first > snap_offset + 1 {
+            // The backlog no longer holds every byte replayed (the open resized it smaller):
+            // a snapshot now restores the invariant.
             let at = store.backlog.offset();
             let rdb = store.rdb_at(at);
             store.finish_snapshot(at, write_snapshot(&store.dir, &rdb));
@@ -393,12 +386,11 @@ struct Plan {
     replayed: Option<u64>,
     /// `--repair`: cut the backlog before this offset once it is open.
     cut: Option<u64>,
-    /// `--repair`: damage before the snapshot's offset; empty the backlog once it is open.
-    empty_backlog: bool,
 }
 
-/// Verifies (after a process crash) and replays the found backlog's bytes after the
-/// snapshot, refusing the start on damage unless `--repair`.
+/// Replays the found backlog's bytes after the snapshot, refusing the start (unless
+/// `--repair`) when damage would lose writes: committed bytes that fail their checksums
+/// before the snapshot's offset is reached, or an unusable command.
 fn replay_found(
     file: &BacklogFile,
     cfg: &Config,
@@ -411,46 +403,53 @@ fn replay_found(
     if let Some(t) = cfg.debug_truncate_backlog {
         last = last.min(t);
     }
-    let damage = committed_damage(file).filter(|d| d.offset <= last);
-    let mut plan = Plan::default();
-    if let Some(d) = damage.as_ref().filter(|d| d.offset <= snap_offset) {
-        // The replay does not read these bytes, but PSYNC would stream them to replicas.
+    let covered = snap_offset <= last && first <= snap_offset + 1;
+    if let Some(d) = committed_damage(file) {
         let why = format!(
-            "the backlog is damaged at offset {} ({}), before the snapshot's offset {snap_offset}",
+            "the backlog is damaged at offset {} ({}); the library keeps only the bytes that \
+             verify after it, offsets {first}..={last}",
             d.offset, d.what
         );
-        if !cfg.repair {
+        if covered {
+            log::warning(format_args!(
+                "{why}: they cover the bytes after the snapshot's offset {snap_offset}, so no \
+                 write is lost; replicas behind offset {first} get a full resync"
+            ));
+        } else if cfg.repair {
+            log::warning(format_args!(
+                "{why}: --repair: starting from the snapshot at offset {snap_offset} alone; the \
+                 writes after it are lost"
+            ));
+        } else {
             return Err(format!(
-                "{why}: replicas would be sent the damaged bytes. The backlog file was left as \
-                 it is (`durable-backlog verify` shows the damage). Restart with --repair to \
-                 start from the snapshot and the backlog's bytes after it, with the backlog \
-                 emptied (replicas get a full resync)"
+                "{why}, which do not reach back to the snapshot's offset {snap_offset}: starting \
+                 would lose the writes after it. The backlog file was left as it is \
+                 (`durable-backlog verify` shows the damage). Restart with --repair to start \
+                 from the snapshot alone"
             ));
         }
-        log::warning(format_args!("{why}: --repair"));
-        plan.empty_backlog = true;
     }
-    if snap_offset > last || first > snap_offset + 1 {
+    let mut plan = Plan::default();
+    if !covered {
         return Ok(plan);
     }
-    let damage = damage.filter(|d| d.offset > snap_offset);
-    let (count, cut) = replay(ks, db, file, snap_offset, last, damage.as_ref())?;
+    let (count, cut) = replay(ks, db, file, snap_offset, last)?;
     plan.replayed = Some(count);
     if let Some((start, why)) = &cut {
         let start = *start;
         if !cfg.repair {
             return Err(format!(
-                "the backlog holds an unusable command at offset {start} ({why}), after the \
-                 snapshot's offset {snap_offset}: starting would lose the writes from offset \
-                 {start} on. The backlog file was left as it is (`durable-backlog verify` \
-                 checks it). Restart with --repair to cut the backlog at offset {start} \
+                "the backlog is damaged at offset {start}: an unusable command ({why}), after \
+                 the snapshot's offset {snap_offset}; starting would lose the writes from \
+                 offset {start} on. The backlog file was left as it is (`durable-backlog \
+                 verify` checks it). Restart with --repair to cut the backlog at offset {start} \
                  (keeping offsets up to {}) and start",
                 start - 1
             ));
         }
         log::warning(format_args!(
-            "Backlog holds an unusable command at offset {start} ({why}): --repair: cutting \
-             the backlog there (offsets up to {} kept)",
+            "The backlog is damaged at offset {start}: an unusable command ({why}); --repair: \
+             cutting the backlog there (offsets up to {} kept)",
             start - 1
         ));
         plan.cut = Some(start);
@@ -463,7 +462,7 @@ fn replay_found(
     Ok(plan)
 }
 
-/// Damaged committed bytes.
+/// Committed bytes that failed their checksums.
 #[derive(Debug, Clone)]
 struct Damage {
     /// Replication offset of the first byte of the damaged checksum block.
@@ -471,64 +470,53 @@ struct Damage {
     what: String,
 }
 
-/// After a process crash the library recovers the held bytes from the page cache without
-/// reading them again; the committed ones carry checksums, checked here, read-only (the
-/// library's `verify_on_open` would instead drop the bytes appended since the last commit,
-/// which under `everysec` were acknowledged). After a clean shutdown the snapshot covers the
-/// whole backlog; after an OS crash the library's recovery itself verifies and keeps the
-/// verified prefix.
+/// After a process crash (the live page was written on this boot) the library verifies the
+/// committed bytes the page cache holds; if any fail, it does not trust the page and keeps
+/// only the newest bytes that verify, as after a power loss. This tells that case apart from
+/// a real OS crash and finds where the damage is (read-only), for the refusal to name it.
 fn committed_damage(file: &BacklogFile) -> Option<Damage> {
     let info = file.inspection();
-    if info.recovery.kind != RecoveryKind::ProcessCrash {
+    if !(info.live.initialised
+        && info.live.this_boot
+        && info.recovery.kind == RecoveryKind::Verified)
+    {
         return None;
     }
-    // When the writer lapped the ring after its last commit, the oldest held bytes share their
-    // checksum block with bytes appended since: the block's checksum describes bytes that are
-    // gone, so it cannot be checked (not damage).
-    let head_shared = info.histlen() + info.block_size > info.capacity;
-    let checkable =
-        |d: &&inspect::Damage| !(head_shared && d.stream_offset == Some(info.first_offset));
-    let started = Instant::now();
     let report = file.verify(|_, _| {});
-    log::notice(format_args!(
-        "Verified the checksums of {} committed backlog bytes in {} ms ({} bytes after the \
-         last commit have none yet)",
-        report.checked_bytes,
-        started.elapsed().as_millis(),
-        report.unchecked_tail
-    ));
     for d in &report.damage {
-        if checkable(&d) {
-            log::warning(format_args!(
-                "Backlog damage at file offset {}: {}",
-                d.file_offset, d.what
-            ));
-        } else {
-            log::notice(format_args!(
-                "The oldest held backlog bytes share their checksum block with bytes appended \
-                 after the last commit: not checked ({})",
-                d.what
-            ));
-        }
+        log::warning(format_args!(
+            "Backlog damage at file offset {}: {}",
+            d.file_offset, d.what
+        ));
     }
-    report.damage.iter().filter(checkable).find_map(|d| {
-        d.stream_offset.map(|offset| Damage {
+    // Bytes before the live page's start, and its oldest block, were overwritten after the
+    // last commit: their checksums describe bytes that are gone (not damage).
+    let found = report.damage.iter().find_map(|d| {
+        d.stream_offset
+            .filter(|&o| o > info.live.first)
+            .map(|o| (o, d))
+    });
+    Some(match found {
+        Some((offset, d)) => Damage {
             offset,
             what: d.what.clone(),
-        })
+        },
+        None => Damage {
+            offset: info.recovery.first,
+            what: "committed bytes held by the page cache failed their checksums".to_owned(),
+        },
     })
 }
 
 /// Replays the bytes `from+1 ..= last` of `file` onto `ks`, up to the first unusable command:
-/// one that does not parse, is cut, fails to execute, or reaches into `damage` (which only a
-/// damaged file can hold). Returns the commands applied and where and why it stopped.
+/// one that does not parse, is cut or fails to execute (which only a damaged file can hold).
+/// Returns the commands applied and where and why it stopped.
 fn replay(
     ks: &mut Keyspace,
     db: &mut DbIndex,
     file: &BacklogFile,
     from: u64,
     last: u64,
-    damage: Option<&Damage>,
 ) -> Result<(u64, Option<(u64, String)>), String> {
     let len = usize::try_from(last - from).map_err(|_| "backlog too large".to_owned())?;
     let mut bytes = vec![0u8; len];
@@ -547,13 +535,6 @@ fn replay(
     for item in StreamDecoder::new(&bytes, from + 1) {
         match item {
             Ok(StreamItem::Command(cmd)) => {
-                if let Some(d) = damage.filter(|d| cmd.end >= d.offset) {
-                    cut = Some((
-                        cmd.start,
-                        format!("it reaches into damaged committed bytes: {}", d.what),
-                    ));
-                    break;
-                }
                 if let Err(e) = apply(ks, db, &cmd.argv) {
                     cut = Some((cmd.start, e.to_string()));
                     break;
@@ -568,9 +549,6 @@ fn replay(
                 break;
             }
         }
-    }
-    if let (None, Some(d)) = (&cut, damage) {
-        cut = Some((d.offset, d.what.clone()));
     }
     Ok((count, cut))
 }
@@ -695,7 +673,7 @@ mod tests {
         drop(s);
         let err = Store::recover(&cfg(dir.path())).unwrap_err();
         assert!(
-            err.contains(&format!("command at offset {}", good_end + 1)),
+            err.contains(&format!("damaged at offset {}", good_end + 1)),
             "{err}"
         );
         assert!(err.contains("--repair"), "{err}");

@@ -73,10 +73,10 @@ fn second_instance_is_refused_and_leaves_the_directory_alone() {
     );
 }
 
-/// The FATAL line's "unusable command at offset N".
+/// The FATAL line's "damaged at offset N".
 fn refused_offset(log: &str) -> u64 {
     let tail = log
-        .split("unusable command at offset ")
+        .split("FATAL: the backlog is damaged at offset ")
         .nth(1)
         .unwrap_or_else(|| panic!("no offset in the refusal:\n{log}"));
     tail.split(|c: char| !c.is_ascii_digit())
@@ -88,8 +88,8 @@ fn refused_offset(log: &str) -> u64 {
 /// One damaged byte inside a committed command of the backlog, found after kill -9: the master
 /// once replayed up to the damage, cut the file there and started with fewer keys, silently
 /// (or, with the damage in a value, replayed it). It must refuse, name the offset and
-/// `--repair`, and leave the file byte for byte as it was; `--repair` then starts it, cut
-/// before the damage.
+/// `--repair`, and leave the file byte for byte as it was; `--repair` then starts it from what
+/// verifies.
 fn damaged_committed_command_refuses_the_start_until_repair(in_value: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = ["--durability", "always"];
@@ -148,16 +148,11 @@ fn damaged_committed_command_refuses_the_start_until_repair(in_value: bool) {
 
     master.spawn(&[args[0], args[1], "--repair"]);
     let mut c = master.client();
-    assert_eq!(get(&master, "before:000"), Reply::Bulk(Some(b"x".to_vec())));
     assert_eq!(get(&master, "canary-key-0123"), Reply::Bulk(None));
-    assert_eq!(get(&master, "after:299"), Reply::Bulk(None));
-    let offset: u64 = info_field(&c.info("replication"), "master_repl_offset")
-        .parse()
-        .expect("offset");
-    assert_eq!(
-        offset,
-        cut - 1,
-        "the backlog was cut before the damaged command"
+    assert!(
+        master
+            .log()
+            .contains("--repair: starting from the snapshot")
     );
     c.ok(&["SET", "new", "1"]);
 }
