@@ -118,6 +118,36 @@ pub fn fill<M: Memory + ?Sized>(m: &M, end: u64, data: &[u8]) -> u64 {
     new_end
 }
 
+/// Writer, second half of a batch append: as [`fill`] for the concatenation of `parts`,
+/// copied part by part (only its last `capacity` bytes), with one publication of the new end
+/// after the last. Returns it.
+#[cfg_attr(loom, allow(dead_code))]
+pub fn fill_parts<M: Memory + ?Sized, B: std::ops::Deref<Target = [u8]>>(
+    m: &M,
+    end: u64,
+    parts: &[B],
+) -> u64 {
+    let cap = m.capacity();
+    let n: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let new_end = end + n;
+    // Bytes of the concatenation that an append of it would not keep.
+    let mut skip = n.saturating_sub(cap);
+    let mut first = new_end - n.min(cap) + 1;
+    for part in parts {
+        let part: &[u8] = part;
+        let drop = skip.min(part.len() as u64);
+        skip -= drop;
+        let keep = &part[drop as usize..];
+        if !keep.is_empty() {
+            m.copy_in(first, keep);
+            first += keep.len() as u64;
+        }
+    }
+    // Every byte up to `new_end` is in place before readers can learn of it.
+    m.store(Word::End, new_end, Ordering::Release);
+    new_end
+}
+
 /// Writer: starts a history change (reset, truncation, a reopen that moved the range): the
 /// counter turns odd.
 ///
