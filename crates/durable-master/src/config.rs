@@ -38,6 +38,9 @@ pub(crate) struct Config {
     /// At start, cut a backlog damaged after the snapshot at the first unusable command
     /// instead of refusing to start (as Redis's `aof-load-truncated`).
     pub(crate) repair: bool,
+    /// At start, accept a missing or unreadable snapshot although the backlog wrapped (the
+    /// writes before its first offset are lost): start from an empty data set.
+    pub(crate) allow_empty_start: bool,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             min_replicas_max_lag: 10,
             debug_truncate_backlog: None,
             repair: false,
+            allow_empty_start: false,
         }
     }
 }
@@ -88,6 +92,8 @@ OPTIONS:
                                start, as an OS crash that lost an unsynced tail would
     --repair                   start even if the backlog is damaged after the snapshot: cut it
                                at the first unusable command (the writes after it are lost)
+    --allow-empty-start        start from an empty data set when dump.rdb is missing or
+                               unreadable and the backlog no longer starts at offset 1
     -h, --help                 print this help
 
 Attach a replica:  redis-server --port 6391 --replicaof 127.0.0.1 6390
@@ -168,6 +174,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
                     Some(v.parse().map_err(|_| format!("invalid offset {v:?}"))?);
             }
             "--repair" => cfg.repair = true,
+            "--allow-empty-start" => cfg.allow_empty_start = true,
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
     }

@@ -86,7 +86,8 @@ impl Store {
             // Missing (a new directory), or unreadable: the open below creates it or says why.
             Err(_) => None,
         };
-        let (mut ks, snap_offset, mut db) = load_snapshot(&dir.join(SNAPSHOT_FILE))?;
+        let (mut ks, snap_offset, mut db) =
+            load_snapshot_or_refuse(cfg, &dir.join(SNAPSHOT_FILE), found.as_ref())?;
         if let Some(t) = cfg.debug_truncate_backlog.filter(|&t| t < snap_offset) {
             return Err(format!(
                 "--debug-truncate-backlog {t} is below the snapshot's offset {snap_offset}"
@@ -314,9 +315,57 @@ fn remove_stale_temp_files(dir: &Path) {
     }
 }
 
-/// The snapshot's data, replication offset and stream database (empty at offset 0 if there
-/// is none).
-fn load_snapshot(snap_path: &Path) -> Result<(Keyspace, u64, DbIndex), String> {
+/// The snapshot, or an empty start at offset 0 when there is none and the backlog (if any)
+/// starts at offset 1, so that replaying it rebuilds everything. A missing or unreadable
+/// snapshot beside a backlog that wrapped (its first offset is above 1: the older writes are
+/// only in a snapshot) refuses the start unless `--allow-empty-start`.
+fn load_snapshot_or_refuse(
+    cfg: &Config,
+    snap_path: &Path,
+    found: Option<&BacklogFile>,
+) -> Result<(Keyspace, u64, DbIndex), String> {
+    let problem = match load_snapshot(snap_path) {
+        Ok(Some(loaded)) => return Ok(loaded),
+        Ok(None) => "is missing".to_owned(),
+        Err(e) => format!("is unreadable ({e})"),
+    };
+    // The oldest byte the backlog held: the live page's after a process crash (recovery may
+    // keep fewer bytes when some fail their checksums; that refusal names the damage).
+    let first = found.map_or(1, |f| {
+        let i = f.inspection();
+        if i.live.initialised && i.live.this_boot {
+            i.live.first.min(i.first_offset)
+        } else {
+            i.first_offset
+        }
+    });
+    if first <= 1 && problem == "is missing" {
+        return Ok((Keyspace::new(), 0, DbIndex::ZERO));
+    }
+    let why = if first > 1 {
+        format!(
+            "{} {problem} and the backlog starts at offset {first}: the writes before it are \
+             only in a snapshot",
+            snap_path.display()
+        )
+    } else {
+        format!("{} {problem}", snap_path.display())
+    };
+    if !cfg.allow_empty_start {
+        return Err(format!(
+            "{why}; starting would lose them. Nothing was changed. Restore the snapshot, or \
+             restart with --allow-empty-start to start from an empty data set (the backlog is \
+             reset; replicas get a full resync)"
+        ));
+    }
+    log::warning(format_args!(
+        "{why}: --allow-empty-start: starting without it"
+    ));
+    Ok((Keyspace::new(), 0, DbIndex::ZERO))
+}
+
+/// The snapshot's data, replication offset and stream database, if there is one.
+fn load_snapshot(snap_path: &Path) -> Result<Option<(Keyspace, u64, DbIndex)>, String> {
     match fs::read(snap_path) {
         Ok(bytes) => {
             let loaded =
@@ -328,11 +377,9 @@ fn load_snapshot(snap_path: &Path) -> Result<(Keyspace, u64, DbIndex), String> {
                 snap_path.display(),
                 loaded.keyspace.len()
             ));
-            Ok((loaded.keyspace, offset, db))
+            Ok(Some((loaded.keyspace, offset, db)))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok((Keyspace::new(), 0, DbIndex::ZERO))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("reading {}: {e}", snap_path.display())),
     }
 }

@@ -166,3 +166,45 @@ fn damaged_committed_command_refuses_the_start_until_repair_syntax() {
 fn damaged_committed_value_refuses_the_start_until_repair() {
     damaged_committed_command_refuses_the_start_until_repair(true);
 }
+
+/// A wrapped backlog without its snapshot: the master once started with the few keys the
+/// backlog's bytes rebuild, or none, and reset the backlog. It must refuse, change nothing,
+/// and start empty only with `--allow-empty-start`.
+#[test]
+fn missing_snapshot_beside_a_wrapped_backlog_refuses_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--backlog-size", "16kb"];
+    let mut master = DurableMaster::start(BIN, dir.path(), &args);
+    let mut c = master.client();
+    let value = "v".repeat(100);
+    // About 40 KB of stream: the 16 KiB ring wraps (and snapshots are written).
+    for i in 0..300 {
+        c.ok(&["SET", &format!("key:{i:03}"), &value]);
+    }
+    drop(c);
+    master.kill9();
+    let data = dir.path().join("data");
+    std::fs::remove_file(data.join("dump.rdb")).expect("a snapshot was written");
+    let backlog = std::fs::read(data.join("backlog")).expect("read backlog");
+
+    let (started, log) = run_once(&data, &args);
+    assert!(
+        !started,
+        "started without the snapshot of a wrapped backlog:\n{log}"
+    );
+    assert!(
+        log.contains("dump.rdb is missing and the backlog starts at offset")
+            && log.contains("--allow-empty-start"),
+        "{log}"
+    );
+    assert!(
+        std::fs::read(data.join("backlog")).expect("read backlog") == backlog,
+        "a refused start changed the backlog file"
+    );
+    assert!(!data.join("dump.rdb").exists());
+
+    master.spawn(&["--allow-empty-start"]);
+    let mut c = master.client();
+    assert_eq!(c.integer(&["DBSIZE"]), 0);
+    c.ok(&["SET", "new", "1"]);
+}
