@@ -92,6 +92,11 @@ pub mod sync;
 mod sync;
 mod writer;
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use cursor::Cursor;
 pub use error::{Error, Result};
 pub use format::{MAX_CAPACITY, MIN_CAPACITY};
