@@ -21,7 +21,7 @@ use std::fmt;
 
 /// Commands the server layer handles itself; [`execute`] answers [`Outcome::NotMine`] for them.
 pub(crate) const SERVER_COMMANDS: &[&str] = &[
-    "info", "role", "wait", "shutdown", "auth", "replconf", "psync", "sync",
+    "info", "role", "wait", "shutdown", "auth", "replconf", "psync", "sync", "client",
 ];
 
 /// Whether `name` (any case) is in [`SERVER_COMMANDS`].

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use durable_resp::{self as resp, RequestParser, parse_i64};
 
+use crate::client_cmds::{self, After, ClientEntry};
 use crate::commands::{Outcome, execute, is_server_command, is_write_command};
 use crate::keyspace::{DbIndex, Keyspace};
 use crate::replica::{self, Handshake};
@@ -83,6 +84,8 @@ struct Conn {
     /// Stream offset right after this client's last write (Redis's `c->woff`; 0 before its
     /// first): what `WAIT` asks the replicas to have acknowledged.
     woff: u64,
+    /// This connection's entry in the server's client table.
+    client: Arc<ClientEntry>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -95,6 +98,7 @@ pub(crate) fn handle(server: &Arc<Server>, stream: TcpStream) {
     server.connections.fetch_add(1, Ordering::Relaxed);
     server.connected_clients.fetch_add(1, Ordering::Relaxed);
     let authed = server.cfg.requirepass.is_none();
+    let registration = server.client_table.register(&stream, server.next_id());
     let mut conn = Conn {
         server: Arc::clone(server),
         stream,
@@ -102,11 +106,13 @@ pub(crate) fn handle(server: &Arc<Server>, stream: TcpStream) {
         authed,
         handshake: Handshake::new(peer_ip),
         woff: 0,
+        client: Arc::clone(registration.entry()),
     };
     let mut parser = RequestParser::new();
     let next = conn.serve(&mut parser);
     server.connected_clients.fetch_sub(1, Ordering::Relaxed);
     if let Next::Replicate(psync) = next {
+        conn.client.set_replica();
         replica::serve(server, conn.stream, parser, &conn.handshake, psync.as_ref());
     }
 }
@@ -172,6 +178,7 @@ impl Conn {
                 }
             };
             server.commands.fetch_add(1, Ordering::Relaxed);
+            self.client.touch(&argv, self.db.get());
             let name = argv.first().map_or(&[][..], Vec::as_slice);
             if !self.authed && !name.eq_ignore_ascii_case(b"auth") {
                 if name.eq_ignore_ascii_case(b"quit") {
@@ -270,6 +277,14 @@ impl Conn {
                 None => return Next::Replicate(Some((arg(1).to_vec(), arg(2).to_vec()))),
             },
             "sync" => return Next::Replicate(None),
+            "client" => {
+                let (reply, after) =
+                    client_cmds::client(&self.server.client_table, &self.client, argv);
+                out.extend(reply);
+                if after == After::Close {
+                    return Next::Close;
+                }
+            }
             _ => out.extend(resp::error(b"ERR unknown command")),
         }
         Next::Continue

@@ -5,6 +5,7 @@
 //! See docs/MASTER.md.
 
 mod accept;
+mod client_cmds;
 mod commands;
 mod config;
 mod conn;

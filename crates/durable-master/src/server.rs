@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use durable_backlog::{Durability, Reader, RunId};
 
+use crate::client_cmds::ClientTable;
 use crate::config::Config;
 use crate::log;
 use crate::store::Store;
@@ -77,6 +78,8 @@ pub(crate) struct Server {
     /// Connections refused because of `maxclients`.
     pub(crate) rejected_connections: AtomicU64,
     pub(crate) commands: AtomicU64,
+    /// Every open connection, for `CLIENT`.
+    pub(crate) client_table: ClientTable,
     next_id: AtomicU64,
     pub(crate) started: Instant,
     /// A random ID of this process (Redis's `run_id`): a new one at every start, so a monitor
@@ -103,6 +106,7 @@ impl Server {
             clients: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
             commands: AtomicU64::new(0),
+            client_table: ClientTable::default(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
             run_id: RunId::random(),

@@ -1,0 +1,374 @@
+//! `CLIENT` and the table of open connections it reads: `SETNAME`, `GETNAME`, `ID`, `LIST`
+//! and `KILL` (the old `<ip:port>` form and the filter form), with Redis 7.0's replies and
+//! error texts (checked against `redis-server` 7.0.15). Sentinel names its links with
+//! `CLIENT SETNAME`; operators find and drop clients with `LIST` and `KILL`.
+//!
+//! Every connection thread registers a [`ClientEntry`] for as long as it runs, also after it
+//! became a replica link. `KILL` shuts the victim's socket down: its thread's next read or
+//! write fails and it closes, as when the peer disconnects.
+
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use durable_resp::{self as resp, parse_i64};
+
+use crate::server::lock;
+
+/// One open connection, as `CLIENT LIST` shows it and `CLIENT KILL` finds it.
+#[derive(Debug)]
+pub(crate) struct ClientEntry {
+    id: u64,
+    /// Peer address, `ip:port`.
+    addr: String,
+    /// Local address, `ip:port`.
+    laddr: String,
+    fd: i32,
+    created: Instant,
+    /// Set by `CLIENT SETNAME`; empty means no name.
+    name: Mutex<Vec<u8>>,
+    /// The database of the last command.
+    db: AtomicU32,
+    /// Milliseconds after `created` of the last command.
+    last_cmd_ms: AtomicU64,
+    /// The last command's name as Redis prints it (`get`, `client|list`).
+    last_cmd: Mutex<String>,
+    /// Became a replica link (`PSYNC` / `SYNC`).
+    replica: AtomicBool,
+    /// Killed by `CLIENT KILL`: no longer listed or counted, though its thread may not have
+    /// seen the closed socket yet.
+    killed: AtomicBool,
+    /// A second handle on the socket, to shut it down from another thread (`None` if the
+    /// process was out of file descriptors: such a client cannot be killed).
+    stream: Option<TcpStream>,
+}
+
+impl ClientEntry {
+    /// Records a command the connection is about to run, in database `db`.
+    pub(crate) fn touch(&self, argv: &[Vec<u8>], db: u32) {
+        self.db.store(db, Ordering::Relaxed);
+        let ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_cmd_ms.store(ms, Ordering::Relaxed);
+        let mut name = String::from_utf8_lossy(argv.first().map_or(&[][..], Vec::as_slice))
+            .to_ascii_lowercase();
+        if name == "client"
+            && let Some(sub) = argv.get(1)
+        {
+            name.push('|');
+            name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+        }
+        *lock(&self.last_cmd) = name;
+    }
+
+    /// Marks the connection as a replica link.
+    pub(crate) fn set_replica(&self) {
+        self.replica.store(true, Ordering::Relaxed);
+    }
+
+    fn kind(&self) -> ClientKind {
+        if self.replica.load(Ordering::Relaxed) {
+            ClientKind::Replica
+        } else {
+            ClientKind::Normal
+        }
+    }
+
+    fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        if let Some(s) = &self.stream {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// The `CLIENT LIST` line (Redis's field names and order; the memory and buffer fields
+    /// Redis adds are left out, as this server does not account them per client).
+    fn line(&self) -> String {
+        let now = self.created.elapsed();
+        let idle_ms = u64::try_from(now.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_sub(self.last_cmd_ms.load(Ordering::Relaxed));
+        let flags = match self.kind() {
+            ClientKind::Replica => "S",
+            _ => "N",
+        };
+        format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db={} sub=0 \
+             psub=0 ssub=0 multi=-1 cmd={} user=default redir=-1 resp=2\n",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            String::from_utf8_lossy(&lock(&self.name)),
+            now.as_secs(),
+            idle_ms / 1000,
+            self.db.load(Ordering::Relaxed),
+            lock(&self.last_cmd),
+        )
+    }
+}
+
+/// Redis's client types, as `CLIENT LIST TYPE` and `CLIENT KILL TYPE` name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientKind {
+    Normal,
+    Replica,
+    /// This server never connects to a master: no client is of this type.
+    Master,
+    /// No client of this server is subscribed to anything.
+    Pubsub,
+}
+
+impl ClientKind {
+    /// Redis's `getClientTypeByName` (any case).
+    fn parse(name: &[u8]) -> Option<ClientKind> {
+        match name.to_ascii_lowercase().as_slice() {
+            b"normal" => Some(ClientKind::Normal),
+            b"slave" | b"replica" => Some(ClientKind::Replica),
+            b"master" => Some(ClientKind::Master),
+            b"pubsub" => Some(ClientKind::Pubsub),
+            _ => None,
+        }
+    }
+}
+
+/// Every open connection.
+#[derive(Debug, Default)]
+pub(crate) struct ClientTable {
+    entries: Mutex<Vec<Arc<ClientEntry>>>,
+}
+
+/// Keeps a connection in the [`ClientTable`]; removes it when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration<'a> {
+    table: &'a ClientTable,
+    entry: Arc<ClientEntry>,
+}
+
+impl Registration<'_> {
+    /// The registered entry.
+    pub(crate) fn entry(&self) -> &Arc<ClientEntry> {
+        &self.entry
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        lock(&self.table.entries).retain(|e| !Arc::ptr_eq(e, &self.entry));
+    }
+}
+
+impl ClientTable {
+    /// Adds the connection on `stream` with ID `id`.
+    pub(crate) fn register(&self, stream: &TcpStream, id: u64) -> Registration<'_> {
+        let addr =
+            |a: std::io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let entry = Arc::new(ClientEntry {
+            id,
+            addr: addr(stream.peer_addr()),
+            laddr: addr(stream.local_addr()),
+            fd: stream.as_raw_fd(),
+            created: Instant::now(),
+            name: Mutex::new(Vec::new()),
+            db: AtomicU32::new(0),
+            last_cmd_ms: AtomicU64::new(0),
+            last_cmd: Mutex::new("NULL".to_owned()),
+            replica: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            stream: stream.try_clone().ok(),
+        });
+        lock(&self.entries).push(Arc::clone(&entry));
+        Registration { table: self, entry }
+    }
+
+    fn snapshot(&self) -> Vec<Arc<ClientEntry>> {
+        lock(&self.entries)
+            .iter()
+            .filter(|e| !e.killed.load(Ordering::SeqCst))
+            .cloned()
+            .collect()
+    }
+}
+
+/// What `CLIENT` asks of the connection after its reply.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum After {
+    Continue,
+    /// The client killed itself: close once the reply is written.
+    Close,
+}
+
+const SYNTAX: &[u8] = b"ERR syntax error";
+
+fn arity(sub: &str) -> Vec<u8> {
+    resp::error(format!("ERR wrong number of arguments for 'client|{sub}' command").as_bytes())
+}
+
+fn unknown_type(name: &[u8]) -> Vec<u8> {
+    let mut text = b"ERR Unknown client type '".to_vec();
+    text.extend_from_slice(name);
+    text.push(b'\'');
+    resp::error(&text)
+}
+
+/// `CLIENT <subcommand> ...` from connection `me`.
+pub(crate) fn client(table: &ClientTable, me: &ClientEntry, argv: &[Vec<u8>]) -> (Vec<u8>, After) {
+    let done = |reply| (reply, After::Continue);
+    let Some(sub) = argv.get(1) else {
+        return done(resp::error(
+            b"ERR wrong number of arguments for 'client' command",
+        ));
+    };
+    let n = argv.len();
+    match sub.to_ascii_lowercase().as_slice() {
+        b"id" if n == 2 => done(resp::integer(i64::try_from(me.id).unwrap_or(i64::MAX))),
+        b"id" => done(arity("id")),
+        b"getname" if n == 2 => {
+            let name = lock(&me.name);
+            done(if name.is_empty() {
+                resp::null_bulk()
+            } else {
+                resp::bulk(&name)
+            })
+        }
+        b"getname" => done(arity("getname")),
+        b"setname" if n == 3 => done(setname(me, argv.get(2).map_or(&[][..], Vec::as_slice))),
+        b"setname" => done(arity("setname")),
+        b"list" => done(list(table, argv)),
+        b"kill" if n == 2 => done(arity("kill")),
+        b"kill" => kill(table, me, argv),
+        _ => {
+            let mut text = b"ERR unknown subcommand '".to_vec();
+            let end = sub.iter().position(|&b| b == 0).unwrap_or(sub.len());
+            text.extend_from_slice(sub.get(..end.min(128)).unwrap_or_default());
+            text.extend_from_slice(b"'. Try CLIENT HELP.");
+            done(resp::error(&text))
+        }
+    }
+}
+
+/// `CLIENT SETNAME`: printable ASCII without spaces; an empty name removes the name.
+fn setname(me: &ClientEntry, name: &[u8]) -> Vec<u8> {
+    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return resp::error(
+            b"ERR Client names cannot contain spaces, newlines or special characters.",
+        );
+    }
+    *lock(&me.name) = name.to_vec();
+    resp::simple_string(b"OK")
+}
+
+/// `CLIENT LIST [TYPE <type>] | [ID <id> ...]`.
+fn list(table: &ClientTable, argv: &[Vec<u8>]) -> Vec<u8> {
+    let opt = argv.get(2).map(|o| o.to_ascii_lowercase());
+    let keep: Box<dyn Fn(&ClientEntry) -> bool> = match (opt.as_deref(), argv.len()) {
+        (None, _) => Box::new(|_| true),
+        (Some(b"type"), 4) => {
+            let name = argv.get(3).map_or(&[][..], Vec::as_slice);
+            let Some(kind) = ClientKind::parse(name) else {
+                return unknown_type(name);
+            };
+            Box::new(move |e| e.kind() == kind)
+        }
+        (Some(b"id"), n) if n >= 4 => {
+            let mut ids = Vec::new();
+            for a in argv.get(3..).unwrap_or_default() {
+                match parse_i64(a) {
+                    Some(id) => ids.push(id),
+                    None => return resp::error(b"ERR Invalid client ID"),
+                }
+            }
+            Box::new(move |e| ids.iter().any(|&id| u64::try_from(id) == Ok(e.id)))
+        }
+        _ => return resp::error(SYNTAX),
+    };
+    let text: String = table
+        .snapshot()
+        .iter()
+        .filter(|e| keep(e))
+        .map(|e| e.line())
+        .collect();
+    resp::bulk(text.as_bytes())
+}
+
+/// `CLIENT KILL <ip:port>` or `CLIENT KILL <filter> <value> ...` (`ID`, `TYPE`, `ADDR`,
+/// `LADDR`, `USER`, `SKIPME`), as Redis 7.0's `clientKillCommand`.
+fn kill(table: &ClientTable, me: &ClientEntry, argv: &[Vec<u8>]) -> (Vec<u8>, After) {
+    let n = argv.len();
+    if n == 3 {
+        let addr = argv.get(2).map_or(&[][..], Vec::as_slice);
+        let Some(victim) = table
+            .snapshot()
+            .into_iter()
+            .find(|e| e.addr.as_bytes() == addr)
+        else {
+            return (resp::error(b"ERR No such client"), After::Continue);
+        };
+        let reply = resp::simple_string(b"OK");
+        if victim.id == me.id {
+            return (reply, After::Close);
+        }
+        victim.kill();
+        return (reply, After::Continue);
+    }
+    if !n.is_multiple_of(2) {
+        return (resp::error(SYNTAX), After::Continue);
+    }
+    let (mut id, mut kind, mut addr, mut laddr) = (None, None, None, None);
+    let mut skipme = true;
+    for pair in argv.get(2..).unwrap_or_default().chunks_exact(2) {
+        let [opt, value] = pair else { continue };
+        let fail = |reply: Vec<u8>| (reply, After::Continue);
+        match opt.to_ascii_lowercase().as_slice() {
+            b"id" => match parse_i64(value).and_then(|v| u64::try_from(v).ok()) {
+                Some(v) if v > 0 => id = Some(v),
+                _ => return fail(resp::error(b"ERR client-id should be greater than 0")),
+            },
+            b"type" => match ClientKind::parse(value) {
+                Some(k) => kind = Some(k),
+                None => return fail(unknown_type(value)),
+            },
+            b"addr" => addr = Some(value.clone()),
+            b"laddr" => laddr = Some(value.clone()),
+            // The only user is `default`, and every client is logged in as it.
+            b"user" if value.as_slice() == b"default" => {}
+            b"user" => {
+                let mut text = b"ERR No such user '".to_vec();
+                text.extend_from_slice(value);
+                text.push(b'\'');
+                return fail(resp::error(&text));
+            }
+            b"skipme" if value.eq_ignore_ascii_case(b"yes") => skipme = true,
+            b"skipme" if value.eq_ignore_ascii_case(b"no") => skipme = false,
+            _ => return fail(resp::error(SYNTAX)),
+        }
+    }
+    let mut killed = 0i64;
+    let mut close_me = false;
+    for e in table.snapshot() {
+        let matches = id.is_none_or(|id| e.id == id)
+            && kind.is_none_or(|k| e.kind() == k)
+            && addr
+                .as_ref()
+                .is_none_or(|a| e.addr.as_bytes() == a.as_slice())
+            && laddr
+                .as_ref()
+                .is_none_or(|a| e.laddr.as_bytes() == a.as_slice());
+        if !matches || (skipme && e.id == me.id) {
+            continue;
+        }
+        killed += 1;
+        if e.id == me.id {
+            close_me = true;
+        } else {
+            e.kill();
+        }
+    }
+    let after = if close_me {
+        After::Close
+    } else {
+        After::Continue
+    };
+    (resp::integer(killed), after)
+}

@@ -1,0 +1,258 @@
+//! The commands Redis Sentinel and operators send a master answer with Redis 7.0's exact
+//! bytes: guards against `ERR unknown command` where Sentinel expects an answer, against error
+//! texts that differ from Redis's, and against `CLIENT KILL` missing (or over-reaching) its
+//! targets. Every request runs against durable-master and, when one is installed, a real
+//! `redis-server`, which must answer the same.
+
+use test_redis as common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::master::DurableMaster;
+use common::{Client, RedisGuard};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_durable-master");
+
+fn argv(line: &str) -> Vec<Vec<u8>> {
+    line.split(' ').map(|a| a.as_bytes().to_vec()).collect()
+}
+
+/// Runs `cases` (request line, expected reply) in order on one connection.
+fn check(client: &mut Client, server: &str, cases: &[(&str, &str)]) {
+    for (line, want) in cases {
+        let got = client.call_raw(&argv(line));
+        assert_eq!(String::from_utf8_lossy(&got), *want, "{server}: {line}");
+    }
+}
+
+/// Runs `scenario` against durable-master and, if installed, redis-server.
+fn on_both(scenario: impl Fn(u16, &str)) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &[]);
+    scenario(m.port, "durable-master");
+    if let Some(redis) = common::redis_server() {
+        let rdir = tempfile::tempdir().expect("tempdir");
+        let r = RedisGuard::start(&redis, rdir.path());
+        scenario(r.port, "redis-server");
+    }
+}
+
+/// Whether the server closed `stream` (a read sees end of file or a reset) within a second.
+fn closed(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// A raw connection the server has answered a `PING` on (so it is in the client table).
+fn served(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"*1\r\n$4\r\nPING\r\n").expect("send");
+    let mut pong = [0u8; 7];
+    s.read_exact(&mut pong).expect("pong");
+    assert_eq!(&pong, b"+PONG\r\n");
+    s
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+#[test]
+fn client_subcommands_answer_as_redis() {
+    let cases = [
+        ("CLIENT GETNAME", "$-1\r\n"),
+        ("CLIENT SETNAME sentinel-1a2b3c4d-cmd", "+OK\r\n"),
+        ("client getname", "$21\r\nsentinel-1a2b3c4d-cmd\r\n"),
+        (
+            "CLIENT SETNAME",
+            "-ERR wrong number of arguments for 'client|setname' command\r\n",
+        ),
+        (
+            "CLIENT SETNAME a b",
+            "-ERR wrong number of arguments for 'client|setname' command\r\n",
+        ),
+        (
+            "client setname é",
+            "-ERR Client names cannot contain spaces, newlines or special characters.\r\n",
+        ),
+        // The refused name left the old one.
+        ("CLIENT GETNAME", "$21\r\nsentinel-1a2b3c4d-cmd\r\n"),
+        // An empty name removes the name.
+        ("CLIENT SETNAME ", "+OK\r\n"),
+        ("CLIENT GETNAME", "$-1\r\n"),
+        (
+            "CLIENT GETNAME x",
+            "-ERR wrong number of arguments for 'client|getname' command\r\n",
+        ),
+        (
+            "CLIENT ID x",
+            "-ERR wrong number of arguments for 'client|id' command\r\n",
+        ),
+        (
+            "CLIENT",
+            "-ERR wrong number of arguments for 'client' command\r\n",
+        ),
+        (
+            "client Foo",
+            "-ERR unknown subcommand 'Foo'. Try CLIENT HELP.\r\n",
+        ),
+        ("CLIENT LIST x", "-ERR syntax error\r\n"),
+        ("CLIENT LIST TYPE foo", "-ERR Unknown client type 'foo'\r\n"),
+        ("CLIENT LIST ID 3 x", "-ERR Invalid client ID\r\n"),
+        ("CLIENT LIST ID 0", "$0\r\n\r\n"),
+        ("CLIENT LIST TYPE master", "$0\r\n\r\n"),
+        ("CLIENT LIST TYPE replica", "$0\r\n\r\n"),
+        (
+            "CLIENT KILL",
+            "-ERR wrong number of arguments for 'client|kill' command\r\n",
+        ),
+        ("CLIENT KILL 1.2.3.4:5", "-ERR No such client\r\n"),
+        ("CLIENT KILL TYPE", "-ERR No such client\r\n"),
+        ("CLIENT KILL TYPE foo", "-ERR Unknown client type 'foo'\r\n"),
+        ("CLIENT KILL TYPE normal SKIPME", "-ERR syntax error\r\n"),
+        ("CLIENT KILL FOO bar", "-ERR syntax error\r\n"),
+        ("CLIENT KILL SKIPME maybe", "-ERR syntax error\r\n"),
+        (
+            "CLIENT KILL ID 0",
+            "-ERR client-id should be greater than 0\r\n",
+        ),
+        (
+            "CLIENT KILL ID x",
+            "-ERR client-id should be greater than 0\r\n",
+        ),
+        ("CLIENT KILL USER foo", "-ERR No such user 'foo'\r\n"),
+        ("CLIENT KILL TYPE replica", ":0\r\n"),
+        ("CLIENT KILL ADDR 1.2.3.4:5", ":0\r\n"),
+        ("CLIENT KILL LADDR 1.2.3.4:5", ":0\r\n"),
+        // This client is skipped by default: nothing else is connected.
+        ("CLIENT KILL TYPE normal", ":0\r\n"),
+        ("PING", "+PONG\r\n"),
+    ];
+    on_both(|port, server| check(&mut Client::open(port), server, &cases));
+}
+
+#[test]
+fn client_list_shows_each_connection_like_redis() {
+    let lines = |port: u16| -> (String, i64, String) {
+        let mut c = Client::open(port);
+        c.ok(&["CLIENT", "SETNAME", "lister"]);
+        c.ok(&["SELECT", "3"]);
+        let id = c.integer(&["CLIENT", "ID"]);
+        let mut other = Client::open(port);
+        assert_eq!(other.call_raw(&["PING"]), b"+PONG\r\n");
+        let raw = c.call_raw(&["CLIENT", "LIST"]);
+        let text = String::from_utf8(raw).expect("utf8");
+        let body = text.split_once("\r\n").expect("bulk").1.to_owned();
+        let only = c.call_raw(&["CLIENT", "LIST", "ID", &id.to_string()]);
+        drop(other);
+        (body, id, String::from_utf8(only).expect("utf8"))
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &[]);
+    let (body, id, only) = lines(m.port);
+    let list: Vec<&str> = body.trim_end_matches("\r\n").lines().collect();
+    assert_eq!(list.len(), 2, "{body:?}");
+    let mine = list
+        .iter()
+        .find(|l| field(l, "id") == id.to_string())
+        .expect("own line");
+    assert_eq!(field(mine, "name"), "lister");
+    assert_eq!(field(mine, "db"), "3");
+    assert_eq!(field(mine, "flags"), "N");
+    assert_eq!(field(mine, "cmd"), "client|list");
+    assert_eq!(field(mine, "laddr"), format!("127.0.0.1:{}", m.port));
+    assert_eq!(only, format!("${}\r\n{mine}\n\r\n", mine.len() + 1));
+    if let Some(redis) = common::redis_server() {
+        let rdir = tempfile::tempdir().expect("tempdir");
+        let r = RedisGuard::start(&redis, rdir.path());
+        let (rbody, rid, _) = lines(r.port);
+        let rmine = rbody
+            .lines()
+            .find(|l| field(l, "id") == rid.to_string())
+            .expect("own line");
+        // Every field durable-master prints, Redis prints too, in the same order and with the
+        // same value where the value does not depend on the process.
+        let keys = |l: &str| -> Vec<String> {
+            l.split(' ')
+                .map(|kv| kv.split('=').next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let rkeys = keys(rmine);
+        let positions: Vec<usize> = keys(mine)
+            .iter()
+            .map(|k| {
+                rkeys
+                    .iter()
+                    .position(|r| r == k)
+                    .unwrap_or_else(|| panic!("{k} not in {rmine}"))
+            })
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{mine}\n{rmine}");
+        for key in [
+            "name", "flags", "db", "sub", "psub", "ssub", "multi", "cmd", "user", "redir", "resp",
+        ] {
+            assert_eq!(field(mine, key), field(rmine, key), "{key}");
+        }
+    }
+}
+
+#[test]
+fn client_kill_closes_the_chosen_connections_only() {
+    on_both(|port, server| {
+        let mut killer = Client::open(port);
+        let mut by_addr = served(port);
+        let mut by_old_form = served(port);
+        let mut spared = Client::open(port);
+        assert_eq!(spared.call_raw(&["PING"]), b"+PONG\r\n", "{server}");
+        let addr = |s: &TcpStream| s.local_addr().expect("addr").to_string();
+        assert_eq!(
+            killer.call_raw(&["CLIENT", "KILL", "ADDR", &addr(&by_addr)]),
+            b":1\r\n",
+            "{server}"
+        );
+        assert!(closed(&mut by_addr), "{server}: ADDR victim still open");
+        assert_eq!(
+            killer.call_raw(&["CLIENT", "KILL", &addr(&by_old_form)]),
+            b"+OK\r\n",
+            "{server}"
+        );
+        assert!(closed(&mut by_old_form), "{server}: old-form victim open");
+        assert_eq!(spared.call_raw(&["PING"]), b"+PONG\r\n", "{server}");
+        // TYPE normal kills every normal client but the caller.
+        assert_eq!(
+            killer.call_raw(&["CLIENT", "KILL", "TYPE", "normal"]),
+            b":1\r\n",
+            "{server}"
+        );
+        assert_eq!(killer.call_raw(&["PING"]), b"+PONG\r\n", "{server}");
+        // The caller itself, with SKIPME no: the reply, then the connection closes.
+        let mut me = served(port);
+        let mut own = Client::open(port);
+        let my_addr = addr(&me);
+        drop(own.call_raw(&["PING"]));
+        let req = format!(
+            "*6\r\n$6\r\nCLIENT\r\n$4\r\nKILL\r\n$4\r\nADDR\r\n${}\r\n{my_addr}\r\n$6\r\nSKIPME\r\n$2\r\nno\r\n",
+            my_addr.len()
+        );
+        me.write_all(req.as_bytes()).expect("send");
+        me.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        let _ = me.read_to_end(&mut got);
+        assert_eq!(String::from_utf8_lossy(&got), ":1\r\n", "{server}");
+        assert_eq!(own.call_raw(&["PING"]), b"+PONG\r\n", "{server}");
+    });
+}
