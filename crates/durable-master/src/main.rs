@@ -78,5 +78,28 @@ fn main() {
         log::warning(format_args!("FATAL: starting the ping thread: {e}"));
         std::process::exit(1);
     }
+    if let Err(e) = handle_signals(&server) {
+        log::warning(format_args!("FATAL: setting up signal handling: {e}"));
+        std::process::exit(1);
+    }
     accept::run(&listener, &server);
+}
+
+/// SIGTERM and SIGINT stop the server as `SHUTDOWN` does (final snapshot, backlog closed
+/// cleanly, exit 0), from a thread of their own: the handler signal-hook installs only wakes
+/// it.
+fn handle_signals(server: &Arc<Server>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let server = Arc::clone(server);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                log::warning(format_args!("Received {name} scheduling shutdown..."));
+                server.shutdown();
+            }
+        })?;
+    Ok(())
 }

@@ -208,3 +208,62 @@ fn missing_snapshot_beside_a_wrapped_backlog_refuses_the_start() {
     assert_eq!(c.integer(&["DBSIZE"]), 0);
     c.ok(&["SET", "new", "1"]);
 }
+
+/// SIGTERM must stop the master as `SHUTDOWN` does: without a handler it died like kill -9
+/// (exit by signal, no final snapshot, the backlog left unclean).
+#[test]
+fn sigterm_snapshots_closes_the_backlog_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("master.log");
+    let port = common::free_port();
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(BIN)
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn durable-master");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut c = loop {
+        if let Ok(mut c) = common::Client::connect(port)
+            && c.call(&["PING"]) == Reply::Status("PONG".to_owned())
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no PING answer");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.ok(&["SET", "k", "v"]);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().expect("kill");
+            child.wait().expect("reap");
+            panic!("still running 20 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = common::read_log(&log_path);
+    assert_eq!(status.code(), Some(0), "exit status {status}:\n{log}");
+    assert!(
+        log.contains("Received SIGTERM scheduling shutdown..."),
+        "{log}"
+    );
+    assert!(data.join("dump.rdb").exists(), "no final snapshot");
+
+    let master = DurableMaster::start(BIN, dir.path(), &[]);
+    let log = master.log();
+    assert!(log.contains("Backlog opened (clean shutdown)"), "{log}");
+    assert_eq!(get(&master, "k"), Reply::Bulk(Some(b"v".to_vec())));
+}
