@@ -21,7 +21,7 @@ use std::fmt;
 
 /// Commands the server layer handles itself; [`execute`] answers [`Outcome::NotMine`] for them.
 pub(crate) const SERVER_COMMANDS: &[&str] = &[
-    "info", "role", "wait", "shutdown", "auth", "replconf", "psync", "sync", "client",
+    "info", "role", "wait", "shutdown", "auth", "replconf", "psync", "sync", "client", "config",
 ];
 
 /// Whether `name` (any case) is in [`SERVER_COMMANDS`].
@@ -345,7 +345,7 @@ pub(crate) fn is_write_command(argv: &[Vec<u8>]) -> bool {
 }
 
 /// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a-z]`, `\\x`.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
         Some((b'*', rest)) => {

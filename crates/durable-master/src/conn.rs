@@ -13,6 +13,7 @@ use durable_resp::{self as resp, RequestParser, parse_i64};
 
 use crate::client_cmds::{self, After, ClientEntry};
 use crate::commands::{Outcome, execute, is_server_command, is_write_command};
+use crate::config_cmd;
 use crate::keyspace::{DbIndex, Keyspace};
 use crate::replica::{self, Handshake};
 use crate::server::{GETACK, Server, StoreGuard, lock};
@@ -277,6 +278,7 @@ impl Conn {
                 None => return Next::Replicate(Some((arg(1).to_vec(), arg(2).to_vec()))),
             },
             "sync" => return Next::Replicate(None),
+            "config" => out.extend(config_cmd::config(&self.server.cfg, argv)),
             "client" => {
                 let (reply, after) =
                     client_cmds::client(&self.server.client_table, &self.client, argv);

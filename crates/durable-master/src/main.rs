@@ -8,6 +8,7 @@ mod accept;
 mod client_cmds;
 mod commands;
 mod config;
+mod config_cmd;
 mod conn;
 mod keyspace;
 mod log;

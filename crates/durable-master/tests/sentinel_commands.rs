@@ -256,3 +256,116 @@ fn client_kill_closes_the_chosen_connections_only() {
         assert_eq!(own.call_raw(&["PING"]), b"+PONG\r\n", "{server}");
     });
 }
+
+#[test]
+fn config_answers_as_redis() {
+    let cases = [
+        (
+            "CONFIG GET repl-backlog-size",
+            "*2\r\n$17\r\nrepl-backlog-size\r\n$7\r\n1048576\r\n",
+        ),
+        (
+            "CONFIG GET appendfsync",
+            "*2\r\n$11\r\nappendfsync\r\n$8\r\neverysec\r\n",
+        ),
+        (
+            "config get min-replicas-to-write",
+            "*2\r\n$21\r\nmin-replicas-to-write\r\n$1\r\n0\r\n",
+        ),
+        // A name without glob characters is answered under the name as given.
+        (
+            "CONFIG GET MIN-SLAVES-max-lag",
+            "*2\r\n$18\r\nMIN-SLAVES-max-lag\r\n$2\r\n10\r\n",
+        ),
+        (
+            "CONFIG GET min-replicas-max-l?g",
+            "*2\r\n$20\r\nmin-replicas-max-lag\r\n$2\r\n10\r\n",
+        ),
+        (
+            "CONFIG GET requirepass",
+            "*2\r\n$11\r\nrequirepass\r\n$0\r\n\r\n",
+        ),
+        ("CONFIG GET bind", "*2\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n"),
+        ("CONFIG GET nosuch", "*0\r\n"),
+        ("CONFIG GET nosuch*", "*0\r\n"),
+        (
+            "CONFIG GET",
+            "-ERR wrong number of arguments for 'config|get' command\r\n",
+        ),
+        (
+            "CONFIG SET nosuch 1",
+            "-ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'\r\n",
+        ),
+        (
+            "CONFIG SET port",
+            "-ERR wrong number of arguments for 'config|set' command\r\n",
+        ),
+        ("CONFIG SET nosuch 1 x", "-ERR syntax error\r\n"),
+        (
+            "CONFIG REWRITE",
+            "-ERR The server is running without a config file\r\n",
+        ),
+        (
+            "CONFIG REWRITE x",
+            "-ERR wrong number of arguments for 'config|rewrite' command\r\n",
+        ),
+        (
+            "CONFIG Foo",
+            "-ERR unknown subcommand 'Foo'. Try CONFIG HELP.\r\n",
+        ),
+        (
+            "CONFIG",
+            "-ERR wrong number of arguments for 'config' command\r\n",
+        ),
+    ];
+    on_both(|port, server| {
+        let mut c = Client::open(port);
+        check(&mut c, server, &cases);
+        let own_port = c.call_raw(&["CONFIG", "GET", "port"]);
+        let p = port.to_string();
+        assert_eq!(
+            String::from_utf8_lossy(&own_port),
+            format!("*2\r\n$4\r\nport\r\n${}\r\n{p}\r\n", p.len()),
+            "{server}"
+        );
+        // Both aliases of a setting match a glob.
+        let both = String::from_utf8(c.call_raw(&["CONFIG", "GET", "min-*-to-write"])).unwrap();
+        assert!(
+            both.starts_with("*4\r\n")
+                && both.contains("$21\r\nmin-replicas-to-write\r\n$1\r\n0\r\n")
+                && both.contains("$19\r\nmin-slaves-to-write\r\n$1\r\n0\r\n"),
+            "{server}: {both:?}"
+        );
+    });
+}
+
+#[test]
+fn config_set_refuses_every_setting_as_immutable_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &["--min-replicas-max-lag", "7"]);
+    let mut c = m.client();
+    check(
+        &mut c,
+        "durable-master",
+        &[
+            (
+                "CONFIG SET min-replicas-max-lag 9",
+                "-ERR CONFIG SET failed (possibly related to argument 'min-replicas-max-lag') - \
+                 can't set immutable config\r\n",
+            ),
+            (
+                "CONFIG SET Port 1 nosuch 2",
+                "-ERR CONFIG SET failed (possibly related to argument 'Port') - \
+                 can't set immutable config\r\n",
+            ),
+            (
+                "CONFIG GET min-slaves-max-lag",
+                "*2\r\n$18\r\nmin-slaves-max-lag\r\n$1\r\n7\r\n",
+            ),
+        ],
+    );
+    let reply = String::from_utf8(c.call_raw(&["CONFIG", "GET", "dir"])).unwrap();
+    let value = reply.rsplit("\r\n").nth(1).expect("value");
+    assert!(std::path::Path::new(value).is_absolute(), "{reply:?}");
+    assert!(std::path::Path::new(value).is_dir(), "{reply:?}");
+}
