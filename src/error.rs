@@ -27,6 +27,12 @@ pub enum Error {
         /// The file that is locked.
         path: PathBuf,
     },
+    /// The file holds no backlog header at all (no magic in either header slot): it is some
+    /// other file, not a damaged backlog.
+    NotABacklog {
+        /// The file.
+        path: PathBuf,
+    },
     /// `create` found a file already at the path.
     AlreadyExists {
         /// The existing file.
@@ -121,6 +127,11 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::AlreadyExists { path } => write!(f, "{} already exists", path.display()),
+            Error::NotABacklog { path } => write!(
+                f,
+                "{} is not a backlog file (no \"DBACKLOG\" header at byte 0 or 4096)",
+                path.display()
+            ),
             Error::Corrupt {
                 path,
                 at,

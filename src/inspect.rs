@@ -287,10 +287,6 @@ pub struct BacklogFile {
     follows_live: bool,
 }
 
-/// What [`BacklogFile::open`] expected when a file has no backlog header at all (the
-/// `expected` of its [`Error::Corrupt`]), so tools can say "not a backlog file".
-pub const NOT_A_BACKLOG: &str = "magic \"DBACKLOG\" at byte 0 or 4096";
-
 fn live_word(sh: &Shared, field: usize) -> u64 {
     load_acquire(sh.medium.atomic_u64(LIVE_OFFSET + field as u64))
 }
@@ -300,8 +296,8 @@ impl BacklogFile {
     ///
     /// # Errors
     /// [`Error::Io`] if it is missing or unreadable; [`Error::InvalidArgument`] if it is not
-    /// a regular file; [`Error::Corrupt`] if it is not a backlog, is shorter than its header
-    /// says, or neither header slot is valid; [`Error::UnsupportedVersion`] for another
+    /// a regular file; [`Error::NotABacklog`] if it holds no backlog header at all;
+    /// [`Error::Corrupt`] if it is shorter than its header says, or neither header slot is valid; [`Error::UnsupportedVersion`] for another
     /// format version.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
@@ -318,7 +314,9 @@ impl BacklogFile {
         }
         let len = md.len();
         if !has_magic(&file) {
-            return Err(corrupt(path, 0, NOT_A_BACKLOG, "no backlog header"));
+            return Err(Error::NotABacklog {
+                path: path.to_path_buf(),
+            });
         }
         let (medium, geo) = map_file(&file, path, false)?;
         let holder = lock_holder(&md);

@@ -318,3 +318,27 @@ fn psync_on_a_resting_file_matches_the_master_that_reopens_it() {
     let (next, limit) = f.inspection().past_run_ids[6];
     assert!(f.psync(next.as_str(), limit.cast_signed()).is_continue());
 }
+
+/// A tool must tell "this is some other file" from "this backlog is damaged" by the error's
+/// type: a file without the magic is `NotABacklog`, a backlog with both header slots
+/// destroyed is `Corrupt`.
+#[test]
+fn another_file_is_not_a_backlog_but_a_wrecked_header_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, b"hello, this is not a backlog\n".repeat(1000)).unwrap();
+    let err = BacklogFile::open(&other).unwrap_err();
+    assert!(matches!(err, Error::NotABacklog { .. }), "{err:?}");
+    assert!(err.to_string().contains("is not a backlog file"), "{err}");
+
+    let path = dir.path().join("b");
+    drop(Backlog::create(&path, Options::new().capacity(1 << 16)).unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Keep the magic at byte 0, wreck everything else in both header slots.
+    for b in bytes.iter_mut().take(8192).skip(8) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = BacklogFile::open(&path).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+}

@@ -5,9 +5,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use durable_backlog::inspect::{
-    BacklogFile, Holder, Inspection, NOT_A_BACKLOG, SlotView, VerifyReport,
-};
+use durable_backlog::inspect::{BacklogFile, Holder, Inspection, SlotView, VerifyReport};
 use durable_backlog::{Backlog, Durability, Error, Options, PsyncReply, RecoveryKind};
 use serde_json::{Value, json};
 
@@ -37,7 +35,7 @@ fn open(path: &Path) -> Result<BacklogFile, Fail> {
             Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 format!("{}: no such file", path.display())
             }
-            Error::Corrupt { expected, .. } if expected == NOT_A_BACKLOG => format!(
+            Error::NotABacklog { .. } => format!(
                 "{} is not a backlog file (no \"DBACKLOG\" header)",
                 path.display()
             ),
