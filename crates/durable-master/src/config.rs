@@ -49,7 +49,7 @@ impl Default for Config {
             port: DEFAULT_PORT,
             bind: "127.0.0.1".to_owned(),
             dir: PathBuf::from("data"),
-            backlog_size: 1024 * 1024,
+            backlog_size: 64 * 1024 * 1024,
             durability: Durability::EverySec,
             requirepass: None,
             maxclients: 10_000,
@@ -74,7 +74,7 @@ OPTIONS:
     --bind <addr>              address to listen on [default: 127.0.0.1]
     --dir <path>               data directory (backlog + dump.rdb) [default: ./data]
     --backlog-size <size>      backlog capacity, Redis size syntax: 1mb, 64kb, 1gb, bytes
-                               [default: 1mb; at least 16kb]
+                               [default: 64mb; at least 16kb]
     --durability <mode>        always | everysec | never, like appendfsync [default: everysec]
                                  always:   every write is synced before it is acknowledged
                                  everysec: synced once a second (an OS crash loses <= 1 s)

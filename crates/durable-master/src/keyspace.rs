@@ -2,7 +2,6 @@
 //!
 //! No expiry: keys live until they are deleted or flushed.
 
-use std::collections::HashMap;
 use std::fmt;
 
 /// Number of databases, as Redis's default `databases 16`.
@@ -43,8 +42,10 @@ impl fmt::Display for DbIndex {
     }
 }
 
-/// One database: key to value.
-pub(crate) type Db = HashMap<Vec<u8>, Vec<u8>>;
+/// One database: key to value. A structurally shared map (`imbl`'s HAMT): a clone is O(1)
+/// and shares every node until one side changes it, so a snapshot copies the keyspace without
+/// walking it under the server's lock.
+pub(crate) type Db = imbl::HashMap<Vec<u8>, Vec<u8>>;
 
 /// Sixteen databases of string keys and values.
 ///
@@ -128,14 +129,14 @@ impl Keyspace {
     /// Number of keys in all databases.
     #[must_use]
     pub(crate) fn len(&self) -> usize {
-        self.dbs.iter().map(HashMap::len).sum()
+        self.dbs.iter().map(Db::len).sum()
     }
 
     /// Whether every database is empty.
     #[must_use]
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn is_empty(&self) -> bool {
-        self.dbs.iter().all(HashMap::is_empty)
+        self.dbs.iter().all(Db::is_empty)
     }
 
     /// Empties `db`, returning how many keys it held.
@@ -163,7 +164,7 @@ impl Keyspace {
     pub(crate) fn payload_bytes(&self) -> u64 {
         self.dbs
             .iter()
-            .flat_map(HashMap::iter)
+            .flat_map(Db::iter)
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum()
     }

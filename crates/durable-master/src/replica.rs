@@ -88,7 +88,9 @@ pub(crate) fn serve(
     let from = match sync {
         Sync::Partial { from } => from,
         Sync::Full { rdb, from } => {
-            let rdb = rdb_to_vec(&rdb.0, &rdb.1);
+            let (ks, mut opts) = *rdb;
+            opts.used_mem = ks.payload_bytes();
+            let rdb = rdb_to_vec(&ks, &opts);
             ok = ok && send_snapshot(&mut stream, &rdb, hs, psync.is_none(), &info, &name);
             from
         }
@@ -159,7 +161,8 @@ fn decide(
             log::notice(format_args!(
                 "Starting BGSAVE for SYNC with target: {target} (full resync at offset {at})"
             ));
-            // A copy of the data, encoded after the lock is released (Redis forks for this).
+            // A copy of the data (O(1): the maps are structurally shared), encoded after the lock is
+            // released (Redis forks for this).
             let rdb = Box::new((store.ks.clone(), store.rdb_options(at)));
             // The stream after a full sync starts with a SELECT.
             store.feed.force_select();

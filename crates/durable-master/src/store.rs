@@ -42,6 +42,8 @@ pub(crate) struct Store {
     pub(crate) last_save: u64,
     /// Snapshots written since start.
     pub(crate) snapshots: u64,
+    /// Appends that had to wait for (or write) a snapshot before they could go into the ring.
+    pub(crate) snapshot_waits: u64,
     /// The background snapshot being written, and its offset.
     running: Option<(u64, std::thread::JoinHandle<std::io::Result<()>>)>,
     dir: PathBuf,
@@ -146,6 +148,7 @@ impl Store {
             snapshot_offset: snap_offset,
             last_save: unix_now(),
             snapshots: 0,
+            snapshot_waits: 0,
             running: None,
             dir,
         };
@@ -181,7 +184,17 @@ impl Store {
         let len = bytes.len() as u64;
         let end = self.backlog.offset();
         if end + len - self.snapshot_offset > cap {
+            // The ring would overwrite bytes no finished snapshot covers: the writes outran
+            // a snapshot (the backlog is too small for the write rate; docs/MASTER.md, "Sizing
+            // the backlog"), or this one command is larger than the ring's free part.
+            self.snapshot_waits += 1;
+            let started = std::time::Instant::now();
             self.reap_snapshot(true);
+            log::warning(format_args!(
+                "A write waited {} ms for a snapshot: the backlog ({cap} bytes) filled before \
+                 the snapshot finished; a larger --backlog-size avoids it",
+                started.elapsed().as_millis()
+            ));
         }
         if end + len - self.snapshot_offset > cap {
             // This append alone would overwrite uncovered bytes: snapshot the state it leads to
@@ -213,12 +226,16 @@ impl Store {
         // The backlog on disk then reaches the snapshot's offset, so a restart after an OS
         // crash can still replay (and serve) the bytes after it.
         self.flush();
+        // O(1): the keyspace's maps are structurally shared; the snapshot thread walks its copy.
         let ks = self.ks.clone();
-        let opts = self.rdb_options(offset);
+        let mut opts = self.rdb_options(offset);
         let dir = self.dir.clone();
         let spawned = std::thread::Builder::new()
             .name("snapshot".into())
-            .spawn(move || write_snapshot(&dir, &rdb_to_vec(&ks, &opts)));
+            .spawn(move || {
+                opts.used_mem = ks.payload_bytes();
+                write_snapshot(&dir, &rdb_to_vec(&ks, &opts))
+            });
         match spawned {
             Ok(handle) => self.running = Some((offset, handle)),
             Err(e) => fatal("starting the snapshot thread", e),
@@ -253,14 +270,17 @@ impl Store {
 
     /// The keyspace as an RDB carrying the replication ID, `offset` and the stream's database.
     pub(crate) fn rdb_at(&self, offset: u64) -> Vec<u8> {
-        rdb_to_vec(&self.ks, &self.rdb_options(offset))
+        let mut opts = self.rdb_options(offset);
+        opts.used_mem = self.ks.payload_bytes();
+        rdb_to_vec(&self.ks, &opts)
     }
 
-    /// What an RDB at `offset` carries besides the keys.
+    /// What an RDB at `offset` carries besides the keys (`used_mem` left 0: it walks every
+    /// key, so whoever serializes fills it in, off the lock where it can).
     pub(crate) fn rdb_options(&self, offset: u64) -> RdbOptions {
         RdbOptions {
             ctime: i64::try_from(unix_now()).unwrap_or_default(),
-            used_mem: self.ks.payload_bytes(),
+            used_mem: 0,
             repl: Some(ReplInfo {
                 id: self.backlog.run_id().as_bytes().to_vec(),
                 offset,
@@ -674,6 +694,9 @@ mod tests {
             run(&mut s, &mut db, &format!("SET small{i} {i}"));
             run(&mut s, &mut db, &format!("SET big{i} {big}"));
         }
+        // Each big value outruns the ring (64 KiB): the appends waited for snapshots, and
+        // INFO's counter says so.
+        assert!(s.snapshot_waits >= 4, "{} waits", s.snapshot_waits);
         s.reap_snapshot(true);
         drop(s);
         let s = Store::recover(&cfg(dir.path())).unwrap();

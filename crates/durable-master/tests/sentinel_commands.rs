@@ -30,7 +30,9 @@ fn check(client: &mut Client, server: &str, cases: &[(&str, &str)]) {
 /// Runs `scenario` against durable-master and, if installed, redis-server.
 fn on_both(scenario: impl Fn(u16, &str)) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let m = DurableMaster::start(BINARY, dir.path(), &[]);
+    // Redis's default backlog size (durable-master's own default is larger), so CONFIG GET
+    // answers the same bytes on both.
+    let m = DurableMaster::start(BINARY, dir.path(), &["--backlog-size", "1mb"]);
     scenario(m.port, "durable-master");
     if let Some(redis) = common::redis_server() {
         let rdir = tempfile::tempdir().expect("tempdir");
