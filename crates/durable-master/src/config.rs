@@ -32,6 +32,9 @@ pub(crate) struct Config {
     /// A good replica acknowledged within this many seconds (Redis's `min-replicas-max-lag`;
     /// 0 disables the check).
     pub(crate) min_replicas_max_lag: u64,
+    /// Seconds a replica may stay silent (no ACK) or leave a write to it blocked before it is
+    /// disconnected (Redis's `repl-timeout`).
+    pub(crate) repl_timeout: u64,
     /// Test hook: at start, cut the recovered backlog back to this offset (simulates an OS
     /// crash that lost an unsynced tail).
     pub(crate) debug_truncate_backlog: Option<u64>,
@@ -55,6 +58,7 @@ impl Default for Config {
             maxclients: 10_000,
             min_replicas_to_write: 0,
             min_replicas_max_lag: 10,
+            repl_timeout: 60,
             debug_truncate_backlog: None,
             repair: false,
             allow_empty_start: false,
@@ -87,6 +91,8 @@ OPTIONS:
                                refuse writes (-NOREPLICAS) unless n replicas acknowledged
                                within --min-replicas-max-lag seconds [default: 0, off]
     --min-replicas-max-lag <s> [default: 10; 0 turns the check off]
+    --repl-timeout <s>         disconnect a replica silent (no ACK) for s seconds, or that
+                               reads nothing for s seconds [default: 60]
     --debug-truncate-backlog <offset>
                                test hook: cut the recovered backlog back to <offset> at
                                start, as an OS crash that lost an unsynced tail would
@@ -167,6 +173,14 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
                 cfg.min_replicas_max_lag = v
                     .parse()
                     .map_err(|_| format!("invalid min-replicas-max-lag {v:?}"))?;
+            }
+            "--repl-timeout" => {
+                let v = value()?;
+                cfg.repl_timeout = v
+                    .parse()
+                    .ok()
+                    .filter(|&s| s >= 1)
+                    .ok_or_else(|| format!("invalid repl-timeout {v:?}: at least 1 second"))?;
             }
             "--debug-truncate-backlog" => {
                 let v = value()?;

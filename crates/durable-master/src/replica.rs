@@ -2,23 +2,23 @@
 //! (`$<len>` or `$EOF:` form), then the stream from the durable backlog, with a thread
 //! reading the replica's `REPLCONF ACK`s.
 
-use std::io::{Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use durable_backlog::{Error, PsyncReply, Reader, RunId};
+use durable_backlog::{Error, PsyncReply, RunId};
 use durable_resp::{RequestParser, parse_i64};
 
 use crate::keyspace::Keyspace;
 use crate::log;
-use crate::rdb::{RdbOptions, rdb_to_vec};
+use crate::rdb::{RdbOptions, write_rdb};
 use crate::server::{ReplicaInfo, Server, lock};
 
-/// How long a `$EOF:` replica may take to load the snapshot and send its first ACK
-/// (Redis's `repl-timeout`).
-const REPL_TIMEOUT: Duration = Duration::from_mins(1);
+/// The most snapshot bytes held for one replica's socket beyond the data copy itself: the
+/// snapshot is encoded straight into a buffer of this size as the replica reads it.
+const SNAPSHOT_BUFFER: usize = 64 * 1024;
 
 /// What a replica said during its handshake.
 #[derive(Debug, Clone)]
@@ -61,6 +61,11 @@ pub(crate) fn serve(
 ) {
     let name = format!("{}:{}", hs.ip, hs.listening_port);
     log::notice(format_args!("Replica {name} asks for synchronization"));
+    let timeout = Duration::from_secs(server.cfg.repl_timeout);
+    // A write the replica does not read within repl-timeout fails, which ends the link.
+    if stream.set_write_timeout(Some(timeout)).is_err() {
+        return;
+    }
     let info = Arc::new(ReplicaInfo {
         id: server.next_id(),
         ip: hs.ip.clone(),
@@ -90,17 +95,29 @@ pub(crate) fn serve(
         Sync::Full { rdb, from } => {
             let (ks, mut opts) = *rdb;
             opts.used_mem = ks.payload_bytes();
-            let rdb = rdb_to_vec(&ks, &opts);
-            ok = ok && send_snapshot(&mut stream, &rdb, hs, psync.is_none(), &info, &name);
+            ok = ok
+                && send_snapshot(
+                    &mut stream,
+                    &(ks, opts),
+                    hs,
+                    psync.is_none(),
+                    &info,
+                    &name,
+                    timeout,
+                );
             from
         }
     };
     if ok {
+        // The silence that times the replica out counts from here (Redis: "prevent false
+        // timeout" when a replica goes online after a long transfer).
+        info.last_ack_ms
+            .fetch_max(server.millis(), Ordering::Relaxed);
         info.online.store(true, Ordering::SeqCst);
         if info.ack.load(Ordering::SeqCst) == 0 {
             info.ack.store(from - 1, Ordering::SeqCst);
         }
-        stream_to(&server.reader, &mut stream, from, &info, &name);
+        stream_to(server, &mut stream, from, &info, &name);
     }
     info.close();
     lock(&server.replicas).retain(|r| r.id != info.id);
@@ -176,56 +193,150 @@ fn decide(
     }
 }
 
-/// Sends the snapshot; for the `$EOF:` form waits for the replica's first ACK.
+/// Sends the snapshot, encoded as the replica reads it (at most [`SNAPSHOT_BUFFER`] bytes of
+/// it held at a time); for the `$EOF:` form waits for the replica's first ACK. A replica that
+/// reads nothing, or sends no ACK, for `timeout` is disconnected.
 fn send_snapshot(
     stream: &mut TcpStream,
-    rdb: &[u8],
+    rdb: &(Keyspace, RdbOptions),
     hs: &Handshake,
     legacy_sync: bool,
     info: &ReplicaInfo,
     name: &str,
+    timeout: Duration,
 ) -> bool {
     let eof = hs.capa_eof && !legacy_sync;
-    let mut payload = Vec::with_capacity(rdb.len() + 100);
-    let mark = RunId::random().to_string();
-    if eof {
-        payload.extend_from_slice(format!("$EOF:{mark}\r\n").as_bytes());
-        payload.extend_from_slice(rdb);
-        payload.extend_from_slice(mark.as_bytes());
+    let (ks, options) = rdb;
+    let sent = if eof {
+        let mark = RunId::random().to_string();
+        let mut out = BufWriter::with_capacity(SNAPSHOT_BUFFER, &mut *stream);
+        out.write_all(format!("$EOF:{mark}\r\n").as_bytes())
+            .and_then(|()| write_rdb(&mut out, ks, options))
+            .and_then(|len| {
+                out.write_all(mark.as_bytes())?;
+                out.flush()?;
+                Ok(len)
+            })
     } else {
-        payload.extend_from_slice(format!("${}\r\n", rdb.len()).as_bytes());
-        payload.extend_from_slice(rdb);
-    }
-    if stream.write_all(&payload).is_err() {
-        log::notice(format_args!(
-            "Replica {name} disconnected during the snapshot transfer"
-        ));
-        return false;
-    }
+        // The `$<len>` form needs the length first: a counting pass, then the real one, which
+        // may not write more than it announced.
+        write_rdb(Counter(0), ks, options).and_then(|len| {
+            let mut out = BufWriter::with_capacity(SNAPSHOT_BUFFER, &mut *stream);
+            out.write_all(format!("${len}\r\n").as_bytes())?;
+            let written = write_rdb(
+                Exact {
+                    inner: &mut out,
+                    left: len,
+                },
+                ks,
+                options,
+            )?;
+            if written != len {
+                return Err(io::Error::other(format!(
+                    "the snapshot encoded to {written} bytes after announcing {len}"
+                )));
+            }
+            out.flush()?;
+            Ok(len)
+        })
+    };
+    let len = match sent {
+        Ok(len) => len,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            log::warning(format_args!(
+                "Disconnecting timedout replica (full sync): {name}"
+            ));
+            return false;
+        }
+        Err(e) => {
+            log::notice(format_args!(
+                "Replica {name} disconnected during the snapshot transfer: {e}"
+            ));
+            return false;
+        }
+    };
     if eof {
         // Nothing may follow the end mark until the replica has loaded the snapshot.
-        let deadline = Instant::now() + REPL_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         while !info.got_ack.load(Ordering::SeqCst) {
-            if info.closed.load(Ordering::SeqCst) || Instant::now() >= deadline {
+            if info.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            if Instant::now() >= deadline {
+                log::warning(format_args!(
+                    "Disconnecting timedout replica (full sync): {name}"
+                ));
                 return false;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
     log::notice(format_args!(
-        "Synchronization with replica {name} succeeded ({} bytes of snapshot)",
-        rdb.len()
+        "Synchronization with replica {name} succeeded ({len} bytes of snapshot)"
     ));
     true
+}
+
+/// A sink that only counts the bytes written to it.
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Passes at most `left` bytes on, and fails rather than write past them: a `$<len>` transfer
+/// must never run into the stream that follows it.
+struct Exact<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: Write> Write for Exact<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(io::Error::other(
+                "the snapshot grew past its announced length",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Streams the backlog to the replica from offset `from` until the link ends, through the
 /// library's tailing cursor: bytes are copied and validated before they reach the socket, the
 /// sender sleeps on the backlog's futex while caught up, and a lapped cursor (or a history
 /// change under it) ends the link so the replica comes back for a full resync.
-fn stream_to(reader: &Reader, stream: &mut TcpStream, from: u64, info: &ReplicaInfo, name: &str) {
-    let mut cursor = reader.cursor(from);
+fn stream_to(server: &Server, stream: &mut TcpStream, from: u64, info: &ReplicaInfo, name: &str) {
+    let mut cursor = server.reader.cursor(from);
+    let timeout_ms = server.cfg.repl_timeout.saturating_mul(1000);
     while !info.closed.load(Ordering::SeqCst) {
+        let silent_ms = server
+            .millis()
+            .saturating_sub(info.last_ack_ms.load(Ordering::Relaxed));
+        if silent_ms > timeout_ms {
+            log::warning(format_args!(
+                "Disconnecting timedout replica (streaming sync): {name}"
+            ));
+            return;
+        }
         match cursor.write_to(stream, 256 * 1024) {
             Ok(0) => {
                 cursor.wait(Duration::from_secs(1));
