@@ -92,7 +92,7 @@ fn refused_offset(log: &str) -> u64 {
 /// verifies.
 fn damaged_committed_command_refuses_the_start_until_repair(in_value: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = ["--durability", "always"];
+    let args = ["--durability", "always", "--backlog-size", "1mb"];
     let mut master = DurableMaster::start(BIN, dir.path(), &args);
     let mut c = master.client();
     // More than one 4 KiB checksum block (the block size of a 1mb backlog) before the damage.
