@@ -4,11 +4,10 @@
 
 use test_redis as common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::master::DurableMaster;
-use common::{Client, RedisGuard, info_field, redis_server};
+use common::{Client, RedisGuard, info_field, redis_server, signal};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_durable-master");
 
@@ -89,13 +88,4 @@ fn writes_without_enough_good_replicas_get_noreplicas() {
         "refused before the replica's lag passed the max lag"
     );
     signal(replica.pid(), "-CONT");
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
 }

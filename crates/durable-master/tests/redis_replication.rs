@@ -20,11 +20,10 @@ use test_redis as common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::master::DurableMaster;
-use common::{Client, RedisGuard, Reply, info_field, redis_server};
+use common::{Client, RedisGuard, Reply, info_field, redis_server, signal};
 
 /// (db, key) -> value.
 type Model = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
@@ -193,15 +192,6 @@ fn keys(tag: &str, range: std::ops::Range<usize>) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
 }
 
 /// Scenario 1: a first full sync of 10k keys in two databases; the stream after it starts with

@@ -6,22 +6,12 @@
 
 use test_redis as common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::master::DurableMaster;
-use common::{Client, RedisGuard, Reply, info_field, redis_server};
+use common::{Client, RedisGuard, Reply, info_field, redis_server, signal};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_durable-master");
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
 
 fn wait(c: &mut Client, n: &str, timeout_ms: &str) -> (i64, Duration) {
     let start = Instant::now();

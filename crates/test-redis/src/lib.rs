@@ -402,3 +402,13 @@ pub fn first<A: AsRef<[u8]>>(argv: &[A]) -> String {
         .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
         .unwrap_or_default()
 }
+
+/// Sends signal `sig` (as `kill` spells it: `-STOP`, `-CONT`, `-9`...) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
