@@ -337,6 +337,16 @@ fn lookup(argv: &[Vec<u8>]) -> Result<&'static Spec, Execution> {
     }
 }
 
+/// The error reply Redis gives before running `argv` (unknown command, wrong number of
+/// arguments), if any. `None` for server commands.
+pub(crate) fn rejection(argv: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let name = argv.first().map_or(&[][..], Vec::as_slice);
+    if is_server_command(name) {
+        return None;
+    }
+    lookup(argv).err().map(|e| e.reply)
+}
+
 /// Whether `argv` is a known write command with a valid arity: one that Redis refuses (after
 /// its lookup and arity checks) while `min-replicas-to-write` is not met.
 #[must_use]

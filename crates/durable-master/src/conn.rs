@@ -15,6 +15,7 @@ use crate::client_cmds::{self, After, ClientEntry};
 use crate::commands::{Outcome, execute, is_server_command, is_write_command};
 use crate::config_cmd;
 use crate::keyspace::{DbIndex, Keyspace};
+use crate::multi::{self, Step, Transaction};
 use crate::replica::{self, Handshake};
 use crate::server::{GETACK, Server, StoreGuard, lock};
 
@@ -87,6 +88,7 @@ struct Conn {
     woff: u64,
     /// This connection's entry in the server's client table.
     client: Arc<ClientEntry>,
+    tx: Transaction,
 }
 
 /// Serves one accepted connection until it closes.
@@ -108,6 +110,7 @@ pub(crate) fn handle(server: &Arc<Server>, stream: TcpStream) {
         handshake: Handshake::new(peer_ip),
         woff: 0,
         client: Arc::clone(registration.entry()),
+        tx: Transaction::default(),
     };
     let mut parser = RequestParser::new();
     let next = conn.serve(&mut parser);
@@ -190,6 +193,20 @@ impl Conn {
                 out.extend(resp::error(NOAUTH));
                 continue;
             }
+            match self.tx.step(&server, &argv) {
+                Step::Pass => {}
+                Step::Reply(reply) => {
+                    out.extend(reply);
+                    continue;
+                }
+                Step::Exec(queued) => {
+                    finish(&mut held, &mut pending, &mut self.woff);
+                    if self.exec(&queued, out) {
+                        return Next::Close;
+                    }
+                    continue;
+                }
+            }
             if is_server_command(name) || name.eq_ignore_ascii_case(b"quit") {
                 finish(&mut held, &mut pending, &mut self.woff);
                 match self.server_command(&argv, out) {
@@ -213,6 +230,21 @@ impl Conn {
                 Outcome::NotMine => out.extend(resp::error(b"ERR unknown command")),
             }
         }
+    }
+
+    /// `EXEC` (see multi.rs); `true` if the connection must close after the reply.
+    fn exec(&mut self, queued: &[Vec<Vec<u8>>], out: &mut Vec<u8>) -> bool {
+        let server = Arc::clone(&self.server);
+        let mut db = self.db;
+        let (reply, woff, close) = multi::exec(&server, &mut db, queued, |argv, o| {
+            !matches!(self.server_command(argv, o), Next::Continue)
+        });
+        self.db = db;
+        if let Some(w) = woff {
+            self.woff = w;
+        }
+        out.extend(reply);
+        close
     }
 
     fn server_command(&mut self, argv: &[Vec<u8>], out: &mut Vec<u8>) -> Next {

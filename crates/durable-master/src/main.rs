@@ -13,6 +13,7 @@ mod conn;
 mod keyspace;
 mod log;
 mod lzf;
+mod multi;
 mod rdb;
 mod replica;
 mod server;

@@ -371,3 +371,147 @@ fn config_set_refuses_every_setting_as_immutable_and_changes_nothing() {
     assert!(std::path::Path::new(value).is_absolute(), "{reply:?}");
     assert!(std::path::Path::new(value).is_dir(), "{reply:?}");
 }
+
+#[test]
+fn multi_exec_discard_answer_as_redis() {
+    let arity = |name: &str| format!("-ERR wrong number of arguments for '{name}' command\r\n");
+    let aborted = "-EXECABORT Transaction discarded because of previous errors.\r\n";
+    let exec_arity = "-EXECABORT Transaction discarded because of: wrong number of arguments \
+                      for 'exec' command\r\n";
+    let get_arity = arity("get");
+    let multi_arity = arity("multi");
+    let discard_arity = arity("discard");
+    let cases = [
+        ("EXEC", "-ERR EXEC without MULTI\r\n"),
+        ("DISCARD", "-ERR DISCARD without MULTI\r\n"),
+        ("MULTI x", multi_arity.as_str()),
+        ("MULTI", "+OK\r\n"),
+        ("MULTI", "-ERR MULTI calls can not be nested\r\n"),
+        ("SET a 1", "+QUEUED\r\n"),
+        ("INFO server", "+QUEUED\r\n"),
+        ("GET", get_arity.as_str()),
+        ("EXEC", aborted),
+        // The aborted transaction wrote nothing.
+        ("EXISTS a", ":0\r\n"),
+        ("MULTI", "+OK\r\n"),
+        ("SET a 1", "+QUEUED\r\n"),
+        (
+            "FOO bar",
+            "-ERR unknown command 'FOO', with args beginning with: 'bar' \r\n",
+        ),
+        ("EXEC", aborted),
+        ("MULTI", "+OK\r\n"),
+        (
+            "PSYNC ? -1",
+            "-ERR Command not allowed inside a transaction\r\n",
+        ),
+        ("EXEC", aborted),
+        ("MULTI", "+OK\r\n"),
+        ("MULTI x", multi_arity.as_str()),
+        ("EXEC", aborted),
+        ("MULTI", "+OK\r\n"),
+        ("SET a 1", "+QUEUED\r\n"),
+        ("INCR a", "+QUEUED\r\n"),
+        ("GET a", "+QUEUED\r\n"),
+        ("PING", "+QUEUED\r\n"),
+        ("EXEC", "*4\r\n+OK\r\n:2\r\n$1\r\n2\r\n+PONG\r\n"),
+        ("MULTI", "+OK\r\n"),
+        ("INCR a", "+QUEUED\r\n"),
+        ("DISCARD x", discard_arity.as_str()),
+        ("EXEC", aborted),
+        ("MULTI", "+OK\r\n"),
+        ("INCR a", "+QUEUED\r\n"),
+        ("DISCARD", "+OK\r\n"),
+        ("GET a", "$1\r\n2\r\n"),
+        ("MULTI", "+OK\r\n"),
+        ("SET b 1", "+QUEUED\r\n"),
+        ("EXEC x", exec_arity),
+        ("EXEC", "-ERR EXEC without MULTI\r\n"),
+        ("EXISTS b", ":0\r\n"),
+        ("EXEC x", exec_arity),
+        ("MULTI", "+OK\r\n"),
+        ("EXEC", "*0\r\n"),
+    ];
+    on_both(|port, server| check(&mut Client::open(port), server, &cases));
+}
+
+/// What a replica receives for transactions: two or more writes wrapped in `MULTI` ... `EXEC`
+/// after the `SELECT` of the first one's database, one write alone, reads nothing.
+#[test]
+fn exec_propagates_like_redis() {
+    let script = [
+        "SELECT 3", "MULTI", "SET a 1", "INCR a", "GET a", "EXEC", "MULTI", "SET b 1", "EXEC",
+        "MULTI", "GET b", "EXEC", "MULTI", "SET c 1", "SELECT 5", "SET d 1", "EXEC", "SET e 1",
+    ];
+    let stream = |port: u16| -> Vec<u8> {
+        let mut replica = Client::open(port);
+        replica.send_raw(b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n");
+        // The FULLRESYNC line and the snapshot.
+        assert!(!replica.read_until_idle(Duration::from_secs(1)).is_empty());
+        let mut c = Client::open(port);
+        for line in script {
+            c.call_raw(&argv(line));
+        }
+        replica.read_until_idle(Duration::from_millis(500))
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &[]);
+    let got = stream(m.port);
+    let want = "*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n*1\r\n$5\r\nMULTI\r\n\
+                *3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$4\r\nINCR\r\n$1\r\na\r\n\
+                *1\r\n$4\r\nEXEC\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n1\r\n\
+                *1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\nc\r\n$1\r\n1\r\n\
+                *2\r\n$6\r\nSELECT\r\n$1\r\n5\r\n*3\r\n$3\r\nSET\r\n$1\r\nd\r\n$1\r\n1\r\n\
+                *1\r\n$4\r\nEXEC\r\n*3\r\n$3\r\nSET\r\n$1\r\ne\r\n$1\r\n1\r\n";
+    assert_eq!(String::from_utf8_lossy(&got), want, "durable-master");
+    if let Some(redis) = common::redis_server() {
+        let rdir = tempfile::tempdir().expect("tempdir");
+        let r = RedisGuard::start(&redis, rdir.path());
+        assert_eq!(
+            String::from_utf8_lossy(&stream(r.port)),
+            want,
+            "redis-server"
+        );
+    }
+}
+
+/// No other client sees a transaction half done: two `INCR`s in one `EXEC` keep the value
+/// even for a reader polling meanwhile.
+#[test]
+fn exec_is_atomic_for_other_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &[]);
+    let port = m.port;
+    let writer = std::thread::spawn(move || {
+        let mut c = Client::open(port);
+        for _ in 0..300 {
+            let mut batch = Vec::new();
+            for line in ["MULTI", "INCR n", "INCR n", "EXEC"] {
+                let args = argv(line);
+                batch.extend(format!("*{}\r\n", args.len()).into_bytes());
+                for a in args {
+                    batch.extend(format!("${}\r\n", a.len()).into_bytes());
+                    batch.extend(a);
+                    batch.extend(b"\r\n");
+                }
+            }
+            c.send_raw(&batch);
+            for _ in 0..4 {
+                c.read_raw_reply();
+            }
+        }
+    });
+    let mut reader = Client::open(port);
+    let mut seen = 0;
+    while !writer.is_finished() {
+        let v = match reader.call(&["GET", "n"]) {
+            common::Reply::Bulk(Some(v)) => String::from_utf8(v).unwrap().parse::<i64>().unwrap(),
+            _ => 0,
+        };
+        assert_eq!(v % 2, 0, "a reader saw half a transaction: {v}");
+        seen += 1;
+    }
+    writer.join().expect("writer");
+    assert!(seen > 0);
+    assert_eq!(reader.call_raw(&["GET", "n"]), b"$3\r\n600\r\n");
+}
