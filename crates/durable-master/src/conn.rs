@@ -16,6 +16,7 @@ use crate::commands::{Outcome, execute, is_server_command, is_write_command};
 use crate::config_cmd;
 use crate::keyspace::{DbIndex, Keyspace};
 use crate::multi::{self, Step, Transaction};
+use crate::pubsub::Subscriptions;
 use crate::replica::{self, Handshake};
 use crate::server::{GETACK, Server, StoreGuard, lock};
 
@@ -89,6 +90,7 @@ struct Conn {
     /// This connection's entry in the server's client table.
     client: Arc<ClientEntry>,
     tx: Transaction,
+    subs: Subscriptions,
 }
 
 /// Serves one accepted connection until it closes.
@@ -111,9 +113,11 @@ pub(crate) fn handle(server: &Arc<Server>, stream: TcpStream) {
         woff: 0,
         client: Arc::clone(registration.entry()),
         tx: Transaction::default(),
+        subs: Subscriptions::new(),
     };
     let mut parser = RequestParser::new();
     let next = conn.serve(&mut parser);
+    conn.subs.clear(&server.pubsub);
     server.connected_clients.fetch_sub(1, Ordering::Relaxed);
     if let Next::Replicate(psync) = next {
         conn.client.set_replica();
@@ -136,7 +140,7 @@ impl Conn {
             }
             let mut out = Vec::new();
             let next = self.run_batch(parser, &mut out);
-            if !out.is_empty() && self.stream.write_all(&out).is_err() {
+            if !out.is_empty() && self.subs.subscriber().write(&self.stream, &out).is_err() {
                 return Next::Close;
             }
             match next {
@@ -193,6 +197,12 @@ impl Conn {
                 out.extend(resp::error(NOAUTH));
                 continue;
             }
+            if !self.tx.active()
+                && let Some(reply) = self.subs.step(&server.pubsub, &self.stream, &argv)
+            {
+                out.extend(reply);
+                continue;
+            }
             match self.tx.step(&server, &argv) {
                 Step::Pass => {}
                 Step::Reply(reply) => {
@@ -237,6 +247,10 @@ impl Conn {
         let server = Arc::clone(&self.server);
         let mut db = self.db;
         let (reply, woff, close) = multi::exec(&server, &mut db, queued, |argv, o| {
+            if let Some(reply) = self.subs.step(&server.pubsub, &self.stream, argv) {
+                o.extend(reply);
+                return false;
+            }
             !matches!(self.server_command(argv, o), Next::Continue)
         });
         self.db = db;

@@ -14,6 +14,7 @@ mod keyspace;
 mod log;
 mod lzf;
 mod multi;
+mod pubsub;
 mod rdb;
 mod replica;
 mod server;

@@ -7,12 +7,13 @@
 //! command runs between them, and appends their propagation in one piece: two or more writes
 //! are wrapped in `MULTI` ... `EXEC` (the stream's `SELECT` before `MULTI` names the first
 //! write's database), a single write goes alone, as Redis 7.0 propagates them. A queued server
-//! command (`INFO`, `CLIENT`, ...) runs in its place with the lock released.
+//! or pub/sub command (`INFO`, `CLIENT`, `SUBSCRIBE`, ...) runs in its place with the lock released.
 
 use durable_resp as resp;
 
 use crate::commands::{Outcome, execute, is_server_command, is_write_command, rejection};
 use crate::keyspace::DbIndex;
+use crate::pubsub::is_pubsub_command;
 use crate::server::{Server, StoreGuard};
 
 /// `-NOREPLICAS` without its dash (Redis's text).
@@ -97,7 +98,7 @@ impl Transaction {
         let name = argv.first().map_or(&[][..], Vec::as_slice);
         let refused = if is(argv, b"psync") || is(argv, b"sync") {
             Some(resp::error(b"ERR Command not allowed inside a transaction"))
-        } else if is_server_command(name) {
+        } else if is_server_command(name) || is_pubsub_command(name) {
             None
         } else if let Some(e) = rejection(argv) {
             Some(e)
@@ -114,6 +115,11 @@ impl Transaction {
             q.push(argv.to_vec());
         }
         Step::Reply(resp::simple_string(b"QUEUED"))
+    }
+
+    /// Between `MULTI` and `EXEC` / `DISCARD`.
+    pub(crate) fn active(&self) -> bool {
+        self.queued.is_some()
     }
 
     fn flag(&mut self) {
@@ -139,7 +145,7 @@ pub(crate) fn exec(
     let mut close = false;
     for argv in queued {
         let name = argv.first().map_or(&[][..], Vec::as_slice);
-        if is_server_command(name) {
+        if is_server_command(name) || is_pubsub_command(name) {
             if let Some(g) = held.take() {
                 woff = flush(g, &mut writes).or(woff);
             }

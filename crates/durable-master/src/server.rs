@@ -11,6 +11,7 @@ use durable_backlog::{Durability, Reader, RunId};
 use crate::client_cmds::ClientTable;
 use crate::config::Config;
 use crate::log;
+use crate::pubsub::PubSub;
 use crate::store::Store;
 
 /// What the master sends its replicas every [`PING_PERIOD`] (Redis 7.0's lowercase `ping`,
@@ -80,6 +81,8 @@ pub(crate) struct Server {
     pub(crate) commands: AtomicU64,
     /// Every open connection, for `CLIENT`.
     pub(crate) client_table: ClientTable,
+    /// Channel and pattern subscriptions.
+    pub(crate) pubsub: PubSub,
     next_id: AtomicU64,
     pub(crate) started: Instant,
     /// A random ID of this process (Redis's `run_id`): a new one at every start, so a monitor
@@ -107,6 +110,7 @@ impl Server {
             rejected_connections: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             client_table: ClientTable::default(),
+            pubsub: PubSub::default(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
             run_id: RunId::random(),

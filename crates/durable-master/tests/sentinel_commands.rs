@@ -515,3 +515,106 @@ fn exec_is_atomic_for_other_clients() {
     assert!(seen > 0);
     assert_eq!(reader.call_raw(&["GET", "n"]), b"$3\r\n600\r\n");
 }
+
+#[test]
+fn pubsub_replies_and_subscribed_mode_as_redis() {
+    let only = |cmd: &str| {
+        format!(
+            "-ERR Can't execute '{cmd}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
+             RESET are allowed in this context\r\n"
+        )
+    };
+    let (get, publish) = (only("get"), only("publish"));
+    let cases = [
+        (
+            "PUBLISH a",
+            "-ERR wrong number of arguments for 'publish' command\r\n",
+        ),
+        (
+            "SUBSCRIBE",
+            "-ERR wrong number of arguments for 'subscribe' command\r\n",
+        ),
+        ("UNSUBSCRIBE", "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"),
+        ("PUNSUBSCRIBE", "*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"),
+        ("PUBLISH nobody x", ":0\r\n"),
+        ("SUBSCRIBE a", "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"),
+        ("subscribe b", "*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"),
+        ("SUBSCRIBE a", "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:2\r\n"),
+        ("PING", "*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+        ("PING x", "*2\r\n$4\r\npong\r\n$1\r\nx\r\n"),
+        ("GET a", get.as_str()),
+        ("PUBLISH a x", publish.as_str()),
+        (
+            "UNSUBSCRIBE a",
+            "*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n",
+        ),
+        (
+            "PSUBSCRIBE h*",
+            "*3\r\n$10\r\npsubscribe\r\n$2\r\nh*\r\n:2\r\n",
+        ),
+        (
+            "UNSUBSCRIBE",
+            "*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:1\r\n",
+        ),
+        (
+            "PUNSUBSCRIBE",
+            "*3\r\n$12\r\npunsubscribe\r\n$2\r\nh*\r\n:0\r\n",
+        ),
+        // Out of subscribed mode again.
+        ("PING", "+PONG\r\n"),
+        ("MULTI", "+OK\r\n"),
+        ("SUBSCRIBE x", "+QUEUED\r\n"),
+        ("EXEC", "*1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n"),
+        ("PING", "*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+    ];
+    on_both(|port, server| check(&mut Client::open(port), server, &cases));
+}
+
+/// A message published on one connection reaches subscribers on other connections (channel
+/// and pattern), in Redis's frames, and `PUBLISH` counts them.
+#[test]
+fn published_messages_reach_other_connections() {
+    on_both(|port, server| {
+        let mut sub = Client::open(port);
+        sub.send_raw(
+            b"*2\r\n$9\r\nSUBSCRIBE\r\n$18\r\n__sentinel__:hello\r\n\
+              *2\r\n$10\r\nPSUBSCRIBE\r\n$11\r\n__sentinel*\r\n",
+        );
+        let acks = sub.read_exactly(
+            "*3\r\n$9\r\nsubscribe\r\n$18\r\n__sentinel__:hello\r\n:1\r\n\
+             *3\r\n$10\r\npsubscribe\r\n$11\r\n__sentinel*\r\n:2\r\n"
+                .len(),
+            Duration::from_secs(2),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&acks),
+            "*3\r\n$9\r\nsubscribe\r\n$18\r\n__sentinel__:hello\r\n:1\r\n\
+             *3\r\n$10\r\npsubscribe\r\n$11\r\n__sentinel*\r\n:2\r\n",
+            "{server}"
+        );
+        let mut publisher = Client::open(port);
+        assert_eq!(
+            publisher.call_raw(&["PUBLISH", "__sentinel__:hello", "hi"]),
+            b":2\r\n",
+            "{server}"
+        );
+        assert_eq!(
+            publisher.call_raw(&["PUBLISH", "other", "x"]),
+            b":0\r\n",
+            "{server}"
+        );
+        let want = "*3\r\n$7\r\nmessage\r\n$18\r\n__sentinel__:hello\r\n$2\r\nhi\r\n\
+                    *4\r\n$8\r\npmessage\r\n$11\r\n__sentinel*\r\n$18\r\n__sentinel__:hello\r\n\
+                    $2\r\nhi\r\n";
+        let got = sub.read_exactly(want.len(), Duration::from_secs(2));
+        assert_eq!(String::from_utf8_lossy(&got), want, "{server}");
+        // A closed subscriber is no longer counted.
+        drop(sub);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            publisher.call_raw(&["PUBLISH", "__sentinel__:hello", "hi"]),
+            b":0\r\n",
+            "{server}"
+        );
+    });
+}
