@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod config_cmd;
 mod conn;
+mod info;
 mod keyspace;
 mod log;
 mod lzf;
