@@ -1,18 +1,10 @@
-//! Accepting connections: `maxclients`, sized against the process's open-files limit at start
-//! as Redis does, and an accept loop that refuses clients past it and backs off when the
-//! process runs out of file descriptors instead of spinning.
-
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+//! `maxclients`, sized against the process's open-files limit at start as Redis does (the
+//! event loop refuses clients past it).
 
 use rlimit::Resource;
 
 use crate::config::Config;
 use crate::log;
-use crate::server::Server;
 
 /// File descriptors kept for everything that is not a client (Redis's
 /// `CONFIG_MIN_RESERVED_FDS`): the backlog, the snapshot, logs, the listener.
@@ -20,10 +12,6 @@ pub(crate) const RESERVED_FDS: u64 = 32;
 
 /// What a client past `maxclients` reads before its connection is closed (Redis's text).
 pub(crate) const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
-
-/// How long the accept loop sleeps after a failed `accept` (out of file descriptors): the
-/// error persists until a connection closes, so retrying at once would spin a core.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Raises the soft open-files limit to `maxclients` + [`RESERVED_FDS`] if the hard limit
 /// allows, else lowers `maxclients` to fit, with Redis's log lines
@@ -87,53 +75,6 @@ pub(crate) fn adjust_open_files_limit(mut cfg: Config) -> Config {
 /// How many clients an open-files limit of `fds` leaves room for, if any.
 fn clients_within(fds: u64) -> Option<u64> {
     fds.checked_sub(RESERVED_FDS).filter(|&n| n > 0)
-}
-
-/// Accepts connections forever, one thread each.
-pub(crate) fn run(listener: &TcpListener, server: &Arc<Server>) {
-    let mut failing = false;
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => {
-                failing = false;
-                stream
-            }
-            Err(e) => {
-                if !failing {
-                    log::warning(format_args!("Accepting client connection: {e}"));
-                    failing = true;
-                }
-                std::thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        // Only this loop adds clients, so the count cannot pass the limit between the check
-        // and the increment.
-        if server.clients.load(Ordering::SeqCst) >= server.cfg.maxclients {
-            refuse(stream);
-            server.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        server.clients.fetch_add(1, Ordering::SeqCst);
-        let srv = Arc::clone(server);
-        let spawned = std::thread::Builder::new()
-            .name("client".into())
-            .spawn(move || {
-                crate::conn::handle(&srv, stream);
-                srv.clients.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            server.clients.fetch_sub(1, Ordering::SeqCst);
-            log::warning(format_args!("Cannot start a client thread: {e}"));
-        }
-    }
-}
-
-/// Tells a client past `maxclients` so and closes it, never blocking the accept loop: the
-/// reply fits any fresh socket buffer, and if it does not, it is dropped (as Redis does).
-fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(true);
-    let _ = stream.write_all(MAX_CLIENTS_REACHED);
 }
 
 #[cfg(test)]

@@ -40,9 +40,10 @@ pub(crate) struct ClientEntry {
     /// Killed by `CLIENT KILL`: no longer listed or counted, though its thread may not have
     /// seen the closed socket yet.
     killed: AtomicBool,
-    /// A second handle on the socket, to shut it down from another thread (`None` if the
-    /// process was out of file descriptors: such a client cannot be killed).
-    stream: Option<TcpStream>,
+    /// For a connection served by a thread of its own (a replica link), a second handle on
+    /// its socket, to shut it down from another thread. Event-loop connections have none:
+    /// the loop closes them when it sees [`ClientEntry::killed`].
+    stream: Mutex<Option<TcpStream>>,
 }
 
 impl ClientEntry {
@@ -62,9 +63,21 @@ impl ClientEntry {
         *lock(&self.last_cmd) = name;
     }
 
-    /// Marks the connection as a replica link.
-    pub(crate) fn set_replica(&self) {
+    /// Marks the connection as a replica link served by a thread of its own; `stream` is a
+    /// second handle on its socket for `CLIENT KILL`.
+    pub(crate) fn set_replica(&self, stream: Option<TcpStream>) {
+        *lock(&self.stream) = stream;
         self.replica.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `CLIENT KILL` chose this connection.
+    pub(crate) fn killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// The connection's ID.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     fn kind(&self) -> ClientKind {
@@ -77,7 +90,7 @@ impl ClientEntry {
 
     fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        if let Some(s) = &self.stream {
+        if let Some(s) = lock(&self.stream).as_ref() {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
@@ -137,38 +150,75 @@ impl ClientKind {
 #[derive(Debug, Default)]
 pub(crate) struct ClientTable {
     entries: Mutex<Vec<Arc<ClientEntry>>>,
+    /// Counts `CLIENT KILL` victims, so the event loop knows when to look for killed
+    /// connections of its own.
+    kills: AtomicU64,
 }
 
-/// Keeps a connection in the [`ClientTable`]; removes it when dropped.
+/// Keeps a connection in the [`ClientTable`]; removes it when dropped. It moves with the
+/// connection when the event loop hands it to a replica sender thread.
 #[derive(Debug)]
-pub(crate) struct Registration<'a> {
-    table: &'a ClientTable,
+pub(crate) struct Registration {
+    table: Arc<ClientTable>,
     entry: Arc<ClientEntry>,
 }
 
-impl Registration<'_> {
+impl Registration {
     /// The registered entry.
     pub(crate) fn entry(&self) -> &Arc<ClientEntry> {
         &self.entry
     }
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Registration {
     fn drop(&mut self) {
         lock(&self.table.entries).retain(|e| !Arc::ptr_eq(e, &self.entry));
     }
 }
 
-impl ClientTable {
-    /// Adds the connection on `stream` with ID `id`.
-    pub(crate) fn register(&self, stream: &TcpStream, id: u64) -> Registration<'_> {
+/// Where a connection is, as `CLIENT LIST` prints it.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    /// Peer address, `ip:port`.
+    pub(crate) addr: String,
+    /// Local address, `ip:port`.
+    pub(crate) laddr: String,
+    pub(crate) fd: i32,
+}
+
+impl Endpoint {
+    /// The addresses and descriptor of `socket`.
+    pub(crate) fn of(
+        peer: std::io::Result<std::net::SocketAddr>,
+        local: std::io::Result<std::net::SocketAddr>,
+        socket: &impl AsRawFd,
+    ) -> Endpoint {
         let addr =
             |a: std::io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        Endpoint {
+            addr: addr(peer),
+            laddr: addr(local),
+            fd: socket.as_raw_fd(),
+        }
+    }
+}
+
+impl ClientTable {
+    /// Adds a connection with ID `id`. An event-loop connection passes no `stream`: `KILL`
+    /// only marks it and the loop closes it (see [`ClientEntry::killed`]); a connection
+    /// served by a thread of its own passes a second handle on its socket, which `KILL` shuts
+    /// down.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        at: Endpoint,
+        stream: Option<TcpStream>,
+        id: u64,
+    ) -> Registration {
         let entry = Arc::new(ClientEntry {
             id,
-            addr: addr(stream.peer_addr()),
-            laddr: addr(stream.local_addr()),
-            fd: stream.as_raw_fd(),
+            addr: at.addr,
+            laddr: at.laddr,
+            fd: at.fd,
             created: Instant::now(),
             name: Mutex::new(Vec::new()),
             db: AtomicU32::new(0),
@@ -176,10 +226,23 @@ impl ClientTable {
             last_cmd: Mutex::new("NULL".to_owned()),
             replica: AtomicBool::new(false),
             killed: AtomicBool::new(false),
-            stream: stream.try_clone().ok(),
+            stream: Mutex::new(stream),
         });
         lock(&self.entries).push(Arc::clone(&entry));
-        Registration { table: self, entry }
+        Registration {
+            table: Arc::clone(self),
+            entry,
+        }
+    }
+
+    fn kill(&self, victim: &ClientEntry) {
+        victim.kill();
+        self.kills.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many connections `CLIENT KILL` chose so far.
+    pub(crate) fn kills(&self) -> u64 {
+        self.kills.load(Ordering::SeqCst)
     }
 
     fn snapshot(&self) -> Vec<Arc<ClientEntry>> {
@@ -309,7 +372,7 @@ fn kill(table: &ClientTable, me: &ClientEntry, argv: &[Vec<u8>]) -> (Vec<u8>, Af
         if victim.id == me.id {
             return (reply, After::Close);
         }
-        victim.kill();
+        table.kill(&victim);
         return (reply, After::Continue);
     }
     if !n.is_multiple_of(2) {
@@ -362,7 +425,7 @@ fn kill(table: &ClientTable, me: &ClientEntry, argv: &[Vec<u8>]) -> (Vec<u8>, Af
         if e.id == me.id {
             close_me = true;
         } else {
-            e.kill();
+            table.kill(&e);
         }
     }
     let after = if close_me {

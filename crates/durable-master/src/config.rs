@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use durable_backlog::{Durability, MAX_CAPACITY, MIN_CAPACITY};
+use durable_resp::parse_size;
+
+use crate::event_loop::OutputLimit;
 
 /// The default TCP port (Redis's is 6379; this one leaves room for a real Redis beside it).
 pub(crate) const DEFAULT_PORT: u16 = 6390;
@@ -35,6 +38,13 @@ pub(crate) struct Config {
     /// Seconds a replica may stay silent (no ACK) or leave a write to it blocked before it is
     /// disconnected (Redis's `repl-timeout`).
     pub(crate) repl_timeout: u64,
+    /// Seconds a normal client may stay idle before it is closed (Redis's `timeout`; 0:
+    /// never). Replicas, subscribers and clients blocked in `WAIT` are exempt, as in Redis.
+    pub(crate) timeout: u64,
+    /// `client-output-buffer-limit normal`.
+    pub(crate) output_limit_normal: OutputLimit,
+    /// `client-output-buffer-limit pubsub`.
+    pub(crate) output_limit_pubsub: OutputLimit,
     /// Test hook: at start, cut the recovered backlog back to this offset (simulates an OS
     /// crash that lost an unsynced tail).
     pub(crate) debug_truncate_backlog: Option<u64>,
@@ -59,6 +69,9 @@ impl Default for Config {
             min_replicas_to_write: 0,
             min_replicas_max_lag: 10,
             repl_timeout: 60,
+            timeout: 0,
+            output_limit_normal: OutputLimit::NORMAL,
+            output_limit_pubsub: OutputLimit::PUBSUB,
             debug_truncate_backlog: None,
             repair: false,
             allow_empty_start: false,
@@ -93,6 +106,12 @@ OPTIONS:
     --min-replicas-max-lag <s> [default: 10; 0 turns the check off]
     --repl-timeout <s>         disconnect a replica silent (no ACK) for s seconds, or that
                                reads nothing for s seconds [default: 60]
+    --timeout <s>              close a normal client idle for s seconds [default: 0, never]
+    --client-output-buffer-limit '<class> <hard> <soft> <s>'
+                               close a client whose unsent replies pass <hard> bytes, or
+                               stay above <soft> for <s> seconds; class normal or pubsub
+                               (0 turns a limit off) [defaults: normal 0 0 0,
+                               pubsub 32mb 8mb 60]
     --debug-truncate-backlog <offset>
                                test hook: cut the recovered backlog back to <offset> at
                                start, as an OS crash that lost an unsynced tail would
@@ -182,6 +201,20 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
                     .filter(|&s| s >= 1)
                     .ok_or_else(|| format!("invalid repl-timeout {v:?}: at least 1 second"))?;
             }
+            "--timeout" => {
+                let v = value()?;
+                cfg.timeout = v
+                    .parse()
+                    .map_err(|_| format!("invalid timeout {v:?}: seconds"))?;
+            }
+            "--client-output-buffer-limit" => {
+                let v = value()?;
+                let (class, limit) = parse_output_limit(&v)?;
+                match class {
+                    OutputClass::Normal => cfg.output_limit_normal = limit,
+                    OutputClass::Pubsub => cfg.output_limit_pubsub = limit,
+                }
+            }
             "--debug-truncate-backlog" => {
                 let v = value()?;
                 cfg.debug_truncate_backlog =
@@ -193,6 +226,34 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
         }
     }
     Ok(Some(cfg))
+}
+
+/// The client classes `--client-output-buffer-limit` sets (replicas are bounded by
+/// `repl-timeout` instead: they stream from the backlog, with no buffer of their own).
+#[derive(Debug, PartialEq, Eq)]
+enum OutputClass {
+    Normal,
+    Pubsub,
+}
+
+/// Parses `<class> <hard> <soft> <soft-seconds>` as Redis's `client-output-buffer-limit`.
+fn parse_output_limit(v: &str) -> Result<(OutputClass, OutputLimit), String> {
+    let bad = || format!("invalid client-output-buffer-limit {v:?}: <class> <hard> <soft> <s>");
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let [class, hard, soft, secs] = words.as_slice() else {
+        return Err(bad());
+    };
+    let class = match class.to_ascii_lowercase().as_str() {
+        "normal" => OutputClass::Normal,
+        "pubsub" => OutputClass::Pubsub,
+        _ => return Err(bad()),
+    };
+    let limit = OutputLimit {
+        hard: parse_size(hard).map_err(|_| bad())?,
+        soft: parse_size(soft).map_err(|_| bad())?,
+        soft_secs: secs.parse().map_err(|_| bad())?,
+    };
+    Ok((class, limit))
 }
 
 #[cfg(test)]
@@ -221,5 +282,26 @@ mod tests {
             50
         );
         assert!(parse_args(args("--maxclients 0")).is_err());
+        let cfg = parse_args(vec![
+            "--client-output-buffer-limit".to_owned(),
+            "normal 1mb 512kb 10".to_owned(),
+            "--timeout".to_owned(),
+            "30".to_owned(),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            cfg.output_limit_normal,
+            OutputLimit {
+                hard: 1 << 20,
+                soft: 512 << 10,
+                soft_secs: 10
+            }
+        );
+        assert_eq!(cfg.output_limit_pubsub, OutputLimit::PUBSUB);
+        assert_eq!(cfg.timeout, 30);
+        for bad in ["slave 1 1 1", "normal 1 1", "normal x 1 1", "pubsub 1 1 -1"] {
+            assert!(parse_output_limit(bad).is_err(), "{bad}");
+        }
     }
 }

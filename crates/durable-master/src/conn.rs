@@ -1,23 +1,24 @@
-//! One client connection: parse requests, execute them (writes are appended to the backlog
-//! before they are acknowledged), answer the server's own commands, and hand the connection
-//! to the replica sender on `PSYNC` / `SYNC`.
+//! One client connection of the event loop (see `event_loop.rs`): its parser and unsent
+//! replies, running its commands (writes are appended to the backlog before they are
+//! acknowledged), the server's own commands, `WAIT` as a blocked state, and the hand-over to
+//! a replica sender thread on `PSYNC` / `SYNC`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
+use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use durable_resp::{self as resp, RequestParser, parse_i64};
+use mio::net::TcpStream;
 
-use crate::client_cmds::{self, After, ClientEntry};
+use crate::client_cmds::{self, After, Registration};
 use crate::commands::{Outcome, execute, is_server_command, is_write_command};
 use crate::config_cmd;
 use crate::keyspace::DbIndex;
 use crate::multi::{self, Step, Transaction};
 use crate::pubsub::Subscriptions;
-use crate::replica::{self, Handshake};
+use crate::replica::Handshake;
 use crate::server::{GETACK, Server, StoreGuard};
+use crate::store::Store;
 
 /// Redis's `client-query-buffer-limit`: a client whose unfinished command holds more is closed.
 const QUERY_BUFFER_LIMIT: usize = 1024 * 1024 * 1024;
@@ -69,17 +70,109 @@ fn shutdown_request(args: &[Vec<u8>]) -> Result<(), &'static [u8]> {
     Ok(())
 }
 
-/// What the connection does after a batch of commands.
-enum Next {
+/// What the event loop does with a connection after running its commands.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
     Continue,
+    /// Close once the replies are written.
     Close,
-    /// `PSYNC <id> <offset>` (or `SYNC` when `None`): become a replica link.
+    /// `PSYNC <id> <offset>` (or `SYNC` when `None`): hand the connection to a replica
+    /// sender thread.
     Replicate(Option<(Vec<u8>, Vec<u8>)>),
 }
 
-struct Conn {
-    server: Arc<Server>,
-    stream: TcpStream,
+/// The store work of one event-loop turn, shared by every connection that runs commands in
+/// it: the store lock is taken once, the writes of all of them are appended in one piece
+/// when the lock is released, and (under `--durability always`) one sync at the end of the
+/// turn covers them all before any reply is written (group commit).
+pub(crate) struct Batch<'s> {
+    server: &'s Server,
+    held: Option<StoreGuard<'s>>,
+    /// Stream bytes of this hold of the lock, not yet appended.
+    pending: Vec<u8>,
+    /// The stream offset the turn's replies may depend on: the end of the backlog when the
+    /// lock was last released.
+    pub(crate) seen: u64,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("locked", &self.held.is_some())
+            .field("pending", &self.pending.len())
+            .field("seen", &self.seen)
+            .finish()
+    }
+}
+
+impl<'s> Batch<'s> {
+    pub(crate) fn new(server: &'s Server) -> Batch<'s> {
+        Batch {
+            server,
+            held: None,
+            pending: Vec::new(),
+            seen: 0,
+        }
+    }
+
+    /// The store, locked until [`Batch::release`].
+    fn store(&mut self) -> &mut Store {
+        let server = self.server;
+        self.held.get_or_insert_with(|| server.store()).get()
+    }
+
+    /// Queues `bytes` for the stream; the stream offset right after them. Past
+    /// [`APPEND_CHUNK`] queued bytes they are appended at once (the lock kept): one append
+    /// never carries a large part of the ring, which would lap replicas that stream well.
+    fn push(&mut self, bytes: &[u8]) -> u64 {
+        let base = self.store().backlog.offset();
+        self.pending.extend_from_slice(bytes);
+        let end = base + self.pending.len() as u64;
+        if self.pending.len() >= APPEND_CHUNK {
+            let pending = std::mem::take(&mut self.pending);
+            self.store().append(&pending);
+            self.pending = pending;
+            self.pending.clear();
+        }
+        end
+    }
+
+    /// Appends what was queued and releases the store lock, before anything that takes the
+    /// lock by itself runs.
+    pub(crate) fn release(&mut self) {
+        if let Some(mut g) = self.held.take() {
+            let end = g.append(&self.pending);
+            self.pending.clear();
+            self.seen = self.seen.max(end);
+        }
+    }
+}
+
+/// Queued stream bytes past which [`Batch::push`] appends without waiting for the lock's
+/// release.
+const APPEND_CHUNK: usize = 64 * 1024;
+
+/// A client blocked in `WAIT`.
+#[derive(Debug)]
+pub(crate) struct Blocked {
+    /// The stream offset the replicas must have acknowledged.
+    target: u64,
+    want: usize,
+    deadline: Option<Instant>,
+}
+
+/// One client connection.
+#[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent states of one connection, each read in a different place"
+)]
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    parser: RequestParser,
+    /// Replies not yet written; `out[sent..]` is what is left.
+    out: Vec<u8>,
+    sent: usize,
     db: DbIndex,
     authed: bool,
     handshake: Handshake,
@@ -87,109 +180,181 @@ struct Conn {
     /// first): what `WAIT` asks the replicas to have acknowledged.
     woff: u64,
     /// This connection's entry in the server's client table.
-    client: Arc<ClientEntry>,
+    registration: Registration,
     tx: Transaction,
-    subs: Subscriptions,
+    pub(crate) subs: Subscriptions,
+    pub(crate) blocked: Option<Blocked>,
+    /// The socket may hold unread bytes (reading stopped at the turn's budget or while
+    /// blocked).
+    pub(crate) unread: bool,
+    /// Time of the last byte read (for `timeout`).
+    pub(crate) last_read: Instant,
+    /// Whether the connection is on the loop's list of connections to write this turn.
+    pub(crate) dirty: bool,
+    /// Since when the unsent replies exceed the soft output limit.
+    pub(crate) soft_since: Option<Instant>,
+    /// Close once the replies are written.
+    pub(crate) closing: bool,
 }
 
-/// Serves one accepted connection until it closes.
-pub(crate) fn handle(server: &Arc<Server>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let peer_ip = stream
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    server.connections.fetch_add(1, Ordering::Relaxed);
-    server.connected_clients.fetch_add(1, Ordering::Relaxed);
-    let authed = server.cfg.requirepass.is_none();
-    let registration = server.client_table.register(&stream, server.next_id());
-    let mut conn = Conn {
-        server: Arc::clone(server),
-        stream,
-        db: DbIndex::ZERO,
-        authed,
-        handshake: Handshake::new(peer_ip),
-        woff: 0,
-        client: Arc::clone(registration.entry()),
-        tx: Transaction::default(),
-        subs: Subscriptions::new(),
-    };
-    let mut parser = RequestParser::new();
-    let next = conn.serve(&mut parser);
-    conn.subs.clear(&server.pubsub);
-    server.connected_clients.fetch_sub(1, Ordering::Relaxed);
-    if let Next::Replicate(psync) = next {
-        conn.client.set_replica();
-        replica::serve(server, conn.stream, parser, &conn.handshake, psync.as_ref());
-    }
-}
+/// How many bytes a connection may read in one turn before the others get theirs.
+const READ_BUDGET: usize = 1024 * 1024;
 
 impl Conn {
-    fn serve(&mut self, parser: &mut RequestParser) -> Next {
-        let mut buf = vec![0u8; 64 * 1024];
+    /// A new connection with event-loop token `token`.
+    pub(crate) fn new(
+        server: &Server,
+        stream: TcpStream,
+        token: usize,
+        registration: Registration,
+    ) -> Conn {
+        let peer_ip = stream
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        Conn {
+            stream,
+            parser: RequestParser::new(),
+            out: Vec::new(),
+            sent: 0,
+            db: DbIndex::ZERO,
+            authed: server.cfg.requirepass.is_none(),
+            handshake: Handshake::new(peer_ip),
+            woff: 0,
+            registration,
+            tx: Transaction::default(),
+            subs: Subscriptions::new(token),
+            blocked: None,
+            unread: false,
+            last_read: Instant::now(),
+            dirty: false,
+            soft_since: None,
+            closing: false,
+        }
+    }
+
+    /// The connection's client-table registration.
+    pub(crate) fn registration(&self) -> &Registration {
+        &self.registration
+    }
+
+    /// Takes the connection apart for a replica sender thread: its socket, the bytes it sent
+    /// after `PSYNC`, its handshake, its registration and its unsent replies.
+    pub(crate) fn into_parts(self) -> (TcpStream, RequestParser, Handshake, Registration, Vec<u8>) {
+        let mut out = self.out;
+        out.drain(..self.sent);
+        (
+            self.stream,
+            self.parser,
+            self.handshake,
+            self.registration,
+            out,
+        )
+    }
+
+    /// Bytes of replies not yet written.
+    pub(crate) fn unsent(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Queues bytes for the client (messages of its subscriptions).
+    pub(crate) fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Writes what the socket takes of the unsent replies. `Ok(true)`: all written.
+    pub(crate) fn write_out(&mut self) -> io::Result<bool> {
+        while self.sent < self.out.len() {
+            match self.stream.write(&self.out[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.sent = 0;
+        if self.out.capacity() > 64 * 1024 {
+            self.out = Vec::new();
+        }
+        Ok(true)
+    }
+
+    /// Reads what the socket has (up to the turn's budget) and runs every complete command,
+    /// unless the client is blocked or closing. `buf` is the loop's read buffer.
+    pub(crate) fn read_and_run(&mut self, batch: &mut Batch<'_>, buf: &mut [u8]) -> Next {
+        let mut budget = READ_BUDGET;
+        // Commands left in the parser by a WAIT that just ended run first.
+        let next = self.run(batch);
+        if next != Next::Continue {
+            return next;
+        }
         loop {
-            let n = match self.stream.read(&mut buf) {
-                Ok(0) | Err(_) => return Next::Close,
+            if self.blocked.is_some() || self.closing {
+                return Next::Continue;
+            }
+            if budget == 0 {
+                self.unread = true;
+                return Next::Continue;
+            }
+            let n = match self.stream.read(buf) {
+                Ok(0) => return Next::Close,
                 Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.unread = false;
+                    return Next::Continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Next::Close,
             };
-            parser.feed(&buf[..n]);
-            if parser.pending_len() > QUERY_BUFFER_LIMIT {
+            budget = budget.saturating_sub(n);
+            self.last_read = Instant::now();
+            self.parser.feed(&buf[..n]);
+            if self.parser.pending_len() > QUERY_BUFFER_LIMIT {
                 crate::log::warning("Closing client that reached max query buffer length (1gb)");
                 return Next::Close;
             }
-            let mut out = Vec::new();
-            let next = self.run_batch(parser, &mut out);
-            if !out.is_empty() && self.subs.subscriber().write(&self.stream, &out).is_err() {
-                return Next::Close;
-            }
-            match next {
-                Next::Continue => {}
-                other => return other,
+            let next = self.run(batch);
+            if next != Next::Continue {
+                return next;
             }
         }
     }
 
-    /// Runs every complete command received. Consecutive data commands share one lock and
-    /// one backlog append: their replies are written only after that append returned.
-    fn run_batch(&mut self, parser: &mut RequestParser, out: &mut Vec<u8>) -> Next {
-        let server = Arc::clone(&self.server);
-        let mut held: Option<StoreGuard<'_>> = None;
-        let mut pending: Vec<u8> = Vec::new();
-        // Ends a locked run: one append for its writes, then (under `always`) waits until the
-        // backlog is durable up to everything the run wrote or read.
-        let finish = |held: &mut Option<StoreGuard<'_>>, pending: &mut Vec<u8>, woff: &mut u64| {
-            if let Some(mut g) = held.take() {
-                let wrote = !pending.is_empty();
-                let seen = g.append(pending);
-                if wrote {
-                    *woff = seen;
-                }
-                pending.clear();
-                drop(g);
-                server.make_durable(seen);
-            }
-        };
+    /// Runs the complete commands in the parser until it needs more bytes, the client blocks
+    /// or the connection must close or be handed over.
+    fn run(&mut self, batch: &mut Batch<'_>) -> Next {
+        let mut out = std::mem::take(&mut self.out);
+        let next = self.run_commands(batch, &mut out);
+        self.out = out;
+        next
+    }
+
+    fn run_commands(&mut self, batch: &mut Batch<'_>, out: &mut Vec<u8>) -> Next {
+        let server = batch.server;
         loop {
+            if self.blocked.is_some() {
+                return Next::Continue;
+            }
+            // Messages published before this command go out before its reply.
+            out.extend(self.subs.subscriber().take());
             // AUTH may have just succeeded: the next request is parsed with the new limits.
-            parser.set_unauthenticated(!self.authed);
-            let argv = match parser.next_command() {
+            self.parser.set_unauthenticated(!self.authed);
+            let argv = match self.parser.next_command() {
                 Ok(Some(argv)) => argv,
-                Ok(None) => {
-                    finish(&mut held, &mut pending, &mut self.woff);
-                    return Next::Continue;
-                }
+                Ok(None) => return Next::Continue,
                 Err(e) => {
-                    finish(&mut held, &mut pending, &mut self.woff);
                     out.extend(e.to_reply());
                     return Next::Close;
                 }
             };
             server.commands.fetch_add(1, Ordering::Relaxed);
-            self.client.touch(&argv, self.db.get());
+            let entry = self.registration.entry();
+            entry.touch(&argv, self.db.get());
             let name = argv.first().map_or(&[][..], Vec::as_slice);
             if !self.authed && !name.eq_ignore_ascii_case(b"auth") {
                 if name.eq_ignore_ascii_case(b"quit") {
-                    finish(&mut held, &mut pending, &mut self.woff);
                     out.extend(resp::simple_string(b"OK"));
                     return Next::Close;
                 }
@@ -197,28 +362,28 @@ impl Conn {
                 continue;
             }
             if !self.tx.active()
-                && let Some(reply) = self.subs.step(&server.pubsub, &self.stream, &argv)
+                && let Some(reply) = self.subs.step(&server.pubsub, &argv)
             {
                 out.extend(reply);
                 continue;
             }
-            match self.tx.step(&server, &argv) {
+            match self.tx.step(server, &argv) {
                 Step::Pass => {}
                 Step::Reply(reply) => {
                     out.extend(reply);
                     continue;
                 }
                 Step::Exec(queued) => {
-                    finish(&mut held, &mut pending, &mut self.woff);
-                    if self.exec(&queued, out) {
+                    batch.release();
+                    if self.exec(batch, &queued, out) {
                         return Next::Close;
                     }
                     continue;
                 }
             }
             if is_server_command(name) || name.eq_ignore_ascii_case(b"quit") {
-                finish(&mut held, &mut pending, &mut self.woff);
-                match self.server_command(&argv, out) {
+                batch.release();
+                match self.server_command(batch, &argv, out, false) {
                     Next::Continue => continue,
                     other => return other,
                 }
@@ -227,13 +392,13 @@ impl Conn {
                 out.extend(resp::error(NOREPLICAS));
                 continue;
             }
-            let g = held.get_or_insert_with(|| server.store());
-            let store = g.get();
+            let store = batch.store();
             match execute(&mut store.ks, &mut self.db, &argv) {
                 Outcome::Executed(done) => {
                     out.extend(done.reply);
                     if let Some(p) = done.propagate {
-                        pending.extend(store.feed.encode(self.db, &p));
+                        let bytes = store.feed.encode(self.db, &p);
+                        self.woff = batch.push(&bytes);
                     }
                 }
                 Outcome::NotMine => out.extend(resp::error(b"ERR unknown command")),
@@ -242,25 +407,35 @@ impl Conn {
     }
 
     /// `EXEC` (see multi.rs); `true` if the connection must close after the reply.
-    fn exec(&mut self, queued: &[Vec<Vec<u8>>], out: &mut Vec<u8>) -> bool {
-        let server = Arc::clone(&self.server);
+    fn exec(&mut self, batch: &mut Batch<'_>, queued: &[Vec<Vec<u8>>], out: &mut Vec<u8>) -> bool {
+        let server = batch.server;
         let mut db = self.db;
-        let (reply, woff, close) = multi::exec(&server, &mut db, queued, |argv, o| {
-            if let Some(reply) = self.subs.step(&server.pubsub, &self.stream, argv) {
+        let (reply, woff, close) = multi::exec(server, &mut db, queued, |argv, o| {
+            if let Some(reply) = self.subs.step(&server.pubsub, argv) {
                 o.extend(reply);
                 return false;
             }
-            !matches!(self.server_command(argv, o), Next::Continue)
+            !matches!(self.server_command(batch, argv, o, true), Next::Continue)
         });
         self.db = db;
         if let Some(w) = woff {
             self.woff = w;
+            batch.seen = batch.seen.max(w);
         }
         out.extend(reply);
         close
     }
 
-    fn server_command(&mut self, argv: &[Vec<u8>], out: &mut Vec<u8>) -> Next {
+    /// Runs a server command (`in_multi`: queued in a transaction, where `WAIT` does not
+    /// block), the store lock released.
+    fn server_command(
+        &mut self,
+        batch: &mut Batch<'_>,
+        argv: &[Vec<u8>],
+        out: &mut Vec<u8>,
+        in_multi: bool,
+    ) -> Next {
+        let server = batch.server;
         let name = String::from_utf8_lossy(argv.first().map_or(&[][..], Vec::as_slice))
             .to_ascii_lowercase();
         let arg = |i: usize| argv.get(i).map_or(&[][..], Vec::as_slice);
@@ -284,25 +459,28 @@ impl Conn {
                 {
                     out.extend(e);
                 } else {
-                    out.extend(self.auth(argv));
+                    out.extend(self.auth(server, argv));
                 }
             }
             "info" => {
                 let section = argv
                     .get(1)
                     .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
-                let text = crate::info::info(&self.server, section.as_deref());
+                let text = crate::info::info(server, section.as_deref());
                 out.extend(resp::bulk(text.as_bytes()));
             }
-            "role" => out.extend(arity(1, true).unwrap_or_else(|| crate::info::role(&self.server))),
+            "role" => out.extend(arity(1, true).unwrap_or_else(|| crate::info::role(server))),
             "wait" => match arity(3, true) {
                 Some(e) => out.extend(e),
-                None => out.extend(self.wait(arg(1), arg(2))),
+                None => {
+                    if let Some(reply) = self.wait(batch, arg(1), arg(2), in_multi) {
+                        out.extend(reply);
+                    }
+                }
             },
             "shutdown" => match shutdown_request(argv.get(1..).unwrap_or_default()) {
                 Ok(()) => {
-                    let _ = self.stream.flush();
-                    self.server.shutdown();
+                    server.shutdown();
                 }
                 Err(text) => out.extend(resp::error(text)),
             },
@@ -323,10 +501,10 @@ impl Conn {
                 None => return Next::Replicate(Some((arg(1).to_vec(), arg(2).to_vec()))),
             },
             "sync" => return Next::Replicate(None),
-            "config" => out.extend(config_cmd::config(&self.server.cfg, argv)),
+            "config" => out.extend(config_cmd::config(&server.cfg, argv)),
             "client" => {
                 let (reply, after) =
-                    client_cmds::client(&self.server.client_table, &self.client, argv);
+                    client_cmds::client(&server.client_table, self.registration.entry(), argv);
                 out.extend(reply);
                 if after == After::Close {
                     return Next::Close;
@@ -337,8 +515,8 @@ impl Conn {
         Next::Continue
     }
 
-    fn auth(&mut self, argv: &[Vec<u8>]) -> Vec<u8> {
-        let Some(pass) = &self.server.cfg.requirepass else {
+    fn auth(&mut self, server: &Server, argv: &[Vec<u8>]) -> Vec<u8> {
+        let Some(pass) = &server.cfg.requirepass else {
             return resp::error(
                 b"ERR AUTH <password> called without any password configured for the default user. \
                   Are you sure your configuration is correct?",
@@ -403,40 +581,80 @@ impl Conn {
 
     /// `WAIT numreplicas timeout` as Redis's `waitCommand`: how many online replicas
     /// acknowledged this client's last write (`woff`); answers at once if at least
-    /// `numreplicas` did (always, for a client that never wrote), else asks the replicas for
-    /// an ACK and waits for enough of them or the timeout (0: no timeout).
-    fn wait(&self, n: &[u8], timeout: &[u8]) -> Vec<u8> {
+    /// `numreplicas` did (always, for a client that never wrote) or inside `MULTI`, else asks
+    /// the replicas for an ACK and blocks the client (`None`) until enough of them
+    /// acknowledged or the timeout (0: none) passed; the event loop then answers with
+    /// [`Conn::try_unblock`].
+    fn wait(
+        &mut self,
+        batch: &mut Batch<'_>,
+        n: &[u8],
+        timeout: &[u8],
+        in_multi: bool,
+    ) -> Option<Vec<u8>> {
         let Some(n) = parse_i64(n) else {
-            return resp::error(NOT_AN_INTEGER);
+            return Some(resp::error(NOT_AN_INTEGER));
         };
         let Some(timeout) = parse_i64(timeout) else {
-            return resp::error(b"ERR timeout is not an integer or out of range");
+            return Some(resp::error(
+                b"ERR timeout is not an integer or out of range",
+            ));
         };
         if timeout < 0 {
-            return resp::error(b"ERR timeout is negative");
+            return Some(resp::error(b"ERR timeout is negative"));
         }
-        let server = &self.server;
+        let server = batch.server;
         let target = self.woff;
         let want = usize::try_from(n).unwrap_or(0);
         let count = server.replicas_acked(target);
-        if count >= want {
-            return resp::integer(i64::try_from(count).unwrap_or(i64::MAX));
+        if count >= want || in_multi {
+            return Some(count_reply(count));
         }
-        server.append(GETACK);
+        batch.push(GETACK);
+        batch.release();
         let deadline = (timeout > 0)
             .then(|| Instant::now() + Duration::from_millis(u64::try_from(timeout).unwrap_or(0)));
-        loop {
-            let count = server.replicas_acked(target);
-            let now = Instant::now();
-            if count >= want || deadline.is_some_and(|d| now >= d) {
-                return resp::integer(i64::try_from(count).unwrap_or(i64::MAX));
-            }
-            let step = deadline.map_or(Duration::from_millis(100), |d| {
-                (d - now).min(Duration::from_millis(100))
-            });
-            server.wait_for_ack(step);
+        self.blocked = Some(Blocked {
+            target,
+            want,
+            deadline,
+        });
+        server.waiting.fetch_add(1, Ordering::SeqCst);
+        None
+    }
+
+    /// Ends a `WAIT` if enough replicas acknowledged or its timeout passed, queueing its
+    /// reply. Whether the client was unblocked.
+    pub(crate) fn try_unblock(&mut self, server: &Server, now: Instant) -> bool {
+        let Some(b) = &self.blocked else {
+            return false;
+        };
+        let count = server.replicas_acked(b.target);
+        if count < b.want && b.deadline.is_none_or(|d| now < d) {
+            return false;
+        }
+        self.blocked = None;
+        server.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.out.extend(count_reply(count));
+        true
+    }
+
+    /// When the `WAIT` this client is blocked in times out.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.blocked.as_ref().and_then(|b| b.deadline)
+    }
+
+    /// Ends the connection's shared state: subscriptions, a pending `WAIT`.
+    pub(crate) fn close(&mut self, server: &Server) {
+        self.subs.clear(&server.pubsub);
+        if self.blocked.take().is_some() {
+            server.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
+}
+
+fn count_reply(count: usize) -> Vec<u8> {
+    resp::integer(i64::try_from(count).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

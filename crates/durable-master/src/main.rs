@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod config_cmd;
 mod conn;
+mod event_loop;
 mod info;
 mod keyspace;
 mod log;
@@ -86,7 +87,10 @@ fn main() {
         log::warning(format_args!("FATAL: setting up signal handling: {e}"));
         std::process::exit(1);
     }
-    accept::run(&listener, &server);
+    if let Err(e) = event_loop::run(listener, &server) {
+        log::warning(format_args!("FATAL: event loop: {e}"));
+        std::process::exit(1);
+    }
 }
 
 /// SIGTERM and SIGINT stop the server as `SHUTDOWN` does (final snapshot, backlog closed

@@ -168,9 +168,6 @@ pub(crate) fn exec(
     if let Some(g) = held.take() {
         woff = flush(g, &mut writes).or(woff);
     }
-    if let Some(offset) = woff {
-        server.make_durable(offset);
-    }
     (resp::array(&replies), woff, close)
 }
 

@@ -2,14 +2,13 @@
 //! the subscribed mode's rules, with Redis 7.0's replies (checked against `redis-server`
 //! 7.0.15). Sentinel announces itself through `__sentinel__:hello` with these.
 //!
-//! A subscribed connection's socket is written under its [`Subscriber`] lock, both by its own
-//! thread (its replies) and by publishers on other threads (messages), so a message never
-//! lands inside a reply. A publisher writes while holding that lock only: a slow subscriber
-//! slows its publishers, never the store.
+//! Every connection lives in the one event loop, so a publisher and its subscribers run on the
+//! same thread: a message goes into the subscriber's [`Subscriber`] outbox and the connection's
+//! token onto the mail list; the loop moves the outbox behind the connection's replies at the
+//! end of the turn, and before the connection's own next reply, so a message never lands
+//! inside a reply or out of order with it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
 use durable_resp as resp;
@@ -33,25 +32,26 @@ pub(crate) fn is_pubsub_command(name: &[u8]) -> bool {
         .any(|c| c.as_bytes().eq_ignore_ascii_case(name))
 }
 
-/// A connection's write side, shared with publishers.
-#[derive(Debug, Default)]
+/// Where messages for one connection wait for the event loop.
+#[derive(Debug)]
 pub(crate) struct Subscriber {
-    /// A second handle on the connection's socket, made at its first subscription.
-    writer: Mutex<Option<TcpStream>>,
+    /// The connection's event-loop token.
+    token: usize,
+    outbox: Mutex<Vec<u8>>,
 }
 
 impl Subscriber {
-    /// Writes the connection's own replies on `stream`, never inside a message.
-    pub(crate) fn write(&self, stream: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-        let _g = lock(&self.writer);
-        (&*stream).write_all(bytes)
+    fn deliver(&self, pubsub: &PubSub, bytes: &[u8]) {
+        let mut outbox = lock(&self.outbox);
+        if outbox.is_empty() {
+            lock(&pubsub.mail).push(self.token);
+        }
+        outbox.extend_from_slice(bytes);
     }
 
-    fn deliver(&self, bytes: &[u8]) -> bool {
-        match lock(&self.writer).as_ref() {
-            Some(mut s) => s.write_all(bytes).is_ok(),
-            None => false,
-        }
+    /// Takes the messages waiting for the connection.
+    pub(crate) fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *lock(&self.outbox))
     }
 }
 
@@ -60,6 +60,8 @@ impl Subscriber {
 pub(crate) struct PubSub {
     channels: Mutex<BTreeMap<Vec<u8>, Vec<Arc<Subscriber>>>>,
     patterns: Mutex<BTreeMap<Vec<u8>, Vec<Arc<Subscriber>>>>,
+    /// Tokens of the connections whose outbox went from empty to not empty.
+    mail: Mutex<Vec<usize>>,
 }
 
 /// One connection's subscriptions, in the order they were made.
@@ -87,18 +89,26 @@ fn event(kind: &[u8], name: Option<&[u8]>, n: usize) -> Vec<u8> {
 }
 
 impl Subscriptions {
-    /// No subscriptions yet.
-    pub(crate) fn new() -> Subscriptions {
+    /// No subscriptions yet, for the connection with event-loop token `token`.
+    pub(crate) fn new(token: usize) -> Subscriptions {
         Subscriptions {
-            me: Arc::new(Subscriber::default()),
+            me: Arc::new(Subscriber {
+                token,
+                outbox: Mutex::new(Vec::new()),
+            }),
             channels: Vec::new(),
             patterns: Vec::new(),
         }
     }
 
-    /// The connection's write side.
+    /// The connection's outbox.
     pub(crate) fn subscriber(&self) -> &Subscriber {
         &self.me
+    }
+
+    /// Whether the connection is in subscribed mode.
+    pub(crate) fn active(&self) -> bool {
+        self.total() > 0
     }
 
     fn total(&self) -> usize {
@@ -107,12 +117,7 @@ impl Subscriptions {
 
     /// Handles a pub/sub command, `PING` in subscribed mode, and refuses what subscribed
     /// mode does not allow. `None`: not for this module, run it as usual.
-    pub(crate) fn step(
-        &mut self,
-        pubsub: &PubSub,
-        stream: &TcpStream,
-        argv: &[Vec<u8>],
-    ) -> Option<Vec<u8>> {
+    pub(crate) fn step(&mut self, pubsub: &PubSub, argv: &[Vec<u8>]) -> Option<Vec<u8>> {
         let name = argv.first()?.to_ascii_lowercase();
         let rest = argv.get(1..).unwrap_or_default();
         let subscribed = self.total() > 0;
@@ -122,12 +127,6 @@ impl Subscriptions {
             }
             b"subscribe" | b"psubscribe" => {
                 let pattern = name == b"psubscribe";
-                {
-                    let mut w = lock(&self.me.writer);
-                    if w.is_none() {
-                        *w = stream.try_clone().ok();
-                    }
-                }
                 let mut out = Vec::new();
                 for target in rest {
                     let (mine, table) = if pattern {
@@ -223,6 +222,11 @@ impl Subscriptions {
 }
 
 impl PubSub {
+    /// Takes the tokens of the connections with messages waiting.
+    pub(crate) fn take_mail(&self) -> Vec<usize> {
+        std::mem::take(&mut *lock(&self.mail))
+    }
+
     /// Sends `message` to every subscriber of `channel` and of a matching pattern; the number
     /// of deliveries, as Redis counts them.
     pub(crate) fn publish(&self, channel: &[u8], message: &[u8]) -> usize {
@@ -242,16 +246,19 @@ impl PubSub {
         ]);
         let mut n = 0;
         for s in &direct {
-            s.deliver(&msg);
+            s.deliver(self, &msg);
             n += 1;
         }
         for (p, s) in &by_pattern {
-            s.deliver(&resp::array(&[
-                resp::bulk(b"pmessage"),
-                resp::bulk(p),
-                resp::bulk(channel),
-                resp::bulk(message),
-            ]));
+            s.deliver(
+                self,
+                &resp::array(&[
+                    resp::bulk(b"pmessage"),
+                    resp::bulk(p),
+                    resp::bulk(channel),
+                    resp::bulk(message),
+                ]),
+            );
             n += 1;
         }
         n

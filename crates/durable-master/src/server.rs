@@ -1,9 +1,9 @@
-//! State shared by every connection thread: the store behind one lock, the backlog reader
+//! State shared by the event loop and the threads beside it: the store behind one lock, the backlog reader
 //! replica senders tail (library cursors), the replica table and the counters.
 
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use durable_backlog::{Durability, Reader, RunId};
@@ -63,9 +63,10 @@ pub(crate) struct Server {
     store: Mutex<Option<Store>>,
     /// A reader of the backlog for replica senders.
     pub(crate) reader: Reader,
-    /// Signalled on every replica ACK (for `WAIT`).
-    ack_lock: Mutex<()>,
-    ack_cv: Condvar,
+    /// Wakes the event loop (set once it runs).
+    waker: OnceLock<mio::Waker>,
+    /// Clients blocked in `WAIT`: while any is, an ACK wakes the event loop.
+    pub(crate) waiting: AtomicUsize,
     /// Held by the connection committing for a group (`--durability always`).
     flush_lock: Mutex<()>,
     pub(crate) replicas: Mutex<Vec<Arc<ReplicaInfo>>>,
@@ -80,7 +81,7 @@ pub(crate) struct Server {
     pub(crate) rejected_connections: AtomicU64,
     pub(crate) commands: AtomicU64,
     /// Every open connection, for `CLIENT`.
-    pub(crate) client_table: ClientTable,
+    pub(crate) client_table: Arc<ClientTable>,
     /// Channel and pattern subscriptions.
     pub(crate) pubsub: PubSub,
     next_id: AtomicU64,
@@ -97,8 +98,8 @@ impl Server {
             cfg,
             store: Mutex::new(Some(store)),
             reader,
-            ack_lock: Mutex::new(()),
-            ack_cv: Condvar::new(),
+            waker: OnceLock::new(),
+            waiting: AtomicUsize::new(0),
             flush_lock: Mutex::new(()),
             replicas: Mutex::new(Vec::new()),
             sync_full: AtomicU64::new(0),
@@ -109,7 +110,7 @@ impl Server {
             clients: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
             commands: AtomicU64::new(0),
-            client_table: ClientTable::default(),
+            client_table: Arc::default(),
             pubsub: PubSub::default(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
@@ -154,22 +155,26 @@ impl Server {
         }
     }
 
-    /// Records a replica's `REPLCONF ACK`.
+    /// Records a replica's `REPLCONF ACK`; wakes the event loop if a client waits in `WAIT`.
     pub(crate) fn record_ack(&self, r: &ReplicaInfo, offset: u64) {
         r.ack.fetch_max(offset, Ordering::SeqCst);
         r.got_ack.store(true, Ordering::SeqCst);
         r.last_ack_ms.store(self.millis(), Ordering::Relaxed);
-        let _g = lock(&self.ack_lock);
-        self.ack_cv.notify_all();
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.wake();
+        }
     }
 
-    /// Waits at most `timeout` for any ACK.
-    pub(crate) fn wait_for_ack(&self, timeout: Duration) {
-        let g = lock(&self.ack_lock);
-        let _ = self
-            .ack_cv
-            .wait_timeout(g, timeout)
-            .unwrap_or_else(PoisonError::into_inner);
+    /// Installs the event loop's waker.
+    pub(crate) fn set_waker(&self, waker: mio::Waker) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Wakes the event loop (no-op before it runs).
+    pub(crate) fn wake(&self) {
+        if let Some(w) = self.waker.get() {
+            let _ = w.wake();
+        }
     }
 
     /// Milliseconds since start.
