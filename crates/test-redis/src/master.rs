@@ -139,6 +139,15 @@ impl DurableMaster {
         connect(self.port)
     }
 
+    /// The running process's ID.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("durable-master is not running")
+            .id()
+    }
+
+    /// The log so far.
     pub fn log(&self) -> String {
         read_log(&self.dir.join("master.log"))
     }

@@ -1,0 +1,138 @@
+//! The connection model: idle clients cost no thread, a client that does not read its replies
+//! stalls nobody else, `timeout` closes idle clients (not subscribers), and a subscriber that
+//! does not read is closed at its output limit. Needs no `redis-server`.
+
+use test_redis as common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::master::DurableMaster;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_durable-master");
+
+/// The server's thread count, from `/proc`.
+fn threads(m: &DurableMaster) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", m.pid())).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads line")
+}
+
+fn ping(s: &mut TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"PING\r\n").expect("send");
+    let mut reply = [0u8; 7];
+    s.read_exact(&mut reply).expect("PONG");
+    assert_eq!(&reply, b"+PONG\r\n");
+}
+
+/// Whether the server closed `s` within `within` (reading and dropping what it sends).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = vec![0u8; 64 * 1024];
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+#[test]
+fn idle_clients_cost_no_thread_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &[]);
+    let before = threads(&m);
+    let mut conns: Vec<TcpStream> = (0..2000).map(|_| m.connect()).collect();
+    for s in &mut conns {
+        ping(s);
+    }
+    let during = threads(&m);
+    assert!(
+        during <= before + 2,
+        "2000 idle clients took the server from {before} to {during} threads"
+    );
+    let info = m.client().info("clients");
+    assert_eq!(common::info_field(&info, "connected_clients"), "2001");
+}
+
+#[test]
+fn a_client_that_does_not_read_stalls_nobody_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &[]);
+    let mut c = m.client();
+    c.ok(&[&b"SET"[..], b"big", &vec![b'v'; 1 << 20]]);
+    // 64 MB of replies the client never reads: far more than the socket buffers hold.
+    let mut hog = m.connect();
+    let mut pipeline = Vec::new();
+    for _ in 0..64 {
+        pipeline.extend_from_slice(b"GET big\r\n");
+    }
+    hog.write_all(&pipeline).expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut other = m.connect();
+    ping(&mut other);
+    assert_eq!(c.integer(&["DBSIZE"]), 1);
+}
+
+#[test]
+fn timeout_closes_idle_clients_but_not_subscribers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &["--timeout", "1"]);
+    let mut idle = m.connect();
+    ping(&mut idle);
+    let mut sub = m.connect();
+    sub.write_all(b"SUBSCRIBE news\r\n").expect("send");
+    let mut busy = m.connect();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        ping(&mut busy);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(1)),
+        "an idle client outlived --timeout 1"
+    );
+    let mut publisher = m.client();
+    assert_eq!(publisher.integer(&["PUBLISH", "news", "hi"]), 1);
+    assert!(!closed_within(&mut sub, Duration::from_millis(300)));
+}
+
+#[test]
+fn a_subscriber_that_does_not_read_is_closed_at_its_output_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(
+        BINARY,
+        dir.path(),
+        &["--client-output-buffer-limit", "pubsub 1mb 0 0"],
+    );
+    let mut sub = m.connect();
+    sub.write_all(b"SUBSCRIBE news\r\n").expect("send");
+    let mut publisher = m.client();
+    let message = vec![b'm'; 64 * 1024];
+    let mut delivered = 0;
+    for _ in 0..256 {
+        delivered += publisher.integer(&[&b"PUBLISH"[..], b"news", &message]);
+    }
+    assert!(
+        delivered < 256,
+        "16 MB went to a subscriber that reads nothing"
+    );
+    assert!(closed_within(&mut sub, Duration::from_secs(10)));
+    assert!(
+        m.log()
+            .contains("overcoming of output buffer limits (pubsub)"),
+        "{}",
+        m.log()
+    );
+}
