@@ -40,9 +40,9 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     while Instant::now() < deadline {
         match s.read(&mut buf) {
             Ok(0) => return true,
-            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => {}
+            // Data, or nothing yet.
+            Ok(_) | Err(_) => {}
         }
     }
     false
