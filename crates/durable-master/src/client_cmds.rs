@@ -47,20 +47,31 @@ pub(crate) struct ClientEntry {
 }
 
 impl ClientEntry {
-    /// Records a command the connection is about to run, in database `db`.
-    pub(crate) fn touch(&self, argv: &[Vec<u8>], db: u32) {
+    /// Records a command the connection is about to run, in database `db`, at `now`. Runs for
+    /// every command: no allocation unless the command's name changed, no clock read.
+    pub(crate) fn touch(&self, argv: &[Vec<u8>], db: u32, now: Instant) {
         self.db.store(db, Ordering::Relaxed);
-        let ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from(now.saturating_duration_since(self.created).as_millis())
+            .unwrap_or(u64::MAX);
         self.last_cmd_ms.store(ms, Ordering::Relaxed);
-        let mut name = String::from_utf8_lossy(argv.first().map_or(&[][..], Vec::as_slice))
-            .to_ascii_lowercase();
-        if name == "client"
-            && let Some(sub) = argv.get(1)
-        {
-            name.push('|');
-            name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+        let name = argv.first().map_or(&[][..], Vec::as_slice);
+        let sub = argv.get(1).filter(|_| name.eq_ignore_ascii_case(b"client"));
+        let mut last = lock(&self.last_cmd);
+        let same = match sub {
+            None => last.as_bytes().eq_ignore_ascii_case(name),
+            Some(sub) => last.split_once('|').is_some_and(|(n, s)| {
+                n.as_bytes().eq_ignore_ascii_case(name) && s.as_bytes().eq_ignore_ascii_case(sub)
+            }),
+        };
+        if same {
+            return;
         }
-        *lock(&self.last_cmd) = name;
+        let mut text = String::from_utf8_lossy(name).to_ascii_lowercase();
+        if let Some(sub) = sub {
+            text.push('|');
+            text.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+        }
+        *last = text;
     }
 
     /// Marks the connection as a replica link served by a thread of its own; `stream` is a

@@ -93,6 +93,8 @@ pub(crate) struct Batch<'s> {
     /// The stream offset the turn's replies may depend on: the end of the backlog when the
     /// lock was last released.
     pub(crate) seen: u64,
+    /// When the turn started: the time of its commands (one clock read per turn).
+    now: Instant,
 }
 
 impl std::fmt::Debug for Batch<'_> {
@@ -112,6 +114,7 @@ impl<'s> Batch<'s> {
             held: None,
             pending: Vec::new(),
             seen: 0,
+            now: Instant::now(),
         }
     }
 
@@ -284,6 +287,7 @@ impl Conn {
     /// Reads what the socket has (up to the turn's budget) and runs every complete command,
     /// unless the client is blocked or closing. `buf` is the loop's read buffer.
     pub(crate) fn read_and_run(&mut self, batch: &mut Batch<'_>, buf: &mut [u8]) -> Next {
+        let now = batch.now;
         let mut budget = READ_BUDGET;
         // Commands left in the parser by a WAIT that just ended run first.
         let next = self.run(batch);
@@ -309,7 +313,7 @@ impl Conn {
                 Err(_) => return Next::Close,
             };
             budget = budget.saturating_sub(n);
-            self.last_read = Instant::now();
+            self.last_read = now;
             self.parser.feed(&buf[..n]);
             if self.parser.pending_len() > QUERY_BUFFER_LIMIT {
                 crate::log::warning("Closing client that reached max query buffer length (1gb)");
@@ -351,7 +355,7 @@ impl Conn {
             };
             server.commands.fetch_add(1, Ordering::Relaxed);
             let entry = self.registration.entry();
-            entry.touch(&argv, self.db.get());
+            entry.touch(&argv, self.db.get(), batch.now);
             let name = argv.first().map_or(&[][..], Vec::as_slice);
             if !self.authed && !name.eq_ignore_ascii_case(b"auth") {
                 if name.eq_ignore_ascii_case(b"quit") {
@@ -388,7 +392,10 @@ impl Conn {
                     other => return other,
                 }
             }
-            if is_write_command(&argv) && !server.enough_good_replicas() {
+            if server.cfg.min_replicas_to_write > 0
+                && is_write_command(&argv)
+                && !server.enough_good_replicas()
+            {
                 out.extend(resp::error(NOREPLICAS));
                 continue;
             }

@@ -118,7 +118,12 @@ impl Subscriptions {
     /// Handles a pub/sub command, `PING` in subscribed mode, and refuses what subscribed
     /// mode does not allow. `None`: not for this module, run it as usual.
     pub(crate) fn step(&mut self, pubsub: &PubSub, argv: &[Vec<u8>]) -> Option<Vec<u8>> {
-        let name = argv.first()?.to_ascii_lowercase();
+        let name = argv.first()?;
+        if self.total() == 0 && !is_pubsub_command(name) {
+            // The common case, decided without an allocation.
+            return None;
+        }
+        let name = name.to_ascii_lowercase();
         let rest = argv.get(1..).unwrap_or_default();
         let subscribed = self.total() > 0;
         match name.as_slice() {
