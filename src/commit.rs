@@ -63,6 +63,26 @@ impl Meta {
         self.run_id = RunId::random();
     }
 
+    /// A replica following a master whose replication ID is `id` (Redis's reaction to
+    /// `+CONTINUE <new id>`): the current ID becomes a past one, valid up to `end + 1`, and
+    /// `id` the current one. Older entries of `id` itself are dropped: the current ID already
+    /// covers every offset they allowed.
+    pub(crate) fn shift_to(&mut self, end: u64, id: RunId) {
+        if id == self.run_id {
+            return;
+        }
+        self.gens.retain(|g| g.id != id);
+        self.gens.insert(
+            0,
+            Generation {
+                id: self.run_id,
+                second_offset: end + 1,
+            },
+        );
+        self.gens.truncate(MAX_GENERATIONS);
+        self.run_id = id;
+    }
+
     /// The history is cut after `end`: nothing past it may be served or continued from.
     /// Starts a new epoch (numbered above `floor`) so bytes written later at the same offsets
     /// can never be confused with the dropped ones.

@@ -872,6 +872,37 @@ impl Backlog {
         self.change_history(self.start, end, |m| m.shift(end))
     }
 
+    /// Continues the same bytes under another master's replication ID, as a replica does
+    /// when its master answers `+CONTINUE <id>` with an ID other than its own: the current ID
+    /// stays valid for PSYNC up to the current offset + 1 (like [`Backlog::shift_run_id`]),
+    /// and `id` becomes the current one. Nothing happens if `id` is already current.
+    ///
+    /// Only call this when the master's history at this offset is known to be this
+    /// backlog's (it just accepted a partial resynchronization at `offset() + 1`).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or the commit's [`Error::Io`].
+    ///
+    /// # Examples
+    /// ```
+    /// use durable_backlog::{Backlog, Options, RunId};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut b = Backlog::create(dir.path().join("backlog"), Options::new()).unwrap();
+    /// b.append(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    /// let (mine, masters) = (b.run_id(), RunId::random());
+    /// b.adopt_run_id(masters).unwrap();
+    /// assert_eq!(b.run_id(), masters);
+    /// assert_eq!(b.replid2(), Some((mine, 15)));
+    /// assert!(b.psync(mine.as_str(), 15).is_continue());
+    /// ```
+    pub fn adopt_run_id(&mut self, id: RunId) -> Result<()> {
+        if id == self.meta.run_id {
+            return Ok(());
+        }
+        let end = self.end;
+        self.change_history(self.start, end, |m| m.shift_to(end, id))
+    }
+
     /// Empties the backlog and continues another history at `offset` under `run_id` (e.g.
     /// after this server fully synced from another master). Past IDs are forgotten.
     ///

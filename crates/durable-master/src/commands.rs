@@ -21,7 +21,18 @@ use std::fmt;
 
 /// Commands the server layer handles itself; [`execute`] answers [`Outcome::NotMine`] for them.
 pub(crate) const SERVER_COMMANDS: &[&str] = &[
-    "info", "role", "wait", "shutdown", "auth", "replconf", "psync", "sync", "client", "config",
+    "info",
+    "role",
+    "wait",
+    "shutdown",
+    "auth",
+    "replconf",
+    "psync",
+    "sync",
+    "client",
+    "config",
+    "replicaof",
+    "slaveof",
 ];
 
 /// Whether `name` (any case) is in [`SERVER_COMMANDS`].
@@ -585,11 +596,16 @@ fn append(ks: &mut Keyspace, db: DbIndex, argv: &[Vec<u8>], from: Source) -> Exe
 /// ```
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReplicationFeed {
+    /// The database the next command is assumed to run in (`None`: write a `SELECT`).
     selected: Option<DbIndex>,
+    /// The database the stream bytes written so far leave selected (what a snapshot at the
+    /// stream's end records as `repl-stream-db`, and where a replay after it starts).
+    stream_db: DbIndex,
 }
 
 impl ReplicationFeed {
     /// A feed whose first command is preceded by a `SELECT`.
+    #[cfg(test)]
     #[must_use]
     pub(crate) fn new() -> Self {
         Self::default()
@@ -602,6 +618,7 @@ impl ReplicationFeed {
         if self.selected != Some(db) {
             out = resp::encode_command(&["SELECT".as_bytes(), db.to_string().as_bytes()]);
             self.selected = Some(db);
+            self.stream_db = db;
         }
         out.extend_from_slice(&resp::encode_command(argv));
         out
@@ -613,10 +630,27 @@ impl ReplicationFeed {
         self.selected = None;
     }
 
-    /// The database the stream is in, if known.
+    /// A feed for a stream whose bytes so far leave `db` selected; its first command is
+    /// still preceded by a `SELECT`.
     #[must_use]
-    pub(crate) fn selected(&self) -> Option<DbIndex> {
-        self.selected
+    pub(crate) fn starting_in(db: DbIndex) -> Self {
+        ReplicationFeed {
+            selected: None,
+            stream_db: db,
+        }
+    }
+
+    /// Records that bytes appended from elsewhere (a replica appending its master's stream)
+    /// left `db` selected.
+    pub(crate) fn follow(&mut self, db: DbIndex) {
+        self.selected = Some(db);
+        self.stream_db = db;
+    }
+
+    /// The database the stream written so far leaves selected.
+    #[must_use]
+    pub(crate) fn stream_db(&self) -> DbIndex {
+        self.stream_db
     }
 }
 

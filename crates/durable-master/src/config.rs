@@ -45,6 +45,10 @@ pub(crate) struct Config {
     pub(crate) output_limit_normal: OutputLimit,
     /// `client-output-buffer-limit pubsub`.
     pub(crate) output_limit_pubsub: OutputLimit,
+    /// Start as a replica of this master (Redis's `replicaof <host> <port>`).
+    pub(crate) replicaof: Option<(String, u16)>,
+    /// Password sent with `AUTH` to the master (Redis's `masterauth`).
+    pub(crate) masterauth: Option<Vec<u8>>,
     /// Test hook: at start, cut the recovered backlog back to this offset (simulates an OS
     /// crash that lost an unsynced tail).
     pub(crate) debug_truncate_backlog: Option<u64>,
@@ -72,6 +76,8 @@ impl Default for Config {
             timeout: 0,
             output_limit_normal: OutputLimit::NORMAL,
             output_limit_pubsub: OutputLimit::PUBSUB,
+            replicaof: None,
+            masterauth: None,
             debug_truncate_backlog: None,
             repair: false,
             allow_empty_start: false,
@@ -112,6 +118,10 @@ OPTIONS:
                                stay above <soft> for <s> seconds; class normal or pubsub
                                (0 turns a limit off) [defaults: normal 0 0 0,
                                pubsub 32mb 8mb 60]
+    --replicaof <host> <port>  start as a replica of that master (also one argument
+                               \"<host> <port>\"; --slaveof is the same); REPLICAOF at run
+                               time changes it, REPLICAOF NO ONE promotes this server
+    --masterauth <password>    password for AUTH to the master
     --debug-truncate-backlog <offset>
                                test hook: cut the recovered backlog back to <offset> at
                                start, as an OS crash that lost an unsynced tail would
@@ -124,7 +134,30 @@ OPTIONS:
 Attach a replica:  redis-server --port 6391 --replicaof 127.0.0.1 6390
 ";
 
+/// `--replicaof "<host> <port>"` (one argument, as in a Redis config line) or
+/// `--replicaof <host> <port>` (the port taken from the next argument).
+fn parse_replicaof(
+    name: &str,
+    value: String,
+    rest: &mut impl Iterator<Item = String>,
+) -> Result<(String, u16), String> {
+    let (host, port) = match value.split_once(' ') {
+        Some((h, p)) => (h.to_owned(), p.trim().to_owned()),
+        None => (
+            value,
+            rest.next()
+                .ok_or_else(|| format!("{name} needs a host and a port"))?,
+        ),
+    };
+    let port = port
+        .parse()
+        .map_err(|_| format!("invalid master port {port:?}"))?;
+    Ok((host, port))
+}
+
 /// Parses the arguments (without the program name). `Ok(None)`: help was asked for.
+// One match arm per option: the option table reads best in one place.
+#[allow(clippy::too_many_lines)]
 pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
     let mut cfg = Config::default();
     let mut args = args.into_iter();
@@ -215,6 +248,12 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Optio
                     OutputClass::Pubsub => cfg.output_limit_pubsub = limit,
                 }
             }
+            "--replicaof" | "--slaveof" => {
+                cfg.replicaof = Some(parse_replicaof(&name, value()?, &mut args)?);
+            }
+            "--masterauth" => {
+                cfg.masterauth = Some(value()?.into_bytes()).filter(|v| !v.is_empty());
+            }
             "--debug-truncate-backlog" => {
                 let v = value()?;
                 cfg.debug_truncate_backlog =
@@ -303,5 +342,16 @@ mod tests {
         for bad in ["slave 1 1 1", "normal 1 1", "normal x 1 1", "pubsub 1 1 -1"] {
             assert!(parse_output_limit(bad).is_err(), "{bad}");
         }
+        let two = parse_args(args("--replicaof 10.0.0.1 6379 --masterauth pw"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(two.replicaof, Some(("10.0.0.1".to_owned(), 6379)));
+        assert_eq!(two.masterauth.as_deref(), Some(&b"pw"[..]));
+        let one = parse_args(vec!["--replicaof".to_owned(), "localhost 7000".to_owned()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(one.replicaof, Some(("localhost".to_owned(), 7000)));
+        assert!(parse_args(args("--replicaof host")).is_err());
+        assert!(parse_args(args("--replicaof host 70000")).is_err());
     }
 }

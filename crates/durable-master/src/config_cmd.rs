@@ -10,32 +10,32 @@ use durable_backlog::Durability;
 use durable_resp as resp;
 
 use crate::commands::glob_match;
-use crate::config::Config;
+use crate::server::Server;
 
 /// A setting: its Redis name, an older alias Redis still answers to, and its value.
 struct Param {
     name: &'static str,
     alias: Option<&'static str>,
-    value: fn(&Config) -> String,
+    value: fn(&Server) -> String,
 }
 
 const PARAMS: &[Param] = &[
     Param {
         name: "port",
         alias: None,
-        value: |c| c.port.to_string(),
+        value: |s| s.cfg.port.to_string(),
     },
     Param {
         name: "bind",
         alias: None,
-        value: |c| c.bind.clone(),
+        value: |s| s.cfg.bind.clone(),
     },
     Param {
         name: "dir",
         alias: None,
-        value: |c| {
-            std::fs::canonicalize(&c.dir)
-                .unwrap_or_else(|_| c.dir.clone())
+        value: |s| {
+            std::fs::canonicalize(&s.cfg.dir)
+                .unwrap_or_else(|_| s.cfg.dir.clone())
                 .display()
                 .to_string()
         },
@@ -43,25 +43,25 @@ const PARAMS: &[Param] = &[
     Param {
         name: "requirepass",
         alias: None,
-        value: |c| {
-            String::from_utf8_lossy(c.requirepass.as_deref().unwrap_or_default()).into_owned()
+        value: |s| {
+            String::from_utf8_lossy(s.cfg.requirepass.as_deref().unwrap_or_default()).into_owned()
         },
     },
     Param {
         name: "maxclients",
         alias: None,
-        value: |c| c.maxclients.to_string(),
+        value: |s| s.cfg.maxclients.to_string(),
     },
     Param {
         name: "repl-backlog-size",
         alias: None,
-        value: |c| c.backlog_size.to_string(),
+        value: |s| s.cfg.backlog_size.to_string(),
     },
     Param {
         name: "appendfsync",
         alias: None,
-        value: |c| {
-            match c.durability {
+        value: |s| {
+            match s.cfg.durability {
                 Durability::Always => "always",
                 Durability::EverySec => "everysec",
                 Durability::Never => "no",
@@ -72,12 +72,34 @@ const PARAMS: &[Param] = &[
     Param {
         name: "min-replicas-to-write",
         alias: Some("min-slaves-to-write"),
-        value: |c| c.min_replicas_to_write.to_string(),
+        value: |s| s.cfg.min_replicas_to_write.to_string(),
     },
     Param {
         name: "min-replicas-max-lag",
         alias: Some("min-slaves-max-lag"),
-        value: |c| c.min_replicas_max_lag.to_string(),
+        value: |s| s.cfg.min_replicas_max_lag.to_string(),
+    },
+    Param {
+        name: "replicaof",
+        alias: Some("slaveof"),
+        value: |s| {
+            s.upstream
+                .master()
+                .map(|(host, port)| format!("{host} {port}"))
+                .unwrap_or_default()
+        },
+    },
+    Param {
+        name: "masterauth",
+        alias: None,
+        value: |s| {
+            String::from_utf8_lossy(s.cfg.masterauth.as_deref().unwrap_or_default()).into_owned()
+        },
+    },
+    Param {
+        name: "replica-priority",
+        alias: Some("slave-priority"),
+        value: |_| "100".to_owned(),
     },
 ];
 
@@ -86,13 +108,13 @@ fn arity(sub: &str) -> Vec<u8> {
 }
 
 /// `CONFIG <subcommand> ...`.
-pub(crate) fn config(cfg: &Config, argv: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn config(server: &Server, argv: &[Vec<u8>]) -> Vec<u8> {
     let Some(sub) = argv.get(1) else {
         return resp::error(b"ERR wrong number of arguments for 'config' command");
     };
     let n = argv.len();
     match sub.to_ascii_lowercase().as_slice() {
-        b"get" if n >= 3 => get(cfg, argv.get(2..).unwrap_or_default()),
+        b"get" if n >= 3 => get(server, argv.get(2..).unwrap_or_default()),
         b"get" => arity("get"),
         b"set" if n >= 4 => set(argv.get(2..).unwrap_or_default()),
         b"set" => arity("set"),
@@ -111,7 +133,7 @@ pub(crate) fn config(cfg: &Config, argv: &[Vec<u8>]) -> Vec<u8> {
 /// `CONFIG GET pattern...`, as name/value pairs, each name once. A pattern without glob
 /// characters is a name, looked up in any case and answered under the name as given (as
 /// Redis does); a glob matches names and aliases case-insensitively.
-fn get(cfg: &Config, patterns: &[Vec<u8>]) -> Vec<u8> {
+fn get(server: &Server, patterns: &[Vec<u8>]) -> Vec<u8> {
     let mut found: Vec<(Vec<u8>, String)> = Vec::new();
     let mut add = |name: &[u8], value: String| {
         if !found.iter().any(|(n, _)| n.as_slice() == name) {
@@ -125,13 +147,13 @@ fn get(cfg: &Config, patterns: &[Vec<u8>]) -> Vec<u8> {
                 .iter()
                 .find(|p| names(p).any(|n| n.as_bytes() == lower))
             {
-                add(pattern, (p.value)(cfg));
+                add(pattern, (p.value)(server));
             }
             continue;
         }
         for p in PARAMS {
             for name in names(p).filter(|n| glob_match(&lower, n.as_bytes())) {
-                add(name.as_bytes(), (p.value)(cfg));
+                add(name.as_bytes(), (p.value)(server));
             }
         }
     }

@@ -399,6 +399,10 @@ impl Conn {
                 out.extend(resp::error(NOREPLICAS));
                 continue;
             }
+            if is_write_command(&argv) && server.read_only() {
+                out.extend(resp::error(crate::upstream::READONLY));
+                continue;
+            }
             let store = batch.store();
             match execute(&mut store.ks, &mut self.db, &argv) {
                 Outcome::Executed(done) => {
@@ -479,6 +483,9 @@ impl Conn {
             "role" => out.extend(arity(1, true).unwrap_or_else(|| crate::info::role(server))),
             "wait" => match arity(3, true) {
                 Some(e) => out.extend(e),
+                None if server.read_only() => {
+                    out.extend(resp::error(crate::upstream::WAIT_ON_REPLICA));
+                }
                 None => {
                     if let Some(reply) = self.wait(batch, arg(1), arg(2), in_multi) {
                         out.extend(reply);
@@ -508,7 +515,10 @@ impl Conn {
                 None => return Next::Replicate(Some((arg(1).to_vec(), arg(2).to_vec()))),
             },
             "sync" => return Next::Replicate(None),
-            "config" => out.extend(config_cmd::config(&server.cfg, argv)),
+            "config" => out.extend(config_cmd::config(server, argv)),
+            "replicaof" | "slaveof" => {
+                out.extend(crate::upstream::replicaof_command(server, argv));
+            }
             "client" => {
                 let (reply, after) =
                     client_cmds::client(&server.client_table, self.registration.entry(), argv);

@@ -9,8 +9,12 @@ use durable_resp as resp;
 use crate::keyspace::{DbIndex, Keyspace};
 use crate::server::{Server, lock};
 
-/// `ROLE`: `master`, the offset, and each replica's ip, port and acknowledged offset.
+/// `ROLE`: `master`, the offset, and each replica's ip, port and acknowledged offset; on a
+/// replica, the replica form (see `upstream::role`).
 pub(crate) fn role(server: &Server) -> Vec<u8> {
+    if let Some(reply) = crate::upstream::role(server) {
+        return reply;
+    }
     let offset = server.reader.offset();
     let replicas: Vec<Vec<u8>> = lock(&server.replicas)
         .iter()
@@ -96,11 +100,9 @@ pub(crate) fn info(server: &Server, section: Option<&str>) -> String {
             .iter()
             .filter(|r| !r.closed.load(Ordering::SeqCst))
             .collect();
-        let _ = write!(
-            out,
-            "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n",
-            online.len()
-        );
+        out += "# Replication\r\n";
+        out += &crate::upstream::info_role_lines(server, store.backlog.offset());
+        let _ = write!(out, "connected_slaves:{}\r\n", online.len());
         if let Some(good) = good {
             let _ = write!(out, "min_slaves_good_slaves:{good}\r\n");
         }

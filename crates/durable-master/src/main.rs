@@ -21,6 +21,7 @@ mod rdb;
 mod replica;
 mod server;
 mod store;
+mod upstream;
 
 #[cfg(test)]
 mod commands_interop;
@@ -88,6 +89,13 @@ fn main() {
     {
         log::warning(format_args!("FATAL: starting the ping thread: {e}"));
         std::process::exit(1);
+    }
+    upstream::attach(&server);
+    if let Some((host, port)) = server.cfg.replicaof.clone() {
+        upstream::set_master(&server, host.clone(), port);
+        log::notice(format_args!(
+            "REPLICAOF {host}:{port} enabled (--replicaof)"
+        ));
     }
     if let Err(e) = handle_signals(&server) {
         log::warning(format_args!("FATAL: setting up signal handling: {e}"));

@@ -15,6 +15,7 @@ use crate::commands::{Outcome, execute, is_server_command, is_write_command, rej
 use crate::keyspace::DbIndex;
 use crate::pubsub::is_pubsub_command;
 use crate::server::{Server, StoreGuard};
+use crate::upstream::READONLY;
 
 /// `-NOREPLICAS` without its dash (Redis's text).
 const NOREPLICAS: &[u8] = b"NOREPLICAS Not enough good replicas to write.";
@@ -72,6 +73,11 @@ impl Transaction {
                 text.extend_from_slice(NOREPLICAS);
                 return Step::Reply(resp::error(&text));
             }
+            if queued.iter().any(|a| is_write_command(a)) && server.read_only() {
+                let mut text = b"EXECABORT Transaction discarded because of: ".to_vec();
+                text.extend_from_slice(READONLY);
+                return Step::Reply(resp::error(&text));
+            }
             return Step::Exec(queued);
         }
         if is(argv, b"multi") || is(argv, b"discard") {
@@ -104,6 +110,8 @@ impl Transaction {
             Some(e)
         } else if is_write_command(argv) && !server.enough_good_replicas() {
             Some(resp::error(NOREPLICAS))
+        } else if is_write_command(argv) && server.read_only() {
+            Some(resp::error(READONLY))
         } else {
             None
         };

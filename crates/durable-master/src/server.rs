@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::log;
 use crate::pubsub::PubSub;
 use crate::store::Store;
+use crate::upstream::Upstream;
 
 /// What the master sends its replicas every [`PING_PERIOD`] (Redis 7.0's lowercase `ping`,
 /// written into the stream and the backlog like any command).
@@ -86,6 +87,8 @@ pub(crate) struct Server {
     pub(crate) pubsub: PubSub,
     next_id: AtomicU64,
     pub(crate) started: Instant,
+    /// The replica role: the master followed, if any, and the link's state.
+    pub(crate) upstream: Upstream,
     /// A random ID of this process (Redis's `run_id`): a new one at every start, so a monitor
     /// such as Sentinel sees a restart. Unrelated to the replication ID, which survives restarts.
     pub(crate) run_id: RunId,
@@ -94,6 +97,7 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new(cfg: Config, store: Store) -> Server {
         let reader = store.backlog.reader();
+        let upstream = Upstream::new(&store);
         Server {
             cfg,
             store: Mutex::new(Some(store)),
@@ -114,6 +118,7 @@ impl Server {
             pubsub: PubSub::default(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
+            upstream,
             run_id: RunId::random(),
         }
     }
@@ -128,13 +133,6 @@ impl Server {
         StoreGuard {
             guard: lock(&self.store),
         }
-    }
-
-    /// Appends `bytes` to the stream (under the store lock); tailing senders wake by
-    /// themselves (the backlog's futex).
-    pub(crate) fn append(&self, bytes: &[u8]) -> u64 {
-        let mut g = self.store();
-        g.append(bytes)
     }
 
     /// Under `--durability always`, returns once the backlog is committed up to `offset`.
@@ -206,10 +204,19 @@ impl Server {
     }
 
     /// Whether `min-replicas-to-write` lets writes through (Redis's
-    /// `checkGoodReplicasStatus`): always when either setting is 0.
+    /// `checkGoodReplicasStatus`): always when either setting is 0, and on a replica (which
+    /// refuses writes with `-READONLY` instead).
     pub(crate) fn enough_good_replicas(&self) -> bool {
         let want = self.cfg.min_replicas_to_write;
-        want == 0 || self.cfg.min_replicas_max_lag == 0 || self.good_replicas() >= want
+        want == 0
+            || self.cfg.min_replicas_max_lag == 0
+            || self.upstream.is_replica()
+            || self.good_replicas() >= want
+    }
+
+    /// Whether a write command must be refused with `-READONLY` (this server is a replica).
+    pub(crate) fn read_only(&self) -> bool {
+        self.upstream.is_replica()
     }
 
     /// Flushes, snapshots and closes the backlog, then exits the process.
@@ -224,12 +231,16 @@ impl Server {
         std::process::exit(0)
     }
 
-    /// Sends `ping` into the stream every [`PING_PERIOD`] while replicas are attached.
+    /// Sends `ping` into the stream every [`PING_PERIOD`] while replicas are attached. A
+    /// replica does not: its stream is its master's, byte for byte.
     pub(crate) fn run_pinger(self: Arc<Self>) {
         loop {
             std::thread::sleep(PING_PERIOD);
             if !lock(&self.replicas).is_empty() {
-                self.append(PING);
+                let mut g = self.store();
+                if !self.upstream.is_replica() {
+                    g.append(PING);
+                }
             }
         }
     }

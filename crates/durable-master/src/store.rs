@@ -144,7 +144,7 @@ impl Store {
             backlog,
             // A new feed writes a SELECT before its first command: the stream's database is
             // not assumed across a restart.
-            feed: ReplicationFeed::new(),
+            feed: ReplicationFeed::starting_in(db),
             snapshot_offset: snap_offset,
             last_save: unix_now(),
             snapshots: 0,
@@ -284,9 +284,48 @@ impl Store {
             repl: Some(ReplInfo {
                 id: self.backlog.run_id().as_bytes().to_vec(),
                 offset,
-                stream_db: self.feed.selected().unwrap_or(DbIndex::ZERO),
+                stream_db: self.feed.stream_db(),
             }),
             ..RdbOptions::default()
+        }
+    }
+
+    /// Replaces the data with a snapshot a master sent at `offset` (a full
+    /// resynchronization) and continues the master's history `run_id` from there, the
+    /// stream having `stream_db` selected.
+    ///
+    /// Commit order, so that a crash at any point restarts consistent, never with old data
+    /// under the master's ID: the backlog is first reset at `offset` under a random ID no one
+    /// knows (a restart then finds either the old snapshot, which the empty backlog does not
+    /// extend, or one at `offset`: a full resync either way), then the new snapshot is
+    /// written, then the backlog reset again under the master's ID. If there is no snapshot yet, one of the current
+    /// data is written first, so the reset backlog never looks like a lost snapshot.
+    /// Exits the process on a storage error (see [`fatal`]).
+    pub(crate) fn install_full_sync(
+        &mut self,
+        ks: Keyspace,
+        run_id: RunId,
+        offset: u64,
+        stream_db: DbIndex,
+    ) {
+        self.reap_snapshot(true);
+        if !self.dir.join(SNAPSHOT_FILE).exists() {
+            self.flush();
+            let at = self.backlog.offset();
+            let rdb = self.rdb_at(at);
+            self.finish_snapshot(at, write_snapshot(&self.dir, &rdb));
+        }
+        if let Err(e) = self.backlog.reset(RunId::random(), offset) {
+            fatal("resetting the backlog", e);
+        }
+        self.ks = ks;
+        self.feed = ReplicationFeed::starting_in(stream_db);
+        let rdb = self.rdb_at(offset);
+        self.finish_snapshot(offset, write_snapshot(&self.dir, &rdb));
+        // The same empty history, now under the master's ID and with no past IDs (Redis's
+        // replica clears its `replid2` after a full sync).
+        if let Err(e) = self.backlog.reset(run_id, offset) {
+            fatal("adopting the master's replication ID", e);
         }
     }
 
