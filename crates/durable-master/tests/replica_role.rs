@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::master::DurableMaster;
-use common::{Client, RedisGuard, Reply, info_field, read_log, redis_server};
+use common::{Client, RedisGuard, Reply, info_field, read_log, redis_server, signal};
 
 /// (db, key) -> value.
 type Data = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
@@ -45,7 +45,12 @@ fn stock_master(bin: &Path, dir: &Path) -> RedisGuard {
     RedisGuard::start_with(
         bin,
         &dir,
-        &["--repl-diskless-sync-delay", "0", "--repl-backlog-size", "16mb"],
+        &[
+            "--repl-diskless-sync-delay",
+            "0",
+            "--repl-backlog-size",
+            "16mb",
+        ],
     )
 }
 
@@ -122,7 +127,10 @@ fn log_reader(dir: &Path, names: &[&str]) -> impl Fn() -> String {
 
 /// The replication offset of the server on `port`.
 fn offset(port: u16) -> u64 {
-    field(&Client::open(port).info("replication"), "master_repl_offset")
+    field(
+        &Client::open(port).info("replication"),
+        "master_repl_offset",
+    )
 }
 
 /// Waits until the replica on `replica` has its link up and the offset of the master on
@@ -145,9 +153,19 @@ fn wait_in_sync(master: u16, replica: u16, logs: &dyn Fn() -> String) {
 fn write_mix(c: &mut Client, tag: &str, rounds: usize) {
     for i in 0..rounds {
         c.ok(&[&b"SELECT"[..], b"0"]);
-        c.ok(&["SET", &format!("{tag}:s:{i}"), &format!("v{i}-{}", "x".repeat(i % 40))]);
+        c.ok(&[
+            "SET",
+            &format!("{tag}:s:{i}"),
+            &format!("v{i}-{}", "x".repeat(i % 40)),
+        ]);
         c.integer(&["INCR", &format!("{tag}:counter")]);
-        c.ok(&["MSET", &format!("{tag}:m:{i}"), "1", &format!("{tag}:gone:{i}"), "2"]);
+        c.ok(&[
+            "MSET",
+            &format!("{tag}:m:{i}"),
+            "1",
+            &format!("{tag}:gone:{i}"),
+            "2",
+        ]);
         c.integer(&["DEL", &format!("{tag}:gone:{i}")]);
         c.integer(&["APPEND", &format!("{tag}:log"), &format!("{i},")]);
         c.ok(&[&b"SELECT"[..], b"5"]);
@@ -273,7 +291,21 @@ fn durable_replica_of_a_stock_master_syncs_streams_and_answers_as_a_stock_replic
     m.ok(&["SET", "still-in-three", "3"]);
     write_mix(&mut m, "a", 60);
     wait_in_sync(master.port, replica.port, &logs);
+    // The links cut by the master: a partial resync, after which the stream goes on in the
+    // database it had selected (db 5), without a SELECT.
+    m.ok(&["SELECT", "5"]);
+    m.ok(&["SET", "five-before-cut", "5"]);
+    wait_in_sync(master.port, replica.port, &logs);
+    let _ = m.call(&["CLIENT", "KILL", "TYPE", "replica"]);
+    m.ok(&["SET", "five-after-cut", "5"]);
+    m.ok(&["SELECT", "0"]);
+    wait_in_sync(master.port, replica.port, &logs);
     wait_in_sync(master.port, stock.port, &logs);
+    assert!(
+        field(&master.client().info("stats"), "sync_partial_ok") >= 1,
+        "{}",
+        logs()
+    );
     let want = dump(&mut master.client());
     assert_same_data("durable replica", &dump(&mut replica.client()), &want);
     assert_eq!(count(&replica.log(), "Full resync from master"), 1);
@@ -426,10 +458,12 @@ fn durable_replica_killed_9_under_write_load_always_continues_partially() {
 }
 
 /// Scenario (c), H5: stock master → durable replica → stock sub-replica. The middle node is
-/// killed with `kill -9` under writes and restarted: the sub-replica continues partially with
-/// it (the restarted middle node counts a partial sync and no full one), keeps continuing
-/// partially after its link is cut again (its ID must still be valid after the middle node
-/// took the master's ID back), and all three hold the same data.
+/// killed with `kill -9` under writes and restarted while the master is paused (SIGSTOP), so
+/// the sub-replica reconnects before the middle node's own link is up: the sub-replica
+/// continues partially with it (the restarted middle node counts partial syncs and no full
+/// one), keeps continuing partially after its link is cut again (the ID it learnt must still
+/// be valid after the middle node took the master's ID back), and all three hold the same
+/// data.
 #[test]
 fn chained_sub_replica_continues_partially_across_a_kill9_of_the_durable_middle() {
     let Some(bin) = redis_server() else { return };
@@ -448,9 +482,23 @@ fn chained_sub_replica_continues_partially_across_a_kill9_of_the_durable_middle(
 
     let writer = Writer::start(master.port);
     writer.wait_batches(20);
-    middle.restart(&[]);
-    writer.wait_batches(20);
+    middle.kill9();
+    writer.wait_batches(5);
     writer.stop();
+    // The master paused while the middle node restarts: the sub-replica reconnects first and
+    // continues under the middle node's fresh ID; the middle node then takes the master's ID
+    // back, and must make the sub-replica reconnect to learn it.
+    signal(master.pid(), "-STOP");
+    middle.spawn(&[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while field(&middle.client().info("stats"), "sync_partial_ok") == 0 {
+        if Instant::now() > deadline {
+            signal(master.pid(), "-CONT");
+            panic!("the sub-replica did not reconnect; {}", logs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(master.pid(), "-CONT");
     write_mix(&mut master.client(), "c2", 10);
     wait_in_sync(master.port, middle.port, &logs);
     wait_in_sync(middle.port, sub.port, &logs);
