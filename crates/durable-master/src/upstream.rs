@@ -21,6 +21,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,9 @@ struct Opened {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     state: Mutex<LinkState>,
+    /// Mirrors `state.master.is_some()` (written under the state lock) for the per-command
+    /// read-only check, which must not take a lock.
+    replica: AtomicBool,
     /// Wakes a link thread waiting between connection attempts.
     wake: Condvar,
     /// The server this state belongs to, for the link threads `REPLICAOF` starts from a
@@ -152,6 +156,7 @@ impl Upstream {
             }),
             wake: Condvar::new(),
             this: OnceLock::new(),
+            replica: AtomicBool::new(false),
             opened: Opened {
                 run_id: store.backlog.run_id(),
                 offset,
@@ -162,7 +167,7 @@ impl Upstream {
 
     /// Whether this server follows a master (Redis's `server.masterhost != NULL`).
     pub(crate) fn is_replica(&self) -> bool {
-        lock(&self.state).master.is_some()
+        self.replica.load(Ordering::SeqCst)
     }
 
     /// The master followed, if any.
@@ -261,6 +266,7 @@ pub(crate) fn set_master(server: &Server, host: String, port: u16) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         st.master = Some((host.clone(), port));
+        server.upstream.replica.store(true, Ordering::SeqCst);
         st.status = Status::Connect;
         st.down_since_ms = None;
         st.last_io_ms = None;
@@ -294,6 +300,7 @@ pub(crate) fn unset_master(server: &Server) -> bool {
         }
         st.generation += 1;
         st.master = None;
+        server.upstream.replica.store(false, Ordering::SeqCst);
         st.status = Status::Connect;
         if let Some(s) = st.socket.take() {
             let _ = s.shutdown(std::net::Shutdown::Both);

@@ -38,20 +38,23 @@ fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }
 
-/// A stock `redis-server` master (full syncs start at once: no diskless delay).
+/// A stock `redis-server` master (full syncs start at once: no diskless delay; the snapshot
+/// in the `$EOF:` form).
 fn stock_master(bin: &Path, dir: &Path) -> RedisGuard {
+    stock_master_with(bin, dir, &[])
+}
+
+fn stock_master_with(bin: &Path, dir: &Path, extra: &[&str]) -> RedisGuard {
     let dir = dir.join("master");
     std::fs::create_dir_all(&dir).expect("master dir");
-    RedisGuard::start_with(
-        bin,
-        &dir,
-        &[
-            "--repl-diskless-sync-delay",
-            "0",
-            "--repl-backlog-size",
-            "16mb",
-        ],
-    )
+    let mut args = vec![
+        "--repl-diskless-sync-delay",
+        "0",
+        "--repl-backlog-size",
+        "16mb",
+    ];
+    args.extend_from_slice(extra);
+    RedisGuard::start_with(bin, &dir, &args)
 }
 
 /// A stock `redis-server` replica of the server on `port`.
@@ -341,7 +344,8 @@ fn durable_replica_of_a_stock_master_syncs_streams_and_answers_as_a_stock_replic
         vec!["CONFIG", "GET", "replicaof"],
         vec!["CONFIG", "GET", "slaveof"],
         vec!["CONFIG", "GET", "masterauth"],
-        vec!["CONFIG", "GET", "*priority*"],
+        vec!["CONFIG", "GET", "replica-priority"],
+        vec!["CONFIG", "GET", "slave-priority"],
         vec!["CONFIG", "SET", "replicaof", "x"],
         vec!["GET", "pre:7"],
         vec!["MULTI"],
@@ -414,12 +418,17 @@ fn durable_replica_of_a_stock_master_syncs_streams_and_answers_as_a_stock_replic
 /// Scenario (b), H3: a durable replica killed with `kill -9` three times while the stock master
 /// takes writes, restarted each time under another durability: every restart is a partial
 /// resynchronization (the master counts `sync_partial_ok` once per restart, `sync_full` never
-/// again), and the data ends equal to the master's.
+/// again), and the data ends equal to the master's. The master syncs from disk, so the first
+/// snapshot comes in the `$<len>` form.
 #[test]
 fn durable_replica_killed_9_under_write_load_always_continues_partially() {
     let Some(bin) = redis_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let master = stock_master(&bin, dir.path());
+    let master = stock_master_with(&bin, dir.path(), &["--repl-diskless-sync", "no"]);
+    let mut m = master.client();
+    for i in 0..200 {
+        m.ok(&["SET", &format!("pre:{i}"), &"p".repeat(i)]);
+    }
     let mut replica = durable_replica(&dir.path().join("d"), master.port, &[]);
     let logs = log_reader(dir.path(), &["d/master.log", "master/redis.log"]);
     wait_in_sync(master.port, replica.port, &logs);
@@ -450,6 +459,7 @@ fn durable_replica_killed_9_under_write_load_always_continues_partially() {
     assert_eq!(field(&stats, "sync_partial_ok"), 3, "{}", logs());
     assert_eq!(field(&stats, "sync_partial_err"), 0, "{}", logs());
     assert_eq!(count(&replica.log(), PARTIAL), 3);
+    assert_eq!(count(&replica.log(), "bytes from master to memory"), 1);
     assert_same_data(
         "durable replica",
         &dump(&mut replica.client()),
@@ -578,4 +588,99 @@ fn promoted_durable_replica_keeps_its_sibling_partial() {
         &dump(&mut sibling.client()),
         &dump(&mut durable.client()),
     );
+}
+
+/// `--masterauth`: a durable replica of a master with `requirepass` authenticates and syncs;
+/// with a wrong password its link stays down (Redis's `Unable to AUTH to MASTER` in its log)
+/// and it changes nothing.
+#[test]
+fn masterauth_is_sent_and_a_wrong_one_keeps_the_link_down() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = stock_master(&bin, dir.path());
+    let mut m = master.client();
+    m.ok(&["CONFIG", "SET", "requirepass", "s3cret"]);
+    m.ok(&["SET", "k", "v"]);
+    let good = durable_replica(
+        &dir.path().join("d"),
+        master.port,
+        &["--masterauth", "s3cret"],
+    );
+    let logs = log_reader(
+        dir.path(),
+        &["d/master.log", "w/master.log", "master/redis.log"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while good.client().call(&["GET", "k"]) != Reply::Bulk(Some(b"v".to_vec())) {
+        assert!(Instant::now() < deadline, "no sync; {}", logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wrong = durable_replica(
+        &dir.path().join("w"),
+        master.port,
+        &["--masterauth", "nope"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&wrong.log(), "Unable to AUTH to MASTER") < 2 {
+        assert!(Instant::now() < deadline, "no AUTH failure; {}", logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = wrong.client().info("replication");
+    assert_eq!(info_field(&info, "master_link_status"), "down");
+    assert_eq!(wrong.client().call(&["GET", "k"]), Reply::Bulk(None));
+    assert_eq!(
+        wrong.client().call_raw(&["CONFIG", "GET", "masterauth"]),
+        b"*2\r\n$10\r\nmasterauth\r\n$4\r\nnope\r\n"
+    );
+}
+
+/// Demotion: a durable master whose stock replica was promoted follows it with
+/// `REPLICAOF host port` and continues partially (its own history is the new master's
+/// `replid2`), then refuses writes and follows the new master's writes. Demoted again after
+/// a write no replica received, it gets a full resync and that write is discarded, as Redis
+/// does.
+#[test]
+fn demoted_durable_master_continues_partially_unless_it_has_unreplicated_writes() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("d")).unwrap();
+    let durable = DurableMaster::start(
+        env!("CARGO_BIN_EXE_durable-master"),
+        &dir.path().join("d"),
+        &["--backlog-size", "1mb"],
+    );
+    let stock = stock_replica(&bin, dir.path(), "stock", durable.port);
+    let logs = log_reader(dir.path(), &["d/master.log", "stock/redis.log"]);
+    let mut d = durable.client();
+    write_mix(&mut d, "first", 20);
+    wait_in_sync(durable.port, stock.port, &logs);
+
+    // The stock replica becomes the master; the durable one follows it.
+    stock.client().ok(&["REPLICAOF", "NO", "ONE"]);
+    stock.client().ok(&["SET", "on-new-master", "1"]);
+    assert_eq!(
+        d.call_raw(&["REPLICAOF", "127.0.0.1", &stock.port.to_string()]),
+        b"+OK\r\n"
+    );
+    wait_in_sync(stock.port, durable.port, &logs);
+    let stats = stock.client().info("stats");
+    assert_eq!(field(&stats, "sync_partial_ok"), 1, "{}", logs());
+    assert_eq!(field(&stats, "sync_full"), 0, "{}", logs());
+    assert_eq!(
+        d.call_raw(&["SET", "k", "v"]),
+        b"-READONLY You can't write against a read only replica.\r\n"
+    );
+    assert_same_data("demoted", &dump(&mut d), &dump(&mut stock.client()));
+
+    // Promoted again, a write no replica receives, demoted again: a full resync that
+    // discards it.
+    d.ok(&["REPLICAOF", "NO", "ONE"]);
+    d.ok(&["SET", "unreplicated", "lost"]);
+    stock.client().ok(&["SET", "on-new-master-2", "2"]);
+    d.ok(&["REPLICAOF", "127.0.0.1", &stock.port.to_string()]);
+    wait_in_sync(stock.port, durable.port, &logs);
+    let stats = stock.client().info("stats");
+    assert_eq!(field(&stats, "sync_full"), 1, "{}", logs());
+    assert_eq!(d.call(&["GET", "unreplicated"]), Reply::Bulk(None));
+    assert_same_data("demoted twice", &dump(&mut d), &dump(&mut stock.client()));
 }
