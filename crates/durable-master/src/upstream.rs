@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use durable_backlog::RunId;
+use durable_backlog::{RecoveryKind, RunId};
 use durable_resp::{self as resp, StreamDecoder, StreamItem, parse_i64};
 
 use crate::commands::apply;
@@ -115,6 +115,8 @@ struct Opened {
     offset: u64,
     /// The ID before the open, valid up to `offset + 1`.
     previous: Option<RunId>,
+    /// The backlog was created by this open: it never held a byte nor followed a master.
+    created: bool,
 }
 
 /// The replica role's shared state (one per server).
@@ -161,6 +163,7 @@ impl Upstream {
                 run_id: store.backlog.run_id(),
                 offset,
                 previous,
+                created: store.backlog.recovery().kind == RecoveryKind::Created && offset == 0,
             },
         }
     }
@@ -176,7 +179,8 @@ impl Upstream {
     }
 
     /// The `PSYNC` request for the history in `store`: its replication ID and first missing
-    /// offset, or `PSYNC ? -1` for a backlog that never held a byte.
+    /// offset, or `PSYNC ? -1` for a backlog created by this process that never held a byte
+    /// nor took a master's ID (a replica of a master at offset 0 asks `PSYNC <id> 1`).
     ///
     /// The open of the backlog drew a fresh run ID that no master knows: until this process
     /// changed the history (appended as a master, or adopted a master's ID), the ID the
@@ -184,7 +188,7 @@ impl Upstream {
     /// restarted replica — as Redis's replica does with the ID saved in its RDB.
     fn psync_request(&self, store: &Store) -> (String, String) {
         let (id, offset) = (store.backlog.run_id(), store.backlog.offset());
-        if offset == 0 {
+        if self.opened.created && offset == 0 && id == self.opened.run_id {
             return ("?".to_owned(), "-1".to_owned());
         }
         let id = match self.opened.previous {

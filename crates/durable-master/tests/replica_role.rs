@@ -684,3 +684,34 @@ fn demoted_durable_master_continues_partially_unless_it_has_unreplicated_writes(
     assert_eq!(d.call(&["GET", "unreplicated"]), Reply::Bulk(None));
     assert_same_data("demoted twice", &dump(&mut d), &dump(&mut stock.client()));
 }
+
+/// A replica fully synced from a master at offset 0 (data written before any replica
+/// attached, so the stream is still empty) and killed before any stream byte: its restart
+/// asks `PSYNC <master id> 1` and continues, not `PSYNC ? -1` as a replica with no history.
+#[test]
+fn replica_synced_at_offset_zero_continues_after_kill9() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = stock_master(&bin, dir.path());
+    master.client().ok(&["SET", "k", "v"]);
+    let mut replica = durable_replica(&dir.path().join("d"), master.port, &[]);
+    let logs = log_reader(dir.path(), &["d/master.log", "master/redis.log"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replica.client().call(&["GET", "k"]) != Reply::Bulk(Some(b"v".to_vec())) {
+        assert!(Instant::now() < deadline, "no sync; {}", logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(replica.log().contains("Full resync from master: "));
+    assert!(replica.log().contains(":0\n"), "{}", logs());
+    replica.restart(&[]);
+    master.client().ok(&["SET", "k2", "v2"]);
+    wait_in_sync(master.port, replica.port, &logs);
+    let stats = master.client().info("stats");
+    assert_eq!(field(&stats, "sync_partial_ok"), 1, "{}", logs());
+    assert_eq!(field(&stats, "sync_full"), 1, "{}", logs());
+    assert_same_data(
+        "replica",
+        &dump(&mut replica.client()),
+        &dump(&mut master.client()),
+    );
+}
