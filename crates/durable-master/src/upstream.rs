@@ -537,42 +537,69 @@ fn link_once(server: &Arc<Server>, generation: u64, host: &str, port: u16) -> Re
             break text;
         }
     };
-    let text = String::from_utf8_lossy(&reply).into_owned();
-    let db = if let Some(rest) = text.strip_prefix("+FULLRESYNC") {
+    let asked = RunId::from_bytes(id.as_bytes()).ok();
+    let db = match parse_psync_reply(&reply, asked)? {
+        PsyncAnswer::FullResync { id: new_id, offset } => {
+            log::notice(format_args!("Full resync from master: {new_id}:{offset}"));
+            match full_sync(server, generation, &mut link, new_id, offset)? {
+                Some(db) => db,
+                None => return Ok(()),
+            }
+        }
+        PsyncAnswer::Continue(new_id) => {
+            log::notice("Successful partial resynchronization with master.");
+            match continue_sync(server, generation, new_id) {
+                Some(db) => db,
+                None => return Ok(()),
+            }
+        }
+    };
+    follow_stream(server, generation, &mut link, db)
+}
+
+/// The master's answer to `PSYNC`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PsyncAnswer {
+    /// `+FULLRESYNC <id> <offset>`.
+    FullResync { id: RunId, offset: u64 },
+    /// `+CONTINUE [<id>]`: the master's ID (the one asked for when it sent none, `None` if
+    /// that was `?`).
+    Continue(Option<RunId>),
+}
+
+/// Reads the master's reply to `PSYNC` (`asked`: the ID the replica asked with). Anything
+/// but a well-formed `+FULLRESYNC` (a 40-character ID, an offset a backlog can hold) or
+/// `+CONTINUE` is an error with Redis's wording; the link is then retried.
+fn parse_psync_reply(reply: &[u8], asked: Option<RunId>) -> Result<PsyncAnswer, String> {
+    let text = String::from_utf8_lossy(reply).into_owned();
+    if let Some(rest) = text.strip_prefix("+FULLRESYNC") {
         let mut words = rest.split_whitespace();
-        let (Some(new_id), Some(at)) = (words.next(), words.next().and_then(|o| o.parse().ok()))
-        else {
-            return Err("Master replied with wrong +FULLRESYNC syntax.".to_owned());
+        let id = words
+            .next()
+            .and_then(|w| RunId::from_bytes(w.as_bytes()).ok());
+        let offset = words
+            .next()
+            .and_then(|o| o.parse::<u64>().ok())
+            .filter(|&o| o < 1 << 62);
+        return match (id, offset) {
+            (Some(id), Some(offset)) => Ok(PsyncAnswer::FullResync { id, offset }),
+            _ => Err("Master replied with wrong +FULLRESYNC syntax.".to_owned()),
         };
-        let new_id = RunId::from_bytes(new_id.as_bytes())
-            .map_err(|_| "Master replied with wrong +FULLRESYNC syntax.".to_owned())?;
-        log::notice(format_args!("Full resync from master: {new_id}:{at}"));
-        match full_sync(server, generation, &mut link, new_id, at)? {
-            Some(db) => db,
-            None => return Ok(()),
-        }
-    } else if let Some(rest) = text.strip_prefix("+CONTINUE") {
-        log::notice("Successful partial resynchronization with master.");
-        let asked = RunId::from_bytes(id.as_bytes()).ok();
-        let new_id = match rest.trim() {
-            "" => asked,
-            other => Some(
-                RunId::from_bytes(other.as_bytes())
-                    .map_err(|_| format!("Master replied with a wrong +CONTINUE: {text}"))?,
-            ),
+    }
+    if let Some(rest) = text.strip_prefix("+CONTINUE") {
+        return match rest.trim() {
+            "" => Ok(PsyncAnswer::Continue(asked)),
+            other => RunId::from_bytes(other.as_bytes())
+                .map(|id| PsyncAnswer::Continue(Some(id)))
+                .map_err(|_| format!("Master replied with a wrong +CONTINUE: {text}")),
         };
-        match continue_sync(server, generation, new_id) {
-            Some(db) => db,
-            None => return Ok(()),
-        }
-    } else if text.starts_with("-NOMASTERLINK") || text.starts_with("-LOADING") {
+    }
+    if text.starts_with("-NOMASTERLINK") || text.starts_with("-LOADING") {
         return Err(format!(
             "Master is currently unable to PSYNC but should be in the future: {text}"
         ));
-    } else {
-        return Err(format!("Unexpected reply to PSYNC from master: {text}"));
-    };
-    follow_stream(server, generation, &mut link, db)
+    }
+    Err(format!("Unexpected reply to PSYNC from master: {text}"))
 }
 
 /// `PING`, then `AUTH` (with `--masterauth`), `REPLCONF listening-port` and
@@ -994,6 +1021,43 @@ mod tests {
         let r = ready_commands(&bytes, 1).unwrap();
         assert_eq!(r.acks, vec![14]);
         assert_eq!(r.len, 14 + 37);
+    }
+
+    #[test]
+    fn psync_replies_are_read_as_redis_and_malformed_ones_refused() {
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        let rid = RunId::from_bytes(id.as_bytes()).unwrap();
+        let other = RunId::random();
+        let full = format!("+FULLRESYNC {id} 1234");
+        assert_eq!(
+            parse_psync_reply(full.as_bytes(), None),
+            Ok(PsyncAnswer::FullResync {
+                id: rid,
+                offset: 1234
+            })
+        );
+        assert_eq!(
+            parse_psync_reply(b"+CONTINUE", Some(other)),
+            Ok(PsyncAnswer::Continue(Some(other)))
+        );
+        assert_eq!(
+            parse_psync_reply(format!("+CONTINUE {id}").as_bytes(), Some(other)),
+            Ok(PsyncAnswer::Continue(Some(rid)))
+        );
+        for bad in [
+            "+FULLRESYNC".to_owned(),
+            format!("+FULLRESYNC {id}"),
+            format!("+FULLRESYNC {id} -1"),
+            format!("+FULLRESYNC {id} 18446744073709551615"),
+            "+FULLRESYNC 0123 5".to_owned(),
+            "+CONTINUE short".to_owned(),
+            "-ERR unknown command 'PSYNC'".to_owned(),
+            "-NOMASTERLINK Can't SYNC while not connected with my master".to_owned(),
+            "\u{fffd}\u{0}".to_owned(),
+        ] {
+            assert!(parse_psync_reply(bad.as_bytes(), None).is_err(), "{bad}");
+        }
+        assert!(parse_psync_reply(&[0xff, 0xfe, b'+'], None).is_err());
     }
 
     #[test]
