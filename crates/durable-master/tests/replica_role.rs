@@ -309,6 +309,11 @@ fn durable_replica_of_a_stock_master_syncs_streams_and_answers_as_a_stock_replic
         "{}",
         logs()
     );
+    // Both replicas acknowledge the master's last write (REPLCONF GETACK answered).
+    m.ok(&["SET", "acked", "1"]);
+    assert_eq!(m.integer(&["WAIT", "2", "10000"]), 2, "{}", logs());
+    wait_in_sync(master.port, replica.port, &logs);
+    wait_in_sync(master.port, stock.port, &logs);
     let want = dump(&mut master.client());
     assert_same_data("durable replica", &dump(&mut replica.client()), &want);
     assert_eq!(count(&replica.log(), "Full resync from master"), 1);
