@@ -252,6 +252,34 @@ fn shift_run_id_keeps_the_old_id_valid_up_to_the_shift() {
 }
 
 #[test]
+fn adopted_master_id_is_current_and_survives_a_reopen_as_the_previous_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    let mut b = Backlog::create(&path, Options::new().durability(Durability::Always)).unwrap();
+    append_stream(&mut b, 500);
+    let (mine, master) = (b.run_id(), RunId::random());
+    b.adopt_run_id(master).unwrap();
+    b.adopt_run_id(master).unwrap(); // already current: no new generation
+    assert_eq!(b.run_id(), master);
+    assert_eq!(b.past_run_ids(), vec![(mine, 501)]);
+    append_stream(&mut b, 100);
+    assert!(b.psync(master.as_str(), 601).is_continue());
+    assert!(b.psync(mine.as_str(), 501).is_continue());
+    assert!(!b.psync(mine.as_str(), 502).is_continue());
+    drop(b);
+    // A restarted replica: the open draws a fresh ID; the master's is the previous one, valid
+    // up to the end + 1; adopting it again does not keep a second entry for it.
+    let mut b = Backlog::open(&path, Options::new().durability(Durability::Always)).unwrap();
+    let fresh = b.run_id();
+    assert_eq!(b.replid2(), Some((master, 601)));
+    b.adopt_run_id(master).unwrap();
+    assert_eq!(b.run_id(), master);
+    assert_eq!(b.past_run_ids(), vec![(fresh, 601), (mine, 501)]);
+    assert!(b.psync(fresh.as_str(), 601).is_continue());
+    assert!(b.psync(mine.as_str(), 501).is_continue());
+}
+
+#[test]
 fn a_chain_of_restarts_still_continues_a_replica_from_three_generations_ago() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b");
