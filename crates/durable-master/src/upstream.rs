@@ -789,42 +789,42 @@ fn continue_sync(server: &Server, generation: u64, master_id: Option<RunId>) -> 
     Some(g.get().feed.stream_db())
 }
 
-/// A run of complete commands ready to apply: everything up to `end` bytes into the
-/// pending buffer, with the offsets to acknowledge for each `GETACK` among them.
-struct Ready {
+/// A unit the offset moves over in one step: one command, or a whole `MULTI` ... `EXEC`
+/// block.
+#[derive(Debug)]
+struct Unit {
     commands: Vec<Vec<Vec<u8>>>,
-    len: usize,
-    acks: Vec<u64>,
+    /// Where the unit ends, in bytes from the start of the pending buffer.
+    end: usize,
+    /// For a `REPLCONF GETACK`: the offset its ACK reports (the offset before it).
+    ack: Option<u64>,
 }
 
-/// Splits the pending stream bytes (the first at offset `from`) into the commands that can
-/// be applied now: complete ones, outside an unfinished `MULTI`.
-fn ready_commands(bytes: &[u8], from: u64) -> Result<Ready, String> {
-    let mut ready = Ready {
-        commands: Vec::new(),
-        len: 0,
-        acks: Vec::new(),
-    };
-    let mut in_multi: Vec<Vec<Vec<u8>>> = Vec::new();
-    let mut multi = false;
+/// Splits the pending stream bytes (the first at offset `from`) into the units that can be
+/// applied now: complete commands, and `MULTI` blocks whose `EXEC` arrived.
+fn ready_units(bytes: &[u8], from: u64) -> Result<Vec<Unit>, String> {
+    let mut units = Vec::new();
+    let mut in_multi: Option<Vec<Vec<Vec<u8>>>> = None;
     for item in StreamDecoder::new(bytes, from) {
         match item {
             Ok(StreamItem::Command(cmd)) => {
                 let name = cmd.argv.first().map_or(&[][..], Vec::as_slice);
                 let end = usize::try_from(cmd.end + 1 - from).unwrap_or(usize::MAX);
-                if multi {
-                    let exec = name.eq_ignore_ascii_case(b"exec");
-                    in_multi.push(cmd.argv);
+                let exec = name.eq_ignore_ascii_case(b"exec");
+                if let Some(block) = in_multi.as_mut() {
+                    block.push(cmd.argv);
                     if exec {
-                        ready.commands.append(&mut in_multi);
-                        ready.len = end;
-                        multi = false;
+                        let commands = in_multi.take().unwrap_or_default();
+                        units.push(Unit {
+                            commands,
+                            end,
+                            ack: None,
+                        });
                     }
                     continue;
                 }
                 if name.eq_ignore_ascii_case(b"multi") {
-                    multi = true;
-                    in_multi.push(cmd.argv);
+                    in_multi = Some(vec![cmd.argv]);
                     continue;
                 }
                 let getack = name.eq_ignore_ascii_case(b"replconf")
@@ -832,22 +832,27 @@ fn ready_commands(bytes: &[u8], from: u64) -> Result<Ready, String> {
                         .argv
                         .get(1)
                         .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
-                if getack {
-                    // The ACK reports the offset before the GETACK.
-                    ready.acks.push(cmd.start - 1);
-                }
-                ready.commands.push(cmd.argv);
-                ready.len = end;
+                units.push(Unit {
+                    commands: vec![cmd.argv],
+                    end,
+                    ack: getack.then(|| cmd.start - 1),
+                });
             }
             Ok(StreamItem::Incomplete { .. }) => break,
             Err(e) => return Err(format!("Protocol error from MASTER: {e}")),
         }
     }
-    Ok(ready)
+    Ok(units)
 }
 
-/// Applies the master's stream from the store's offset until the link ends: each run of
-/// complete commands is applied and appended to the backlog under one hold of the store lock.
+/// Applies the master's stream from the store's offset until the link ends: the ready units
+/// are applied and appended to the backlog under one hold of the store lock.
+///
+/// A unit this server cannot apply (a command the executor does not have, or that fails
+/// here) stops the link before it: the data and the backlog stay at the offset before it,
+/// identical to the master's there, and the link is retried. The replica lags, loudly,
+/// rather than diverge from its master or hold bytes in its backlog it could not replay at
+/// the next start.
 fn follow_stream(
     server: &Server,
     generation: u64,
@@ -873,31 +878,55 @@ fn follow_stream(
     log::notice("MASTER <-> REPLICA link is up: streaming");
     let mut last_ack = Instant::now();
     loop {
-        let ready = ready_commands(link.pending(), offset + 1)?;
-        if ready.len > 0 {
+        let units = ready_units(link.pending(), offset + 1)?;
+        if !units.is_empty() {
             let mut g = server.store();
             if !current(server, generation) {
                 return Ok(());
             }
             let store = g.get();
-            for argv in &ready.commands {
-                if let Err(e) = apply(&mut store.ks, &mut db, argv) {
-                    log::warning(format_args!(
-                        "== CRITICAL == This replica could not apply a command from its \
-                         master: {e}"
-                    ));
+            let (mut applied, mut acks, mut refused) = (0, Vec::new(), None);
+            for unit in &units {
+                // A block is applied whole or not at all: a copy to go back to (O(1), the
+                // maps are structurally shared).
+                let before = (unit.commands.len() > 1).then(|| store.ks.clone());
+                let mut unit_db = db;
+                let result = unit
+                    .commands
+                    .iter()
+                    .try_for_each(|argv| apply(&mut store.ks, &mut unit_db, argv));
+                if let Err(e) = result {
+                    if let Some(ks) = before {
+                        store.ks = ks;
+                    }
+                    refused = Some(e);
+                    break;
                 }
+                db = unit_db;
+                applied = unit.end;
+                acks.extend(unit.ack);
             }
-            let bytes = link.pending().get(..ready.len).unwrap_or_default();
-            offset = store.append(bytes);
-            store.feed.follow(db);
+            if applied > 0 {
+                let bytes = link.pending().get(..applied).unwrap_or_default();
+                offset = store.append(bytes);
+                store.feed.follow(db);
+            }
             drop(g);
-            link.consume(ready.len);
+            link.consume(applied);
             with_state(server, generation, |st| st.applied_offset = Some(offset));
-            for at in ready.acks {
+            for at in acks {
                 server.make_durable(at);
                 link.send(&ack_command(at))?;
                 last_ack = Instant::now();
+            }
+            if let Some(e) = refused {
+                return Err(format!(
+                    "== CRITICAL == This replica cannot apply its master's stream at offset \
+                     {}: {e}. It stays at offset {offset}, identical to the master there, and \
+                     stops the link before it (the master stream uses a command this server \
+                     does not have)",
+                    offset + 1
+                ));
             }
         }
         if last_ack.elapsed() >= ACK_PERIOD {
@@ -1000,27 +1029,30 @@ mod tests {
     }
 
     #[test]
-    fn an_unfinished_multi_is_not_ready_and_a_finished_one_is_whole() {
+    fn an_unfinished_multi_is_not_ready_and_a_finished_one_is_one_unit() {
         let mut bytes = cmd(&["SET", "a", "1"]);
         let first = bytes.len();
         bytes.extend(cmd(&["MULTI"]));
         bytes.extend(cmd(&["INCR", "n"]));
-        let r = ready_commands(&bytes, 101).unwrap();
-        assert_eq!((r.commands.len(), r.len), (1, first));
+        let units = ready_units(&bytes, 101).unwrap();
+        assert_eq!(units.len(), 1);
+        assert_eq!(units[0].end, first);
         bytes.extend(cmd(&["EXEC"]));
         bytes.extend(cmd(&["SET", "b"]).get(..5).unwrap());
-        let r = ready_commands(&bytes, 101).unwrap();
-        assert_eq!(r.commands.len(), 4);
-        assert_eq!(r.len, bytes.len() - 5, "a cut command waits");
+        let units = ready_units(&bytes, 101).unwrap();
+        assert_eq!(units.len(), 2);
+        assert_eq!(units[1].commands.len(), 3);
+        assert_eq!(units[1].end, bytes.len() - 5, "a cut command waits");
     }
 
     #[test]
     fn getack_is_acknowledged_with_the_offset_before_it() {
         let mut bytes = cmd(&["PING"]);
         bytes.extend(cmd(&["REPLCONF", "GETACK", "*"]));
-        let r = ready_commands(&bytes, 1).unwrap();
-        assert_eq!(r.acks, vec![14]);
-        assert_eq!(r.len, 14 + 37);
+        let units = ready_units(&bytes, 1).unwrap();
+        assert_eq!(units[0].ack, None);
+        assert_eq!(units[1].ack, Some(14));
+        assert_eq!(units[1].end, 14 + 37);
     }
 
     #[test]
@@ -1062,9 +1094,8 @@ mod tests {
 
     #[test]
     fn garbage_from_the_master_is_an_error_not_a_panic() {
-        assert!(ready_commands(b"+OK\r\n", 1).is_err());
-        assert!(ready_commands(b"*1\r\n$99999999999999999999\r\n", 1).is_err());
-        let r = ready_commands(b"*2\r\n$3\r\nGE", 1).unwrap();
-        assert_eq!(r.len, 0);
+        assert!(ready_units(b"+OK\r\n", 1).is_err());
+        assert!(ready_units(b"*1\r\n$99999999999999999999\r\n", 1).is_err());
+        assert!(ready_units(b"*2\r\n$3\r\nGE", 1).unwrap().is_empty());
     }
 }

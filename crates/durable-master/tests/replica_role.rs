@@ -720,3 +720,36 @@ fn replica_synced_at_offset_zero_continues_after_kill9() {
         &dump(&mut master.client()),
     );
 }
+
+/// A master stream command this server cannot apply (a hash command) stops the replica
+/// before it: its data and backlog stay at the offset before it, equal to the master's
+/// there, nothing after it is applied, the log says why, and a `kill -9` + restart still
+/// starts (the backlog holds no byte it cannot replay) at that same offset.
+#[test]
+fn a_master_command_the_replica_cannot_apply_stops_it_before_the_command() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = stock_master(&bin, dir.path());
+    let mut replica = durable_replica(&dir.path().join("d"), master.port, &[]);
+    let logs = log_reader(dir.path(), &["d/master.log", "master/redis.log"]);
+    let mut m = master.client();
+    m.ok(&["SET", "a", "1"]);
+    wait_in_sync(master.port, replica.port, &logs);
+    let before = offset(master.port);
+    assert_eq!(m.integer(&["HSET", "h", "f", "v"]), 1);
+    m.ok(&["SET", "b", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&replica.log(), "cannot apply its master's stream") == 0 {
+        assert!(Instant::now() < deadline, "not refused; {}", logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let check = |replica: &DurableMaster| {
+        let mut c = replica.client();
+        assert_eq!(offset(replica.port), before, "{}", logs());
+        assert_eq!(c.call(&["GET", "a"]), Reply::Bulk(Some(b"1".to_vec())));
+        assert_eq!(c.call(&["GET", "b"]), Reply::Bulk(None));
+    };
+    check(&replica);
+    replica.restart(&[]);
+    check(&replica);
+}
