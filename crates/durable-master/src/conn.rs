@@ -399,7 +399,7 @@ impl Conn {
                 out.extend(resp::error(NOREPLICAS));
                 continue;
             }
-            if is_write_command(&argv) && server.read_only() {
+            if server.read_only() && is_write_command(&argv) {
                 out.extend(resp::error(crate::upstream::READONLY));
                 continue;
             }

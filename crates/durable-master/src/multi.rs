@@ -73,7 +73,7 @@ impl Transaction {
                 text.extend_from_slice(NOREPLICAS);
                 return Step::Reply(resp::error(&text));
             }
-            if queued.iter().any(|a| is_write_command(a)) && server.read_only() {
+            if server.read_only() && queued.iter().any(|a| is_write_command(a)) {
                 let mut text = b"EXECABORT Transaction discarded because of: ".to_vec();
                 text.extend_from_slice(READONLY);
                 return Step::Reply(resp::error(&text));
@@ -110,7 +110,7 @@ impl Transaction {
             Some(e)
         } else if is_write_command(argv) && !server.enough_good_replicas() {
             Some(resp::error(NOREPLICAS))
-        } else if is_write_command(argv) && server.read_only() {
+        } else if server.read_only() && is_write_command(argv) {
             Some(resp::error(READONLY))
         } else {
             None
