@@ -27,6 +27,13 @@ const NOAUTH: &[u8] = b"NOAUTH Authentication required.";
 const WRONGPASS: &[u8] = b"WRONGPASS invalid username-password pair or user is disabled.";
 const NOT_AN_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
 const NOREPLICAS: &[u8] = b"NOREPLICAS Not enough good replicas to write.";
+/// Redis's reply to writes (and `PING`) while snapshots fail
+/// (`stop-writes-on-bgsave-error`).
+pub(crate) const MISCONF: &[u8] = b"MISCONF Redis is configured to save RDB snapshots, but it's \
+    currently unable to persist to disk. Commands that may modify the data set are disabled, \
+    because this instance is configured to report errors during writes if RDB snapshotting \
+    fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about \
+    the RDB error.";
 
 /// Redis's `NET_HOST_STR_LEN`: a replica's announced `ip-address` must be shorter.
 const NET_HOST_STR_LEN: usize = 256;
@@ -138,6 +145,28 @@ impl<'s> Batch<'s> {
             self.pending.clear();
         }
         end
+    }
+
+    /// Whether `need` more stream bytes fit after the queued ones without waiting.
+    fn has_room(&mut self, need: u64) -> bool {
+        let queued = self.pending.len() as u64;
+        self.store().has_room(queued + need)
+    }
+
+    /// Whether a write whose stream form takes at most `need` bytes can run now without
+    /// overwriting a byte no finished snapshot covers (see [`Store::make_room`]); `false`:
+    /// refuse it with `-MISCONF`.
+    fn make_room(&mut self, need: u64) -> bool {
+        if self.has_room(need) {
+            return true;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let store = self.store();
+        store.append(&pending);
+        let ok = store.make_room(need);
+        self.pending = pending;
+        self.pending.clear();
+        ok
     }
 
     /// Appends what was queued and releases the store lock, before anything that takes the
@@ -404,6 +433,18 @@ impl Conn {
                 continue;
             }
             let store = batch.store();
+            if store.snapshot_failed()
+                && (name.eq_ignore_ascii_case(b"ping") || is_write_command(&argv))
+            {
+                out.extend(resp::error(MISCONF));
+                continue;
+            }
+            let need = stream_size_bound(&argv);
+            if !batch.has_room(need) && is_write_command(&argv) && !batch.make_room(need) {
+                out.extend(resp::error(MISCONF));
+                continue;
+            }
+            let store = batch.store();
             match execute(&mut store.ks, &mut self.db, &argv) {
                 Outcome::Executed(done) => {
                     out.extend(done.reply);
@@ -420,6 +461,13 @@ impl Conn {
     /// `EXEC` (see multi.rs); `true` if the connection must close after the reply.
     fn exec(&mut self, batch: &mut Batch<'_>, queued: &[Vec<Vec<u8>>], out: &mut Vec<u8>) -> bool {
         let server = batch.server;
+        if queued.iter().any(|argv| is_write_command(argv))
+            && server.store().get().snapshot_failed()
+        {
+            // Redis refuses such an EXEC as a whole.
+            out.extend(resp::error(MISCONF));
+            return false;
+        }
         let mut db = self.db;
         let (reply, woff, close) = multi::exec(server, &mut db, queued, |argv, o| {
             if let Some(reply) = self.subs.step(&server.pubsub, argv) {
@@ -668,6 +716,13 @@ impl Conn {
             server.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
+}
+
+/// At least the stream size of `argv`'s propagation: its RESP form, plus room for a `SELECT`
+/// before it (commands propagate as they came, or shorter).
+fn stream_size_bound(argv: &[Vec<u8>]) -> u64 {
+    let args: usize = argv.iter().map(|a| a.len() + 32).sum();
+    (args + 64) as u64
 }
 
 fn count_reply(count: usize) -> Vec<u8> {

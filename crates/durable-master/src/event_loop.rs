@@ -377,8 +377,10 @@ impl Loop {
         }
     }
 
-    /// Closes idle clients past `timeout` and the connections `CLIENT KILL` chose.
+    /// Collects a finished snapshot (and retries a failed one), closes idle clients past
+    /// `timeout` and the connections `CLIENT KILL` chose.
     fn housekeeping(&mut self, now: Instant) {
+        self.server.store().get().tick();
         let kills = self.server.client_table.kills();
         let look_for_kills = kills != self.kills_seen;
         self.kills_seen = kills;

@@ -67,10 +67,11 @@ pub(crate) fn info(server: &Server, section: Option<&str>) -> String {
         let _ = write!(
             out,
             "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_last_save_time:{}\r\n\
-             rdb_saves:{}\r\nbacklog_snapshot_waits:{}\r\nsnapshot_repl_offset:{}\r\ndurability:{}\r\n\
+             rdb_last_bgsave_status:{}\r\nrdb_saves:{}\r\nbacklog_snapshot_waits:{}\r\nsnapshot_repl_offset:{}\r\ndurability:{}\r\n\
              backlog_durable_offset:{}\r\n\r\n",
             store.backlog.offset() - store.snapshot_offset,
             store.last_save,
+            if store.snapshot_failed() { "err" } else { "ok" },
             store.snapshots,
             store.snapshot_waits,
             store.snapshot_offset,

@@ -13,7 +13,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use durable_backlog::inspect::{BacklogFile, Holder};
 use durable_backlog::{Backlog, Durability, Options, RecoveryKind, RunId};
@@ -27,6 +27,10 @@ use crate::rdb::{RdbOptions, ReplInfo, rdb_to_vec, read_rdb};
 
 /// File name of the snapshot in the data directory.
 pub(crate) const SNAPSHOT_FILE: &str = "dump.rdb";
+/// How long after a failed snapshot the next one is tried (Redis's
+/// `CONFIG_BGSAVE_RETRY_DELAY`).
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(5);
+
 /// File name of the backlog in the data directory.
 pub(crate) const BACKLOG_FILE: &str = "backlog";
 
@@ -46,6 +50,10 @@ pub(crate) struct Store {
     pub(crate) snapshot_waits: u64,
     /// The background snapshot being written, and its offset.
     running: Option<(u64, std::thread::JoinHandle<std::io::Result<()>>)>,
+    /// When the last snapshot failed, if it did (a full disk, an I/O error): until one
+    /// succeeds, write commands are refused with `-MISCONF` (Redis's
+    /// `stop-writes-on-bgsave-error`) and a snapshot is retried every [`SNAPSHOT_RETRY`].
+    snapshot_failed: Option<Instant>,
     dir: PathBuf,
 }
 
@@ -150,14 +158,16 @@ impl Store {
             snapshots: 0,
             snapshot_waits: 0,
             running: None,
+            snapshot_failed: None,
             dir,
         };
         if plan.replayed.is_some() && first > snap_offset + 1 {
             // The backlog no longer holds every byte replayed (the open resized it smaller):
             // a snapshot now restores the invariant.
             let at = store.backlog.offset();
-            let rdb = store.rdb_at(at);
-            store.finish_snapshot(at, write_snapshot(&store.dir, &rdb));
+            store
+                .save_now(at)
+                .map_err(|e| format!("writing the snapshot after a smaller resize: {e}"))?;
         }
         log::notice(format_args!(
             "DB loaded: {} keys at replication offset {}",
@@ -200,15 +210,23 @@ impl Store {
             // This append alone would overwrite uncovered bytes: snapshot the state it leads to
             // first (the keyspace already reflects it). A crash before the append leaves a
             // snapshot ahead of the backlog; recovery then starts from the snapshot.
+            // If it cannot be written, neither can the append: exit before acknowledging
+            // these writes (the restart replays the backlog; nothing acknowledged is lost).
+            // Writes are refused while snapshots fail, so this takes a failure that came
+            // while the ring's last free part was being filled.
             self.flush();
-            let rdb = self.rdb_at(end + len);
-            self.finish_snapshot(end + len, write_snapshot(&self.dir, &rdb));
+            if let Err(e) = self.save_now(end + len) {
+                fatal("writing the snapshot a write needs", e);
+            }
         }
         let new_end = match self.backlog.append(bytes) {
             Ok(e) => e,
             Err(e) => fatal("appending to the backlog", e),
         };
-        if new_end - self.snapshot_offset > cap / 2 && self.running.is_none() {
+        if new_end - self.snapshot_offset > cap / 2
+            && self.running.is_none()
+            && self.snapshot_failed.is_none()
+        {
             self.start_snapshot(new_end);
         }
         new_end
@@ -255,17 +273,102 @@ impl Store {
             let result = handle
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the snapshot thread panicked")));
-            self.finish_snapshot(offset, result);
+            // A failure is recorded (and logged) by finish_snapshot: writes are refused
+            // until a retry succeeds.
+            let _ = self.finish_snapshot(offset, result);
         }
     }
 
-    fn finish_snapshot(&mut self, offset: u64, result: std::io::Result<()>) {
-        if let Err(e) = result {
-            fatal("writing the snapshot", e);
+    /// Records a snapshot's outcome: on success its offset becomes the snapshot offset and
+    /// writes are allowed again; a failure is logged and refuses writes until a retry
+    /// succeeds.
+    fn finish_snapshot(&mut self, offset: u64, result: std::io::Result<()>) -> std::io::Result<()> {
+        match result {
+            Ok(()) => {
+                if self.snapshot_failed.take().is_some() {
+                    log::notice(
+                        "Background saving terminated with success: writes are accepted again",
+                    );
+                }
+                self.snapshot_offset = offset;
+                self.last_save = unix_now();
+                self.snapshots += 1;
+                Ok(())
+            }
+            Err(e) => {
+                log::warning(format_args!(
+                    "Write error saving the snapshot on disk: {e}; write commands are refused \
+                     (-MISCONF) until a snapshot succeeds, retried every {} s",
+                    SNAPSHOT_RETRY.as_secs()
+                ));
+                self.snapshot_failed = Some(Instant::now());
+                Err(e)
+            }
         }
-        self.snapshot_offset = offset;
-        self.last_save = unix_now();
-        self.snapshots += 1;
+    }
+
+    /// Writes a snapshot of the current keyspace at `offset` now (the backlog must already
+    /// reach `offset` on disk when that matters to the caller).
+    fn save_now(&mut self, offset: u64) -> std::io::Result<()> {
+        let rdb = self.rdb_at(offset);
+        let result = write_snapshot(&self.dir, &rdb);
+        self.finish_snapshot(offset, result)
+    }
+
+    /// Whether `need` more bytes fit in the ring without overwriting a byte after the last
+    /// finished snapshot.
+    pub(crate) fn has_room(&self, need: u64) -> bool {
+        self.backlog.offset() + need - self.snapshot_offset <= self.backlog.capacity()
+    }
+
+    /// Makes the ring take `need` more bytes without overwriting a byte no finished snapshot
+    /// covers, *before* the write that needs them runs: waits for the running snapshot, or
+    /// writes one of the current data now. `false` if a snapshot failed: the write must then
+    /// be refused (`-MISCONF`), as nothing can be appended for it. A write larger than the
+    /// whole ring is left to [`Store::append`].
+    pub(crate) fn make_room(&mut self, need: u64) -> bool {
+        if self.running.is_some() && !self.has_room(need) {
+            self.snapshot_waits += 1;
+            let started = Instant::now();
+            self.reap_snapshot(true);
+            log::warning(format_args!(
+                "A write waited {} ms for a snapshot: the backlog ({} bytes) filled before \
+                 the snapshot finished; a larger --backlog-size avoids it",
+                started.elapsed().as_millis(),
+                self.backlog.capacity()
+            ));
+        }
+        if self.snapshot_failed.is_some() {
+            return false;
+        }
+        if !self.has_room(need) {
+            self.snapshot_waits += 1;
+            self.flush();
+            let at = self.backlog.offset();
+            if self.save_now(at).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether write commands are refused because the last snapshot failed.
+    pub(crate) fn snapshot_failed(&self) -> bool {
+        self.snapshot_failed.is_some()
+    }
+
+    /// Once a second from the event loop: collects a finished background snapshot and, after
+    /// a failed one, starts the retry when it is due (writes being refused, no append would).
+    pub(crate) fn tick(&mut self) {
+        self.reap_snapshot(false);
+        if self.running.is_none()
+            && self
+                .snapshot_failed
+                .is_some_and(|t| t.elapsed() >= SNAPSHOT_RETRY)
+        {
+            let at = self.backlog.offset();
+            self.start_snapshot(at);
+        }
     }
 
     /// The keyspace as an RDB carrying the replication ID, `offset` and the stream's database.
@@ -312,16 +415,18 @@ impl Store {
         if !self.dir.join(SNAPSHOT_FILE).exists() {
             self.flush();
             let at = self.backlog.offset();
-            let rdb = self.rdb_at(at);
-            self.finish_snapshot(at, write_snapshot(&self.dir, &rdb));
+            if let Err(e) = self.save_now(at) {
+                fatal("writing the snapshot before a full sync", e);
+            }
         }
         if let Err(e) = self.backlog.reset(RunId::random(), offset) {
             fatal("resetting the backlog", e);
         }
         self.ks = ks;
         self.feed = ReplicationFeed::starting_in(stream_db);
-        let rdb = self.rdb_at(offset);
-        self.finish_snapshot(offset, write_snapshot(&self.dir, &rdb));
+        if let Err(e) = self.save_now(offset) {
+            fatal("writing the master's snapshot", e);
+        }
         // The same empty history, now under the master's ID and with no past IDs (Redis's
         // replica clears its `replid2` after a full sync).
         if let Err(e) = self.backlog.reset(run_id, offset) {
@@ -334,8 +439,9 @@ impl Store {
         self.reap_snapshot(true);
         self.flush();
         let end = self.backlog.offset();
-        let rdb = self.rdb_at(end);
-        self.finish_snapshot(end, write_snapshot(&self.dir, &rdb));
+        // A failed final snapshot loses nothing: the backlog, closed cleanly below, still
+        // holds every write after the last snapshot that succeeded.
+        let _ = self.save_now(end);
         if let Err(e) = self.backlog.close() {
             fatal("closing the backlog", e);
         }
@@ -758,8 +864,7 @@ mod tests {
         // As if a snapshot was written for an append that never reached the backlog.
         s.ks.set(DbIndex::ZERO, b"b".to_vec(), b"2".to_vec());
         let ahead = s.backlog.offset() + 100;
-        let rdb = s.rdb_at(ahead);
-        s.finish_snapshot(ahead, write_snapshot(&s.dir, &rdb));
+        s.save_now(ahead).unwrap();
         drop(s);
         let s = Store::recover(&cfg(dir.path())).unwrap();
         assert_eq!(s.backlog.offset(), ahead);
