@@ -721,8 +721,8 @@ impl Conn {
 /// At least the stream size of `argv`'s propagation: its RESP form, plus room for a `SELECT`
 /// before it (commands propagate as they came, or shorter).
 fn stream_size_bound(argv: &[Vec<u8>]) -> u64 {
-    let args: usize = argv.iter().map(|a| a.len() + 32).sum();
-    (args + 64) as u64
+    let framed: usize = argv.iter().map(|a| a.len() + 32).sum();
+    (framed + 64) as u64
 }
 
 fn count_reply(count: usize) -> Vec<u8> {
