@@ -50,7 +50,27 @@ pub(crate) struct Execution {
     pub(crate) reply: Vec<u8>,
     /// The command to append to the replication stream, to run in the connection's database
     /// (after execution), or `None` if nothing changed.
-    pub(crate) propagate: Option<Vec<Vec<u8>>>,
+    pub(crate) propagate: Option<Propagate>,
+}
+
+/// What a command appends to the replication stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Propagate {
+    /// The command as the client sent it (most writes): nothing is copied.
+    AsReceived,
+    /// Another form (Redis's rewrites, e.g. `SET ... GET` without `GET`).
+    Rewritten(Vec<Vec<u8>>),
+}
+
+impl Execution {
+    /// The command to propagate for `argv`, the command that was executed.
+    pub(crate) fn propagated<'a>(&'a self, argv: &'a [Vec<u8>]) -> Option<&'a [Vec<u8>]> {
+        match &self.propagate {
+            None => None,
+            Some(Propagate::AsReceived) => Some(argv),
+            Some(Propagate::Rewritten(p)) => Some(p),
+        }
+    }
 }
 
 /// The result of [`execute`].
@@ -79,10 +99,10 @@ fn error_reply(text: &[u8]) -> Execution {
 }
 
 /// A reply, and the command propagated verbatim.
-fn propagated(reply: Vec<u8>, argv: &[Vec<u8>]) -> Execution {
+fn propagated(reply: Vec<u8>, _argv: &[Vec<u8>]) -> Execution {
     Execution {
         reply,
-        propagate: Some(argv.to_vec()),
+        propagate: Some(Propagate::AsReceived),
     }
 }
 
@@ -512,23 +532,32 @@ fn set(ks: &mut Keyspace, db: DbIndex, argv: &[Vec<u8>]) -> Execution {
     let (Some(key), Some(value)) = (argv.get(1), argv.get(2)) else {
         return arity_error("set");
     };
-    let old = ks.get(db, key).map(<[u8]>::to_vec);
-    let old_reply = || old.as_deref().map_or_else(resp::null_bulk, resp::bulk);
-    if (nx && old.is_some()) || (xx && old.is_none()) {
-        let reply = if get { old_reply() } else { resp::null_bulk() };
-        return reply_only(reply);
+    // The old value is read only for GET (copying a big value to answer OK costs its size).
+    let old = ks.get(db, key);
+    let exists = old.is_some();
+    let old_reply = || {
+        if get {
+            old.map_or_else(resp::null_bulk, resp::bulk)
+        } else {
+            resp::null_bulk()
+        }
+    };
+    if (nx && exists) || (xx && !exists) {
+        return reply_only(old_reply());
     }
     let reply = if get { old_reply() } else { OK.to_vec() };
     ks.set(db, key.clone(), value.clone());
     let propagate = if get {
         // Redis drops every GET option (after the value) from the propagated command.
-        argv.iter()
-            .enumerate()
-            .filter(|(i, a)| *i < 3 || !a.eq_ignore_ascii_case(b"get"))
-            .map(|(_, a)| a.clone())
-            .collect()
+        Propagate::Rewritten(
+            argv.iter()
+                .enumerate()
+                .filter(|(i, a)| *i < 3 || !a.eq_ignore_ascii_case(b"get"))
+                .map(|(_, a)| a.clone())
+                .collect(),
+        )
     } else {
-        argv.to_vec()
+        Propagate::AsReceived
     };
     Execution {
         reply,
@@ -615,13 +644,23 @@ impl ReplicationFeed {
     /// not `db`.
     pub(crate) fn encode<A: AsRef<[u8]>>(&mut self, db: DbIndex, argv: &[A]) -> Vec<u8> {
         let mut out = Vec::new();
+        self.encode_into(&mut out, db, argv);
+        out
+    }
+
+    /// [`encode`](Self::encode) appending to `out`.
+    pub(crate) fn encode_into<A: AsRef<[u8]>>(
+        &mut self,
+        out: &mut Vec<u8>,
+        db: DbIndex,
+        argv: &[A],
+    ) {
         if self.selected != Some(db) {
-            out = resp::encode_command(&["SELECT".as_bytes(), db.to_string().as_bytes()]);
+            resp::encode_command_into(out, &["SELECT".as_bytes(), db.to_string().as_bytes()]);
             self.selected = Some(db);
             self.stream_db = db;
         }
-        out.extend_from_slice(&resp::encode_command(argv));
-        out
+        resp::encode_command_into(out, argv);
     }
 
     /// Makes the next [`encode`](Self::encode) write a `SELECT`, as Redis does when a replica
@@ -1068,7 +1107,12 @@ mod tests {
         let (mut ks, mut db) = (Keyspace::new(), DbIndex::ZERO);
         for (line, expected) in steps {
             let done = run(&mut ks, &mut db, line);
-            assert_eq!(done.propagate, expected.map(cmd), "{line}");
+            let argv = cmd(line);
+            assert_eq!(
+                done.propagated(&argv).map(<[Vec<u8>]>::to_vec),
+                expected.map(cmd),
+                "{line}"
+            );
         }
         assert_eq!(db.get(), 3);
     }
@@ -1245,8 +1289,8 @@ mod tests {
                 let Outcome::Executed(done) = execute(&mut master, &mut master_db, &argv) else {
                     panic!("not mine: {argv:?}")
                 };
-                if let Some(p) = done.propagate {
-                    stream.extend(feed.encode(master_db, &p));
+                if let Some(p) = done.propagated(&argv) {
+                    stream.extend(feed.encode(master_db, p));
                     propagated += 1;
                 } else {
                     // Whatever propagates nothing must have changed nothing.

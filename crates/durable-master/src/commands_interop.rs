@@ -242,8 +242,8 @@ fn random_commands_give_redis_replies_and_the_identical_replication_stream() {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect::<Vec<_>>()
         );
-        if let Some(p) = done.propagate {
-            ours_stream.extend(feed.encode(db, &p));
+        if let Some(p) = done.propagated(&argv) {
+            ours_stream.extend(feed.encode(db, p));
             propagated += 1;
         }
     }

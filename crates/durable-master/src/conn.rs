@@ -131,20 +131,40 @@ impl<'s> Batch<'s> {
         self.held.get_or_insert_with(|| server.store()).get()
     }
 
-    /// Queues `bytes` for the stream; the stream offset right after them. Past
-    /// [`APPEND_CHUNK`] queued bytes they are appended at once (the lock kept): one append
-    /// never carries a large part of the ring, which would lap replicas that stream well.
+    /// Queues `bytes` for the stream; the stream offset right after them.
     fn push(&mut self, bytes: &[u8]) -> u64 {
         let base = self.store().backlog.offset();
         self.pending.extend_from_slice(bytes);
         let end = base + self.pending.len() as u64;
-        if self.pending.len() >= APPEND_CHUNK {
-            let pending = std::mem::take(&mut self.pending);
-            self.store().append(&pending);
-            self.pending = pending;
-            self.pending.clear();
-        }
+        self.append_if_large();
         end
+    }
+
+    /// Queues the stream form of `argv` run in `db`, encoded straight into the queue; the
+    /// stream offset right after it.
+    fn push_command(&mut self, db: DbIndex, argv: &[Vec<u8>]) -> u64 {
+        let server = self.server;
+        let store = self.held.get_or_insert_with(|| server.store()).get();
+        let base = store.backlog.offset();
+        store.feed.encode_into(&mut self.pending, db, argv);
+        let end = base + self.pending.len() as u64;
+        self.append_if_large();
+        end
+    }
+
+    /// Past [`APPEND_CHUNK`] queued bytes, appends them at once (the lock kept): one append
+    /// never carries a large part of the ring, which would lap replicas that stream well. A
+    /// queue grown by a big value gives its memory back.
+    fn append_if_large(&mut self) {
+        if self.pending.len() < APPEND_CHUNK {
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        self.store().append(&pending);
+        pending.clear();
+        if pending.capacity() <= 4 * APPEND_CHUNK {
+            self.pending = pending;
+        }
     }
 
     /// Whether `need` more stream bytes fit after the queued ones without waiting.
@@ -447,10 +467,9 @@ impl Conn {
             let store = batch.store();
             match execute(&mut store.ks, &mut self.db, &argv) {
                 Outcome::Executed(done) => {
-                    out.extend(done.reply);
-                    if let Some(p) = done.propagate {
-                        let bytes = store.feed.encode(self.db, &p);
-                        self.woff = batch.push(&bytes);
+                    out.extend_from_slice(&done.reply);
+                    if let Some(p) = done.propagated(&argv) {
+                        self.woff = batch.push_command(self.db, p);
                     }
                 }
                 Outcome::NotMine => out.extend(resp::error(b"ERR unknown command")),

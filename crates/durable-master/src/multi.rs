@@ -165,10 +165,10 @@ pub(crate) fn exec(
         let g = held.get_or_insert_with(|| server.store());
         match execute(&mut g.get().ks, db, argv) {
             Outcome::Executed(done) => {
-                replies.push(done.reply);
-                if let Some(p) = done.propagate {
-                    writes.push((*db, p));
+                if let Some(p) = done.propagated(argv) {
+                    writes.push((*db, p.to_vec()));
                 }
+                replies.push(done.reply);
             }
             Outcome::NotMine => replies.push(resp::error(b"ERR unknown command")),
         }

@@ -248,6 +248,7 @@ pub(crate) fn write_rdb<W: Write>(out: W, ks: &Keyspace, options: &RdbOptions) -
 }
 
 /// [`write_rdb`] into memory.
+#[cfg(test)]
 #[must_use]
 pub(crate) fn rdb_to_vec(ks: &Keyspace, options: &RdbOptions) -> Vec<u8> {
     let mut out = Vec::new();

@@ -11,7 +11,6 @@
 //!   overwrite uncovered bytes first waits for it (or writes one itself).
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +22,7 @@ use crate::commands::{ReplicationFeed, apply};
 use crate::config::Config;
 use crate::keyspace::{DbIndex, Keyspace};
 use crate::log;
-use crate::rdb::{RdbOptions, ReplInfo, rdb_to_vec, read_rdb};
+use crate::rdb::{RdbOptions, ReplInfo, read_rdb, write_rdb};
 
 /// File name of the snapshot in the data directory.
 pub(crate) const SNAPSHOT_FILE: &str = "dump.rdb";
@@ -252,7 +251,7 @@ impl Store {
             .name("snapshot".into())
             .spawn(move || {
                 opts.used_mem = ks.payload_bytes();
-                write_snapshot(&dir, &rdb_to_vec(&ks, &opts))
+                write_snapshot(&dir, &ks, &opts)
             });
         match spawned {
             Ok(handle) => self.running = Some((offset, handle)),
@@ -310,8 +309,9 @@ impl Store {
     /// Writes a snapshot of the current keyspace at `offset` now (the backlog must already
     /// reach `offset` on disk when that matters to the caller).
     fn save_now(&mut self, offset: u64) -> std::io::Result<()> {
-        let rdb = self.rdb_at(offset);
-        let result = write_snapshot(&self.dir, &rdb);
+        let mut opts = self.rdb_options(offset);
+        opts.used_mem = self.ks.payload_bytes();
+        let result = write_snapshot(&self.dir, &self.ks, &opts);
         self.finish_snapshot(offset, result)
     }
 
@@ -369,13 +369,6 @@ impl Store {
             let at = self.backlog.offset();
             self.start_snapshot(at);
         }
-    }
-
-    /// The keyspace as an RDB carrying the replication ID, `offset` and the stream's database.
-    pub(crate) fn rdb_at(&self, offset: u64) -> Vec<u8> {
-        let mut opts = self.rdb_options(offset);
-        opts.used_mem = self.ks.payload_bytes();
-        rdb_to_vec(&self.ks, &opts)
     }
 
     /// What an RDB at `offset` carries besides the keys (`used_mem` left 0: it walks every
@@ -448,14 +441,18 @@ impl Store {
     }
 }
 
-/// Writes `rdb` as the data directory's snapshot, atomically: temporary file, fsync, rename,
-/// directory fsync.
-fn write_snapshot(dir: &Path, rdb: &[u8]) -> std::io::Result<()> {
+/// Writes `ks` as the data directory's snapshot, atomically: temporary file, fsync, rename,
+/// directory fsync. The RDB is encoded straight into the file (no copy of it in memory).
+fn write_snapshot(dir: &Path, ks: &Keyspace, opts: &RdbOptions) -> std::io::Result<()> {
     let path = dir.join(SNAPSHOT_FILE);
     let tmp = dir.join(format!("temp-{}.rdb", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(rdb)?;
+        let f = File::create(&tmp)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+        write_rdb(&mut out, ks, opts)?;
+        let f = out
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, &path)?;
@@ -785,8 +782,8 @@ mod tests {
             panic!("{line}")
         };
         assert_ne!(done.reply.first(), Some(&b'-'), "{line}");
-        if let Some(p) = done.propagate {
-            let bytes = store.feed.encode(*db, &p);
+        if let Some(p) = done.propagated(&argv) {
+            let bytes = store.feed.encode(*db, p);
             store.append(&bytes);
         }
     }

@@ -193,6 +193,9 @@ struct Multibulk {
     bytes: usize,
 }
 
+/// Capacity a [`RequestParser`] keeps once everything it received is consumed.
+const IDLE_BUFFER_KEPT: usize = 64 * 1024;
+
 /// An incremental parser of client requests: feed it bytes as they arrive, then take commands.
 ///
 /// After an error the parser is poisoned: it returns the same error again and the connection
@@ -306,8 +309,17 @@ impl RequestParser {
             return Err(err);
         }
         let result = self.parse_next();
-        if let Err(err) = result {
-            self.failed = Some(err);
+        match &result {
+            Err(err) => self.failed = Some(*err),
+            Ok(None) if self.pos == self.buf.len() => {
+                // Everything consumed: a buffer grown by a big request gives its memory back.
+                self.buf.clear();
+                self.pos = 0;
+                if self.buf.capacity() > IDLE_BUFFER_KEPT {
+                    self.buf = Vec::new();
+                }
+            }
+            Ok(_) => {}
         }
         result
     }
@@ -698,15 +710,21 @@ fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
 /// ```
 #[must_use]
 pub fn encode_command<A: AsRef<[u8]>>(argv: &[A]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_command_into(&mut out, argv);
+    out
+}
+
+/// [`encode_command`] appending to `out`, without a buffer of its own.
+pub fn encode_command_into<A: AsRef<[u8]>>(out: &mut Vec<u8>, argv: &[A]) {
     let payload: usize = argv.iter().map(|a| a.as_ref().len() + 16).sum();
-    let mut out = Vec::with_capacity(payload + 16);
+    out.reserve(payload + 16);
     out.push(b'*');
     out.extend_from_slice(argv.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
     for arg in argv {
-        push_bulk(&mut out, arg.as_ref());
+        push_bulk(out, arg.as_ref());
     }
-    out
 }
 
 /// One command of a replication stream, with the stream offsets of its first and last byte.
