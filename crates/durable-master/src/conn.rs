@@ -572,6 +572,12 @@ impl Conn {
                     out.extend(reply);
                 }
             }
+            "psync" | "sync" if self.sent < out.len() && (name == "sync" || argv.len() == 3) => {
+                // As Redis: a replica must not have unread replies in front of its stream.
+                out.extend(resp::error(
+                    b"ERR SYNC and PSYNC are invalid with pending output",
+                ));
+            }
             "psync" => match arity(3, true) {
                 Some(e) => out.extend(e),
                 // As Redis: a bad offset is refused and the client stays a normal client.

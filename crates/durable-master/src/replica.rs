@@ -358,7 +358,9 @@ fn stream_to(server: &Server, stream: &mut TcpStream, from: u64, info: &ReplicaI
     }
 }
 
-/// Reads the replica's `REPLCONF ACK <offset>` messages until the link ends.
+/// Reads the replica's `REPLCONF ACK <offset>` messages until the link ends. `REPLCONF
+/// GETACK`, `PSYNC` and `SYNC` are ignored; any other command closes the link, as Redis closes a
+/// replica link on which a command would produce a reply.
 fn read_acks(server: &Server, info: &ReplicaInfo, mut parser: RequestParser) {
     let Ok(mut stream) = info.stream.try_clone() else {
         info.close();
@@ -369,13 +371,35 @@ fn read_acks(server: &Server, info: &ReplicaInfo, mut parser: RequestParser) {
         loop {
             match parser.next_command() {
                 Ok(Some(argv)) => {
-                    let is_ack = argv.len() >= 3
-                        && argv[0].eq_ignore_ascii_case(b"replconf")
-                        && argv[1].eq_ignore_ascii_case(b"ack");
-                    if is_ack
-                        && let Some(off) = parse_i64(&argv[2]).and_then(|o| u64::try_from(o).ok())
+                    let name = argv.first().map_or(&[][..], Vec::as_slice);
+                    let replconf = name.eq_ignore_ascii_case(b"replconf");
+                    let opt = argv.get(1).map_or(&[][..], Vec::as_slice);
+                    if replconf && opt.eq_ignore_ascii_case(b"ack") {
+                        if let Some(off) = argv
+                            .get(2)
+                            .and_then(|o| parse_i64(o))
+                            .and_then(|o| u64::try_from(o).ok())
+                        {
+                            server.record_ack(info, off);
+                        }
+                    } else if (replconf && opt.eq_ignore_ascii_case(b"getack"))
+                        || name.eq_ignore_ascii_case(b"psync")
+                        || name.eq_ignore_ascii_case(b"sync")
                     {
-                        server.record_ack(info, off);
+                        // No reply: ignored, as Redis ignores them from a replica.
+                    } else {
+                        // Anything else would need a reply, which cannot go into the stream:
+                        // Redis drops such a replica, and so does this server.
+                        log::warning(format_args!(
+                            "Replica generated a reply to command '{}', disconnecting it: \
+                             id={} addr={}:{}",
+                            String::from_utf8_lossy(name).to_ascii_lowercase(),
+                            info.id,
+                            info.ip,
+                            info.port
+                        ));
+                        info.close();
+                        return;
                     }
                 }
                 Ok(None) => break,
