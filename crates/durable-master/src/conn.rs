@@ -20,7 +20,10 @@ use crate::replica::Handshake;
 use crate::server::{GETACK, Server, StoreGuard};
 use crate::store::Store;
 
-/// Redis's `client-query-buffer-limit`: a client whose unfinished command holds more is closed.
+/// Redis's `client-query-buffer-limit`: a client with more bytes received and not yet parsed
+/// into arguments is closed. As in Redis, the arguments already parsed do not count (each is
+/// bounded by the 512 MB bulk limit and their number by the 1M multibulk limit), so a 1.5 GB
+/// `MSET` made of smaller arguments is accepted.
 const QUERY_BUFFER_LIMIT: usize = 1024 * 1024 * 1024;
 
 const NOAUTH: &[u8] = b"NOAUTH Authentication required.";
@@ -364,7 +367,7 @@ impl Conn {
             budget = budget.saturating_sub(n);
             self.last_read = now;
             self.parser.feed(&buf[..n]);
-            if self.parser.pending_len() > QUERY_BUFFER_LIMIT {
+            if self.parser.buffered() > QUERY_BUFFER_LIMIT {
                 crate::log::warning("Closing client that reached max query buffer length (1gb)");
                 return Next::Close;
             }
