@@ -18,7 +18,6 @@
 
 use test_redis as common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use common::master::DurableMaster;
 use common::{Client, RedisGuard, Reply, info_field, redis_server, signal};
 
 /// (db, key) -> value.
-type Model = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
+type Model = common::Dataset;
 
 const FULL: &str = "MASTER <-> REPLICA sync: Finished with success";
 const PARTIAL: &str = "Successful partial resynchronization with master";
@@ -103,54 +102,10 @@ fn wait_in_sync(master: &DurableMaster, replica: &RedisGuard) {
     );
 }
 
-/// Every key of every database with its value.
-fn dump(c: &mut Client) -> Model {
-    let mut out = Model::new();
-    for db in 0u8..16 {
-        c.ok(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
-        let Reply::Array(keys) = c.call(&[&b"KEYS"[..], b"*"]) else {
-            panic!("KEYS")
-        };
-        let keys: Vec<Vec<u8>> = keys
-            .into_iter()
-            .map(|k| match k {
-                Reply::Bulk(Some(k)) => k,
-                other => panic!("key {other:?}"),
-            })
-            .collect();
-        for chunk in keys.chunks(1000) {
-            let mut argv = vec![b"MGET".to_vec()];
-            argv.extend(chunk.iter().cloned());
-            let Reply::Array(values) = c.call(&argv) else {
-                panic!("MGET")
-            };
-            for (k, v) in chunk.iter().zip(values) {
-                let Reply::Bulk(Some(v)) = v else {
-                    panic!("value of {k:?}: {v:?}")
-                };
-                out.insert((db, k.clone()), v);
-            }
-        }
-    }
-    c.ok(&[&b"SELECT"[..], b"0"]);
-    out
-}
-
-fn assert_model(what: &str, got: &Model, model: &Model) {
-    assert_eq!(got.len(), model.len(), "{what}: number of keys");
-    if let Some((k, v)) = model.iter().find(|(k, v)| got.get(*k) != Some(*v)) {
-        panic!(
-            "{what}: key {k:?} expected {:?}, got {:?}",
-            String::from_utf8_lossy(v),
-            got.get(k).map(|g| String::from_utf8_lossy(g).into_owned())
-        );
-    }
-}
-
 /// Master, replica and model hold exactly the same keys and values.
 fn assert_same(master: &DurableMaster, replica: &RedisGuard, model: &Model) {
-    assert_model("master", &dump(&mut master.client()), model);
-    assert_model("replica", &dump(&mut replica.client()), model);
+    common::assert_same_dataset("master", &common::dump(&mut master.client()), model);
+    common::assert_same_dataset("replica", &common::dump(&mut replica.client()), model);
 }
 
 /// Pipelined `SET`s in database `db` (selected first), each acknowledged with `+OK`.
@@ -275,7 +230,11 @@ fn s3_master_kill9_replica_in_sync_gives_partial_and_loses_nothing() {
     );
     master.restart(&[]);
     assert!(master.log().contains("Replayed"), "{}", master.log());
-    assert_model("master after kill -9", &dump(&mut master.client()), &model);
+    common::assert_same_dataset(
+        "master after kill -9",
+        &common::dump(&mut master.client()),
+        &model,
+    );
     set_many(&mut master.client(), &mut model, 0, keys("b", 0..500));
     wait_in_sync(&master, &replica);
     assert_continued_partially(&master, &replica, &model);

@@ -15,7 +15,6 @@
 
 use test_redis as common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,9 +22,6 @@ use std::time::{Duration, Instant};
 
 use common::master::DurableMaster;
 use common::{Client, RedisGuard, Reply, info_field, read_log, redis_server, signal};
-
-/// (db, key) -> value.
-type Data = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
 
 const FULL: &str = "MASTER <-> REPLICA sync: Finished with success";
 const PARTIAL: &str = "Successful partial resynchronization with master";
@@ -84,39 +80,6 @@ fn durable_replica(dir: &Path, port: u16, extra: &[&str]) -> DurableMaster {
     let mut args = vec!["--replicaof", replicaof.as_str(), "--backlog-size", "1mb"];
     args.extend_from_slice(extra);
     DurableMaster::start(env!("CARGO_BIN_EXE_durable-master"), dir, &args)
-}
-
-/// Every key of every database with its value.
-fn dump(c: &mut Client) -> Data {
-    let mut out = Data::new();
-    for db in 0u8..16 {
-        c.ok(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
-        let Reply::Array(keys) = c.call(&[&b"KEYS"[..], b"*"]) else {
-            panic!("KEYS")
-        };
-        for k in keys {
-            let Reply::Bulk(Some(k)) = k else {
-                panic!("key {k:?}")
-            };
-            let Reply::Bulk(Some(v)) = c.call(&[&b"GET"[..], &k]) else {
-                panic!("value of {k:?}")
-            };
-            out.insert((db, k), v);
-        }
-    }
-    c.ok(&[&b"SELECT"[..], b"0"]);
-    out
-}
-
-fn assert_same_data(what: &str, got: &Data, want: &Data) {
-    assert_eq!(got.len(), want.len(), "{what}: number of keys");
-    if let Some((k, v)) = want.iter().find(|(k, v)| got.get(*k) != Some(*v)) {
-        panic!(
-            "{what}: key {k:?} expected {:?}, got {:?}",
-            String::from_utf8_lossy(v),
-            got.get(k).map(|g| String::from_utf8_lossy(g).into_owned())
-        );
-    }
 }
 
 /// The logs at these paths under `dir`, for failure messages.
@@ -317,8 +280,12 @@ fn durable_replica_of_a_stock_master_syncs_streams_and_answers_as_a_stock_replic
     assert_eq!(m.integer(&["WAIT", "2", "10000"]), 2, "{}", logs());
     wait_in_sync(master.port, replica.port, &logs);
     wait_in_sync(master.port, stock.port, &logs);
-    let want = dump(&mut master.client());
-    assert_same_data("durable replica", &dump(&mut replica.client()), &want);
+    let want = common::dump(&mut master.client());
+    common::assert_same_dataset(
+        "durable replica",
+        &common::dump(&mut replica.client()),
+        &want,
+    );
     assert_eq!(count(&replica.log(), "Full resync from master"), 1);
 
     // The backlog holds the master's history: same ID and offset.
@@ -419,7 +386,11 @@ fn durable_replica_of_a_stock_master_syncs_streams_and_answers_as_a_stock_replic
         replica.client().call_raw(&["SET", "k", "v"]),
         b"-READONLY You can't write against a read only replica.\r\n"
     );
-    assert_same_data("restarted replica", &dump(&mut replica.client()), &want);
+    common::assert_same_dataset(
+        "restarted replica",
+        &common::dump(&mut replica.client()),
+        &want,
+    );
 }
 
 /// Scenario (b), H3: a durable replica killed with `kill -9` three times while the stock master
@@ -467,10 +438,10 @@ fn durable_replica_killed_9_under_write_load_always_continues_partially() {
     assert_eq!(field(&stats, "sync_partial_err"), 0, "{}", logs());
     assert_eq!(count(&replica.log(), PARTIAL), 3);
     assert_eq!(count(&replica.log(), "bytes from master to memory"), 1);
-    assert_same_data(
+    common::assert_same_dataset(
         "durable replica",
-        &dump(&mut replica.client()),
-        &dump(&mut master.client()),
+        &common::dump(&mut replica.client()),
+        &common::dump(&mut master.client()),
     );
 }
 
@@ -541,9 +512,9 @@ fn chained_sub_replica_continues_partially_across_a_kill9_of_the_durable_middle(
         logs()
     );
     assert_eq!(count(&sub.log(), FULL), 1, "{}", logs());
-    let want = dump(&mut master.client());
-    assert_same_data("middle", &dump(&mut middle.client()), &want);
-    assert_same_data("sub-replica", &dump(&mut sub.client()), &want);
+    let want = common::dump(&mut master.client());
+    common::assert_same_dataset("middle", &common::dump(&mut middle.client()), &want);
+    common::assert_same_dataset("sub-replica", &common::dump(&mut sub.client()), &want);
 }
 
 /// Scenario (d): stock master → durable replica + stock sibling replica. The master goes away;
@@ -590,10 +561,10 @@ fn promoted_durable_replica_keeps_its_sibling_partial() {
     assert_eq!(field(&stats, "sync_partial_ok"), 1, "{}", logs());
     assert_eq!(field(&stats, "sync_full"), 0, "{}", logs());
     assert_eq!(count(&sibling.log(), PARTIAL), partial_before + 1);
-    assert_same_data(
+    common::assert_same_dataset(
         "sibling",
-        &dump(&mut sibling.client()),
-        &dump(&mut durable.client()),
+        &common::dump(&mut sibling.client()),
+        &common::dump(&mut durable.client()),
     );
 }
 
@@ -677,7 +648,11 @@ fn demoted_durable_master_continues_partially_unless_it_has_unreplicated_writes(
         d.call_raw(&["SET", "k", "v"]),
         b"-READONLY You can't write against a read only replica.\r\n"
     );
-    assert_same_data("demoted", &dump(&mut d), &dump(&mut stock.client()));
+    common::assert_same_dataset(
+        "demoted",
+        &common::dump(&mut d),
+        &common::dump(&mut stock.client()),
+    );
 
     // Promoted again, a write no replica receives, demoted again: a full resync that
     // discards it.
@@ -689,7 +664,11 @@ fn demoted_durable_master_continues_partially_unless_it_has_unreplicated_writes(
     let stats = stock.client().info("stats");
     assert_eq!(field(&stats, "sync_full"), 1, "{}", logs());
     assert_eq!(d.call(&["GET", "unreplicated"]), Reply::Bulk(None));
-    assert_same_data("demoted twice", &dump(&mut d), &dump(&mut stock.client()));
+    common::assert_same_dataset(
+        "demoted twice",
+        &common::dump(&mut d),
+        &common::dump(&mut stock.client()),
+    );
 }
 
 /// A replica fully synced from a master at offset 0 (data written before any replica
@@ -716,10 +695,10 @@ fn replica_synced_at_offset_zero_continues_after_kill9() {
     let stats = master.client().info("stats");
     assert_eq!(field(&stats, "sync_partial_ok"), 1, "{}", logs());
     assert_eq!(field(&stats, "sync_full"), 1, "{}", logs());
-    assert_same_data(
+    common::assert_same_dataset(
         "replica",
-        &dump(&mut replica.client()),
-        &dump(&mut master.client()),
+        &common::dump(&mut replica.client()),
+        &common::dump(&mut master.client()),
     );
 }
 

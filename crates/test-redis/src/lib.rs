@@ -412,3 +412,53 @@ pub fn signal(pid: u32, sig: &str) {
         .success();
     assert!(ok, "kill {sig} {pid}");
 }
+
+/// Every key of every database with its value: `(database, key) -> value`.
+pub type Dataset = std::collections::BTreeMap<(u8, Vec<u8>), Vec<u8>>;
+
+/// The whole data set of the server `c` talks to (string keys, databases 0-15), read with
+/// `KEYS *` and `MGET`; leaves database 0 selected.
+pub fn dump(c: &mut Client) -> Dataset {
+    let mut out = Dataset::new();
+    for db in 0u8..16 {
+        c.ok(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
+        let Reply::Array(keys) = c.call(&[&b"KEYS"[..], b"*"]) else {
+            panic!("KEYS")
+        };
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .map(|k| match k {
+                Reply::Bulk(Some(k)) => k,
+                other => panic!("key {other:?}"),
+            })
+            .collect();
+        for chunk in keys.chunks(1000) {
+            let mut argv = vec![b"MGET".to_vec()];
+            argv.extend(chunk.iter().cloned());
+            let Reply::Array(values) = c.call(&argv) else {
+                panic!("MGET")
+            };
+            for (k, v) in chunk.iter().zip(values) {
+                let Reply::Bulk(Some(v)) = v else {
+                    panic!("value of {k:?}: {v:?}")
+                };
+                out.insert((db, k.clone()), v);
+            }
+        }
+    }
+    c.ok(&[&b"SELECT"[..], b"0"]);
+    out
+}
+
+/// Panics, naming `what` and the first difference, unless `got` and `want` hold the same
+/// keys and values.
+pub fn assert_same_dataset(what: &str, got: &Dataset, want: &Dataset) {
+    assert_eq!(got.len(), want.len(), "{what}: number of keys");
+    if let Some((k, v)) = want.iter().find(|(k, v)| got.get(*k) != Some(*v)) {
+        panic!(
+            "{what}: key {k:?} expected {:?}, got {:?}",
+            String::from_utf8_lossy(v),
+            got.get(k).map(|g| String::from_utf8_lossy(g).into_owned())
+        );
+    }
+}
