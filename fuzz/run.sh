@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")"
 secs="${1:-60}"
-for t in header_decode open_image ops_with_crash; do
+for t in header_decode open_image ops_with_crash request_parser; do
     mkdir -p "corpus/$t"
     seeds=""
     [ -d "seeds/$t" ] && seeds="seeds/$t"
