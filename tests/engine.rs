@@ -297,6 +297,26 @@ fn a_chain_of_restarts_still_continues_a_replica_from_three_generations_ago() {
 }
 
 #[test]
+fn the_history_chain_holds_eight_restarts_and_no_more() {
+    // docs/FORMAT.md, "The history chain": a replica continues across 8 restarts of its
+    // master while it was away; the 9th sends it into a full resync.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b");
+    let opts = || Options::new().durability(Durability::Never);
+    let mut b = Backlog::create(&path, opts()).unwrap();
+    append_stream(&mut b, 300);
+    let first_id = b.run_id();
+    for restart in 1..=9 {
+        b.close().unwrap();
+        b = Backlog::open(&path, opts()).unwrap();
+        append_stream(&mut b, 10);
+        let continues = b.psync(first_id.as_str(), 301).is_continue();
+        assert_eq!(continues, restart <= 8, "after restart {restart}");
+    }
+    assert_eq!(b.past_run_ids().len(), 8);
+}
+
+#[test]
 fn everysec_commits_in_the_background_without_a_flush() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = Backlog::create(
