@@ -54,6 +54,10 @@ pub(crate) struct Store {
     /// `stop-writes-on-bgsave-error`) and a snapshot is retried every [`SNAPSHOT_RETRY`].
     snapshot_failed: Option<Instant>,
     dir: PathBuf,
+    /// Something other than the snapshot commits the backlog: the library's once-a-second
+    /// commit (`everysec`) or the event loop's group commit (`always`). Under `never` nothing
+    /// does, and a snapshot start commits itself.
+    commits_elsewhere: bool,
 }
 
 fn unix_now() -> u64 {
@@ -159,6 +163,7 @@ impl Store {
             running: None,
             snapshot_failed: None,
             dir,
+            commits_elsewhere: cfg.durability != Durability::Never,
         };
         if plan.replayed.is_some() && first > snap_offset + 1 {
             // The backlog no longer holds every byte replayed (the open resized it smaller):
@@ -240,9 +245,16 @@ impl Store {
 
     /// Starts writing a snapshot of the current keyspace (at `offset`) in the background.
     fn start_snapshot(&mut self, offset: u64) {
-        // The backlog on disk then reaches the snapshot's offset, so a restart after an OS
-        // crash can still replay (and serve) the bytes after it.
-        self.flush();
+        // The snapshot is put in place only once the backlog on disk reaches its offset, so a
+        // restart after an OS crash can still replay (and serve) the bytes after it. Where
+        // something else commits, the snapshot thread waits for that commit instead of the
+        // event loop syncing here.
+        let reader = if self.commits_elsewhere {
+            Some(self.backlog.reader())
+        } else {
+            self.flush();
+            None
+        };
         // O(1): the keyspace's maps are structurally shared; the snapshot thread walks its copy.
         let ks = self.ks.clone();
         let mut opts = self.rdb_options(offset);
@@ -251,7 +263,12 @@ impl Store {
             .name("snapshot".into())
             .spawn(move || {
                 opts.used_mem = ks.payload_bytes();
-                write_snapshot(&dir, &ks, &opts)
+                let durable = || {
+                    if let Some(r) = &reader {
+                        wait_durable(r, offset);
+                    }
+                };
+                write_snapshot_then(&dir, &ks, &opts, durable)
             });
         match spawned {
             Ok(handle) => self.running = Some((offset, handle)),
@@ -267,6 +284,11 @@ impl Store {
             .is_some_and(|(_, h)| wait || h.is_finished());
         if !done {
             return;
+        }
+        if wait && self.commits_elsewhere {
+            // The snapshot may be waiting for the backlog's commit to reach its offset: a
+            // writer that needs it now commits instead of waiting for the next commit.
+            self.flush();
         }
         if let Some((offset, handle)) = self.running.take() {
             let result = handle
@@ -441,9 +463,32 @@ impl Store {
     }
 }
 
+/// How long a background snapshot waits for the backlog's commit to reach its offset before
+/// it is put in place anyway (a commit that does not come, e.g. a failing disk, must not hold
+/// the snapshot: waiting only keeps partial resyncs possible after an OS crash).
+const COMMIT_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits until the backlog is durable up to `offset`, or [`COMMIT_WAIT`].
+fn wait_durable(reader: &durable_backlog::Reader, offset: u64) {
+    let deadline = Instant::now() + COMMIT_WAIT;
+    while reader.durable_offset() < offset && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Writes `ks` as the data directory's snapshot, atomically: temporary file, fsync, rename,
 /// directory fsync. The RDB is encoded straight into the file (no copy of it in memory).
 fn write_snapshot(dir: &Path, ks: &Keyspace, opts: &RdbOptions) -> std::io::Result<()> {
+    write_snapshot_then(dir, ks, opts, || {})
+}
+
+/// [`write_snapshot`], calling `before_rename` once the temporary file is synced.
+fn write_snapshot_then(
+    dir: &Path,
+    ks: &Keyspace,
+    opts: &RdbOptions,
+    before_rename: impl FnOnce(),
+) -> std::io::Result<()> {
     let path = dir.join(SNAPSHOT_FILE);
     let tmp = dir.join(format!("temp-{}.rdb", std::process::id()));
     let result = (|| {
@@ -455,6 +500,7 @@ fn write_snapshot(dir: &Path, ks: &Keyspace, opts: &RdbOptions) -> std::io::Resu
             .map_err(std::io::IntoInnerError::into_error)?;
         f.sync_all()?;
         drop(f);
+        before_rename();
         fs::rename(&tmp, &path)?;
         sync_dir(dir)
     })();

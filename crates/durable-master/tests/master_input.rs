@@ -140,8 +140,13 @@ fn replica_vanishing_mid_snapshot_leaves_the_server_running() {
     assert_eq!(replies, b"+OK\r\n".repeat(2000));
     for _ in 0..5 {
         let mut s = m.connect();
-        s.write_all(b"REPLCONF capa eof capa psync2\r\nPSYNC ? -1\r\n")
+        // PSYNC only once REPLCONF's reply is read, as a replica does (behind an unread reply
+        // it would be refused).
+        s.write_all(b"REPLCONF capa eof capa psync2\r\n")
             .expect("send");
+        let mut ok = [0u8; 5];
+        s.read_exact(&mut ok).expect("+OK");
+        s.write_all(b"PSYNC ? -1\r\n").expect("send");
         let mut buf = [0u8; 100];
         let _ = s.read(&mut buf);
         drop(s);
