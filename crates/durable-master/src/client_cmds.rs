@@ -37,6 +37,9 @@ pub(crate) struct ClientEntry {
     last_cmd: Mutex<String>,
     /// Became a replica link (`PSYNC` / `SYNC`).
     replica: AtomicBool,
+    /// Channels and patterns it is subscribed to (a client with any is of type `pubsub`).
+    sub: AtomicU32,
+    psub: AtomicU32,
     /// Killed by `CLIENT KILL`: no longer listed or counted, though its thread may not have
     /// seen the closed socket yet.
     killed: AtomicBool,
@@ -81,6 +84,13 @@ impl ClientEntry {
         self.replica.store(true, Ordering::Relaxed);
     }
 
+    /// Records the connection's subscriptions after a pub/sub command.
+    pub(crate) fn set_subscriptions(&self, channels: usize, patterns: usize) {
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        self.sub.store(n(channels), Ordering::Relaxed);
+        self.psub.store(n(patterns), Ordering::Relaxed);
+    }
+
     /// Whether `CLIENT KILL` chose this connection.
     pub(crate) fn killed(&self) -> bool {
         self.killed.load(Ordering::SeqCst)
@@ -94,6 +104,8 @@ impl ClientEntry {
     fn kind(&self) -> ClientKind {
         if self.replica.load(Ordering::Relaxed) {
             ClientKind::Replica
+        } else if self.sub.load(Ordering::Relaxed) + self.psub.load(Ordering::Relaxed) > 0 {
+            ClientKind::Pubsub
         } else {
             ClientKind::Normal
         }
@@ -115,11 +127,12 @@ impl ClientEntry {
             .saturating_sub(self.last_cmd_ms.load(Ordering::Relaxed));
         let flags = match self.kind() {
             ClientKind::Replica => "S",
+            ClientKind::Pubsub => "P",
             _ => "N",
         };
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db={} sub=0 \
-             psub=0 ssub=0 multi=-1 cmd={} user=default redir=-1 resp=2\n",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db={} sub={} \
+             psub={} ssub=0 multi=-1 cmd={} user=default redir=-1 resp=2\n",
             self.id,
             self.addr,
             self.laddr,
@@ -128,6 +141,8 @@ impl ClientEntry {
             now.as_secs(),
             idle_ms / 1000,
             self.db.load(Ordering::Relaxed),
+            self.sub.load(Ordering::Relaxed),
+            self.psub.load(Ordering::Relaxed),
             lock(&self.last_cmd),
         )
     }
@@ -140,7 +155,7 @@ enum ClientKind {
     Replica,
     /// This server never connects to a master: no client is of this type.
     Master,
-    /// No client of this server is subscribed to anything.
+    /// Subscribed to a channel or a pattern.
     Pubsub,
 }
 
@@ -236,6 +251,8 @@ impl ClientTable {
             last_cmd_ms: AtomicU64::new(0),
             last_cmd: Mutex::new("NULL".to_owned()),
             replica: AtomicBool::new(false),
+            sub: AtomicU32::new(0),
+            psub: AtomicU32::new(0),
             killed: AtomicBool::new(false),
             stream: Mutex::new(stream),
         });

@@ -711,8 +711,10 @@ impl fmt::Display for ApplyError {
 impl std::error::Error for ApplyError {}
 
 /// Replays one command of a replication stream onto `ks`, as a replica applies its master's
-/// stream: `SELECT` changes `*db`; `PING`, `REPLCONF` (`GETACK`), `MULTI` and `EXEC` change
-/// nothing; data commands run as in [`execute`] but without the client-only size limit.
+/// stream: `SELECT` changes `*db`; `PING`, `REPLCONF` (`GETACK`), `MULTI`, `EXEC` and
+/// `PUBLISH channel message` (a Redis master propagates it; Sentinel publishes its hello
+/// messages on every master) change nothing; data commands run as in [`execute`] but without
+/// the client-only size limit.
 ///
 /// # Errors
 ///
@@ -747,6 +749,9 @@ pub(crate) fn apply(
         .iter()
         .any(|n| n.eq_ignore_ascii_case(name))
     {
+        return Ok(());
+    }
+    if argv.len() == 3 && name.eq_ignore_ascii_case(b"publish") {
         return Ok(());
     }
     match execute_from(ks, db, argv, Source::Replay) {

@@ -420,6 +420,8 @@ impl Conn {
             if !self.tx.active()
                 && let Some(reply) = self.subs.step(&server.pubsub, &argv)
             {
+                let (sub, psub) = self.subs.counts();
+                entry.set_subscriptions(sub, psub);
                 out.extend(reply);
                 continue;
             }
@@ -493,6 +495,8 @@ impl Conn {
         let mut db = self.db;
         let (reply, woff, close) = multi::exec(server, &mut db, queued, |argv, o| {
             if let Some(reply) = self.subs.step(&server.pubsub, argv) {
+                let (sub, psub) = self.subs.counts();
+                self.registration.entry().set_subscriptions(sub, psub);
                 o.extend(reply);
                 return false;
             }

@@ -111,6 +111,11 @@ impl Subscriptions {
         self.total() > 0
     }
 
+    /// The number of channels and of patterns subscribed to.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.channels.len(), self.patterns.len())
+    }
+
     fn total(&self) -> usize {
         self.channels.len() + self.patterns.len()
     }

@@ -99,7 +99,7 @@ impl Store {
             // Missing (a new directory), or unreadable: the open below creates it or says why.
             Err(_) => None,
         };
-        let (mut ks, snap_offset, mut db) =
+        let (mut ks, snap_offset, mut db, snap_id) =
             load_snapshot_or_refuse(cfg, &dir.join(SNAPSHOT_FILE), found.as_ref())?;
         if let Some(t) = cfg.debug_truncate_backlog.filter(|&t| t < snap_offset) {
             return Err(format!(
@@ -141,14 +141,30 @@ impl Store {
         }
         let (first, end) = (backlog.first_offset(), backlog.offset());
         if plan.replayed.is_none() && (snap_offset > end || first > snap_offset + 1) {
+            // The snapshot is its replication ID's history at its offset, so that ID stays
+            // valid up to the offset + 1 (as Redis loads `repl-id` as `replid2` at start):
+            // a replica at exactly that offset continues, any other gets a full resync.
+            let past = snap_id.filter(|_| snap_offset > 0);
             log::warning(format_args!(
                 "The backlog (offsets {first}..={end}) does not cover the bytes after the \
-                 snapshot's offset {snap_offset}: starting from the snapshot alone; replicas \
-                 will get a full resync"
+                 snapshot's offset {snap_offset}: starting from the snapshot alone; {}",
+                past.map_or_else(
+                    || "replicas will get a full resync".to_owned(),
+                    |id| format!(
+                        "its replication ID {id} stays valid for a partial resynchronization \
+                         at offset {}",
+                        snap_offset + 1
+                    )
+                )
             ));
             backlog
-                .reset(RunId::random(), snap_offset)
+                .reset(past.unwrap_or_else(RunId::random), snap_offset)
                 .map_err(|e| format!("resetting the backlog: {e}"))?;
+            if past.is_some() {
+                backlog
+                    .shift_run_id()
+                    .map_err(|e| format!("starting a new replication ID: {e}"))?;
+            }
         }
         let mut store = Store {
             ks,
@@ -531,7 +547,7 @@ fn load_snapshot_or_refuse(
     cfg: &Config,
     snap_path: &Path,
     found: Option<&BacklogFile>,
-) -> Result<(Keyspace, u64, DbIndex), String> {
+) -> Result<(Keyspace, u64, DbIndex, Option<RunId>), String> {
     let problem = match load_snapshot(snap_path) {
         Ok(Some(loaded)) => return Ok(loaded),
         Ok(None) => "is missing".to_owned(),
@@ -548,7 +564,7 @@ fn load_snapshot_or_refuse(
         }
     });
     if first <= 1 && problem == "is missing" {
-        return Ok((Keyspace::new(), 0, DbIndex::ZERO));
+        return Ok((Keyspace::new(), 0, DbIndex::ZERO, None));
     }
     let why = if first > 1 {
         format!(
@@ -569,23 +585,29 @@ fn load_snapshot_or_refuse(
     log::warning(format_args!(
         "{why}: --allow-empty-start: starting without it"
     ));
-    Ok((Keyspace::new(), 0, DbIndex::ZERO))
+    Ok((Keyspace::new(), 0, DbIndex::ZERO, None))
 }
 
-/// The snapshot's data, replication offset and stream database, if there is one.
-fn load_snapshot(snap_path: &Path) -> Result<Option<(Keyspace, u64, DbIndex)>, String> {
+/// The snapshot's data, replication offset, stream database and replication ID (when it
+/// names a valid one), if there is one.
+fn load_snapshot(
+    snap_path: &Path,
+) -> Result<Option<(Keyspace, u64, DbIndex, Option<RunId>)>, String> {
     match fs::read(snap_path) {
         Ok(bytes) => {
             let loaded =
                 read_rdb(&bytes).map_err(|e| format!("loading {}: {e}", snap_path.display()))?;
             let repl = loaded.repl_info();
-            let (offset, db) = repl.map_or((0, DbIndex::ZERO), |r| (r.offset, r.stream_db));
+            let (offset, db) = repl
+                .as_ref()
+                .map_or((0, DbIndex::ZERO), |r| (r.offset, r.stream_db));
+            let id = repl.and_then(|r| RunId::from_bytes(&r.id).ok());
             log::notice(format_args!(
                 "Loaded snapshot {} at replication offset {offset}: {} keys",
                 snap_path.display(),
                 loaded.keyspace.len()
             ));
-            Ok(Some((loaded.keyspace, offset, db)))
+            Ok(Some((loaded.keyspace, offset, db, id)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("reading {}: {e}", snap_path.display())),

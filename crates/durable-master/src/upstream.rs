@@ -886,6 +886,7 @@ fn follow_stream(
             }
             let store = g.get();
             let (mut applied, mut acks, mut refused) = (0, Vec::new(), None);
+            let mut published: Vec<&[Vec<u8>]> = Vec::new();
             for unit in &units {
                 // A block is applied whole or not at all: a copy to go back to (O(1), the
                 // maps are structurally shared).
@@ -905,6 +906,10 @@ fn follow_stream(
                 db = unit_db;
                 applied = unit.end;
                 acks.extend(unit.ack);
+                published.extend(unit.commands.iter().map(Vec::as_slice).filter(|argv| {
+                    argv.len() == 3
+                        && argv.first().is_some_and(|n| n.eq_ignore_ascii_case(b"publish"))
+                }));
             }
             if applied > 0 {
                 let bytes = link.pending().get(..applied).unwrap_or_default();
@@ -912,6 +917,15 @@ fn follow_stream(
                 store.feed.follow(db);
             }
             drop(g);
+            // The master's `PUBLISH` reaches this server's subscribers, as on a Redis replica.
+            for argv in &published {
+                if let (Some(channel), Some(message)) = (argv.get(1), argv.get(2)) {
+                    server.pubsub.publish(channel, message);
+                }
+            }
+            if !published.is_empty() {
+                server.wake();
+            }
             link.consume(applied);
             with_state(server, generation, |st| st.applied_offset = Some(offset));
             for at in acks {
