@@ -908,7 +908,9 @@ fn follow_stream(
                 acks.extend(unit.ack);
                 published.extend(unit.commands.iter().map(Vec::as_slice).filter(|argv| {
                     argv.len() == 3
-                        && argv.first().is_some_and(|n| n.eq_ignore_ascii_case(b"publish"))
+                        && argv
+                            .first()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(b"publish"))
                 }));
             }
             if applied > 0 {

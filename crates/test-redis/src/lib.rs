@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod master;
+pub mod sentinel;
 
 /// The `redis-server` binary, or `None` (after the skip notice) when the test should pass
 /// without it.
