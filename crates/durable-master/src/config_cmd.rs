@@ -2,21 +2,43 @@
 //! Redis names, with Redis 7.0's replies and error texts (checked against `redis-server`
 //! 7.0.15).
 //!
-//! Every setting is fixed at start (the connection threads read the configuration without a
-//! lock), so `CONFIG SET` of a known name is refused as Redis refuses an immutable setting;
-//! the argument checks before that (arity, unknown names) are Redis's.
+//! `CONFIG SET` changes the settings of [`crate::settings`] (`requirepass`, `masterauth`,
+//! `replica-priority`, `min-replicas-to-write`, `min-replicas-max-lag`, `timeout`) with
+//! Redis's checks in Redis's order: every name is looked up first (an unknown name, then an
+//! immutable one, then a repeated one fails the whole command), then every value is parsed
+//! (Redis's integer rules and bounds), and only then is anything changed, so a command
+//! either sets every pair or none. The other settings are fixed at start and refused as
+//! Redis refuses an immutable setting.
 
 use durable_backlog::Durability;
-use durable_resp as resp;
+use durable_resp::{self as resp, parse_i64};
 
 use crate::commands::glob_match;
 use crate::server::Server;
+use crate::settings::Settings;
 
-/// A setting: its Redis name, an older alias Redis still answers to, and its value.
+/// A setting: its Redis name, an older alias Redis still answers to, its value, and how
+/// `CONFIG SET` changes it (`None`: fixed at start).
 struct Param {
     name: &'static str,
     alias: Option<&'static str>,
     value: fn(&Server) -> String,
+    set: Option<Setter>,
+}
+
+/// How a mutable setting is parsed and applied.
+#[derive(Clone, Copy)]
+enum Setter {
+    /// An integer in 0..=2147483647 (Redis's `createIntConfig(..., 0, INT_MAX, ...)`).
+    Int(fn(&Settings, u64)),
+    /// A string; empty means none.
+    Text(fn(&Settings, Option<Vec<u8>>)),
+}
+
+/// A value parsed by [`Setter`], applied once every pair parsed.
+enum Parsed {
+    Int(fn(&Settings, u64), u64),
+    Text(fn(&Settings, Option<Vec<u8>>), Vec<u8>),
 }
 
 const PARAMS: &[Param] = &[
@@ -24,11 +46,13 @@ const PARAMS: &[Param] = &[
         name: "port",
         alias: None,
         value: |s| s.cfg.port.to_string(),
+        set: None,
     },
     Param {
         name: "bind",
         alias: None,
         value: |s| s.cfg.bind.clone(),
+        set: None,
     },
     Param {
         name: "dir",
@@ -39,23 +63,25 @@ const PARAMS: &[Param] = &[
                 .display()
                 .to_string()
         },
+        set: None,
     },
     Param {
         name: "requirepass",
         alias: None,
-        value: |s| {
-            String::from_utf8_lossy(s.cfg.requirepass.as_deref().unwrap_or_default()).into_owned()
-        },
+        value: |s| String::from_utf8_lossy(&s.live.requirepass().unwrap_or_default()).into_owned(),
+        set: Some(Setter::Text(Settings::set_requirepass)),
     },
     Param {
         name: "maxclients",
         alias: None,
         value: |s| s.cfg.maxclients.to_string(),
+        set: None,
     },
     Param {
         name: "repl-backlog-size",
         alias: None,
         value: |s| s.cfg.backlog_size.to_string(),
+        set: None,
     },
     Param {
         name: "appendfsync",
@@ -68,16 +94,19 @@ const PARAMS: &[Param] = &[
             }
             .to_owned()
         },
+        set: None,
     },
     Param {
         name: "min-replicas-to-write",
         alias: Some("min-slaves-to-write"),
-        value: |s| s.cfg.min_replicas_to_write.to_string(),
+        value: |s| s.live.min_replicas_to_write().to_string(),
+        set: Some(Setter::Int(Settings::set_min_replicas_to_write)),
     },
     Param {
         name: "min-replicas-max-lag",
         alias: Some("min-slaves-max-lag"),
-        value: |s| s.cfg.min_replicas_max_lag.to_string(),
+        value: |s| s.live.min_replicas_max_lag().to_string(),
+        set: Some(Setter::Int(Settings::set_min_replicas_max_lag)),
     },
     Param {
         name: "replicaof",
@@ -88,18 +117,26 @@ const PARAMS: &[Param] = &[
                 .map(|(host, port)| format!("{host} {port}"))
                 .unwrap_or_default()
         },
+        // Immutable in Redis too: REPLICAOF changes it.
+        set: None,
     },
     Param {
         name: "masterauth",
         alias: None,
-        value: |s| {
-            String::from_utf8_lossy(s.cfg.masterauth.as_deref().unwrap_or_default()).into_owned()
-        },
+        value: |s| String::from_utf8_lossy(&s.live.masterauth().unwrap_or_default()).into_owned(),
+        set: Some(Setter::Text(Settings::set_masterauth)),
     },
     Param {
         name: "replica-priority",
         alias: Some("slave-priority"),
-        value: |_| "100".to_owned(),
+        value: |s| s.live.replica_priority().to_string(),
+        set: Some(Setter::Int(Settings::set_replica_priority)),
+    },
+    Param {
+        name: "timeout",
+        alias: None,
+        value: |s| s.live.timeout().to_string(),
+        set: Some(Setter::Int(Settings::set_timeout)),
     },
 ];
 
@@ -116,7 +153,7 @@ pub(crate) fn config(server: &Server, argv: &[Vec<u8>]) -> Vec<u8> {
     match sub.to_ascii_lowercase().as_slice() {
         b"get" if n >= 3 => get(server, argv.get(2..).unwrap_or_default()),
         b"get" => arity("get"),
-        b"set" if n >= 4 => set(argv.get(2..).unwrap_or_default()),
+        b"set" if n >= 4 => set(server, argv.get(2..).unwrap_or_default()),
         b"set" => arity("set"),
         b"rewrite" if n == 2 => resp::error(b"ERR The server is running without a config file"),
         b"rewrite" => arity("rewrite"),
@@ -169,28 +206,78 @@ fn names(p: &Param) -> impl Iterator<Item = &'static str> {
     std::iter::once(p.name).chain(p.alias)
 }
 
-/// `CONFIG SET name value ...`: Redis's checks, in Redis's order. Redis stops at the first
-/// setting it cannot set; here every known setting is immutable, so the first name decides.
-fn set(pairs: &[Vec<u8>]) -> Vec<u8> {
+/// `CONFIG SET name value ...`: Redis 7.0's `configSetCommand`. Every name is looked up
+/// first: the first unknown name fails the command, else the first immutable one, else the
+/// first repeated one; then every value is parsed; only when all parse is anything set.
+fn set(server: &Server, pairs: &[Vec<u8>]) -> Vec<u8> {
     if !pairs.len().is_multiple_of(2) {
         return resp::error(b"ERR syntax error");
     }
-    let Some(name) = pairs.first() else {
-        return arity("set");
+    let failed = |name: &[u8], why: &str| {
+        let mut text = b"ERR CONFIG SET failed (possibly related to argument '".to_vec();
+        text.extend_from_slice(name);
+        text.extend_from_slice(b"') - ");
+        text.extend_from_slice(why.as_bytes());
+        resp::error(&text)
     };
-    let lower = name.to_ascii_lowercase();
-    let known = PARAMS
-        .iter()
-        .any(|p| names(p).any(|n| n.as_bytes() == lower));
-    let mut text = if known {
-        b"ERR CONFIG SET failed (possibly related to argument '".to_vec()
-    } else {
-        b"ERR Unknown option or number of arguments for CONFIG SET - '".to_vec()
-    };
-    text.extend_from_slice(name);
-    text.push(b'\'');
-    if known {
-        text.extend_from_slice(b") - can't set immutable config");
+    let mut found: Vec<(&Vec<u8>, &Param, &Vec<u8>)> = Vec::new();
+    let mut first_problem: Option<Vec<u8>> = None;
+    for pair in pairs.chunks_exact(2) {
+        let (Some(name), Some(value)) = (pair.first(), pair.get(1)) else {
+            continue;
+        };
+        let lower = name.to_ascii_lowercase();
+        let Some(p) = PARAMS
+            .iter()
+            .find(|p| names(p).any(|n| n.as_bytes() == lower))
+        else {
+            if first_problem.is_none() {
+                let mut text =
+                    b"ERR Unknown option or number of arguments for CONFIG SET - '".to_vec();
+                text.extend_from_slice(name);
+                text.push(b'\'');
+                return resp::error(&text);
+            }
+            continue;
+        };
+        if first_problem.is_some() {
+            continue;
+        }
+        if p.set.is_none() {
+            first_problem = Some(failed(name, "can't set immutable config"));
+            continue;
+        }
+        // The same name twice (an alias and its name count as two, as in Redis 7.0).
+        if found.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(name)) {
+            first_problem = Some(failed(name, "duplicate parameter"));
+            continue;
+        }
+        found.push((name, p, value));
     }
-    resp::error(&text)
+    if let Some(reply) = first_problem {
+        return reply;
+    }
+    let mut parsed = Vec::with_capacity(found.len());
+    for (name, p, value) in found {
+        match p.set {
+            Some(Setter::Int(apply)) => match parse_i64(value) {
+                None => return failed(name, "argument couldn't be parsed into an integer"),
+                Some(v) => match u64::try_from(v) {
+                    Ok(v) if i32::try_from(v).is_ok() => parsed.push(Parsed::Int(apply, v)),
+                    _ => {
+                        return failed(name, "argument must be between 0 and 2147483647 inclusive");
+                    }
+                },
+            },
+            Some(Setter::Text(apply)) => parsed.push(Parsed::Text(apply, value.clone())),
+            None => {}
+        }
+    }
+    for p in parsed {
+        match p {
+            Parsed::Int(apply, v) => apply(&server.live, v),
+            Parsed::Text(apply, v) => apply(&server.live, Some(v)),
+        }
+    }
+    resp::simple_string(b"OK")
 }

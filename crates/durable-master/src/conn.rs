@@ -273,7 +273,7 @@ impl Conn {
             out: Vec::new(),
             sent: 0,
             db: DbIndex::ZERO,
-            authed: server.cfg.requirepass.is_none(),
+            authed: !server.live.password_required(),
             handshake: Handshake::new(peer_ip),
             woff: 0,
             registration,
@@ -409,7 +409,10 @@ impl Conn {
             let entry = self.registration.entry();
             entry.touch(&argv, self.db.get(), batch.now);
             let name = argv.first().map_or(&[][..], Vec::as_slice);
-            if !self.authed && !name.eq_ignore_ascii_case(b"auth") {
+            if !self.authed
+                && server.live.password_required()
+                && !name.eq_ignore_ascii_case(b"auth")
+            {
                 if name.eq_ignore_ascii_case(b"quit") {
                     out.extend(resp::simple_string(b"OK"));
                     return Next::Close;
@@ -446,7 +449,7 @@ impl Conn {
                     other => return other,
                 }
             }
-            if server.cfg.min_replicas_to_write > 0
+            if server.live.min_replicas_to_write() > 0
                 && is_write_command(&argv)
                 && !server.enough_good_replicas()
             {
@@ -613,7 +616,7 @@ impl Conn {
     }
 
     fn auth(&mut self, server: &Server, argv: &[Vec<u8>]) -> Vec<u8> {
-        let Some(pass) = &server.cfg.requirepass else {
+        let Some(pass) = server.live.requirepass() else {
             return resp::error(
                 b"ERR AUTH <password> called without any password configured for the default user. \
                   Are you sure your configuration is correct?",
@@ -624,7 +627,7 @@ impl Conn {
             [_, u, p] => (u.as_slice(), p.as_slice()),
             _ => return resp::error(b"ERR syntax error"),
         };
-        if user == b"default" && password_matches(given, pass) {
+        if user == b"default" && password_matches(given, &pass) {
             self.authed = true;
             resp::simple_string(b"OK")
         } else {

@@ -384,7 +384,7 @@ impl Loop {
         let kills = self.server.client_table.kills();
         let look_for_kills = kills != self.kills_seen;
         self.kills_seen = kills;
-        let idle = self.server.cfg.timeout;
+        let idle = self.server.live.timeout();
         if idle == 0 && !look_for_kills {
             return;
         }

@@ -94,7 +94,8 @@ pub(crate) fn info(server: &Server, section: Option<&str>) -> String {
     }
     if want("replication") {
         let now = server.millis();
-        let good = (server.cfg.min_replicas_to_write > 0 && server.cfg.min_replicas_max_lag > 0)
+        let good = (server.live.min_replicas_to_write() > 0
+            && server.live.min_replicas_max_lag() > 0)
             .then(|| server.good_replicas());
         let replicas = lock(&server.replicas);
         let online: Vec<_> = replicas

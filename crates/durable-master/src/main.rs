@@ -20,6 +20,7 @@ mod pubsub;
 mod rdb;
 mod replica;
 mod server;
+mod settings;
 mod store;
 mod upstream;
 

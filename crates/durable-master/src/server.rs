@@ -12,6 +12,7 @@ use crate::client_cmds::ClientTable;
 use crate::config::Config;
 use crate::log;
 use crate::pubsub::PubSub;
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::upstream::Upstream;
 
@@ -60,6 +61,8 @@ impl ReplicaInfo {
 #[derive(Debug)]
 pub(crate) struct Server {
     pub(crate) cfg: Config,
+    /// The settings `CONFIG SET` changes at run time (read these, not `cfg`'s copies).
+    pub(crate) live: Settings,
     /// The one writer lock. `None` only while the server shuts down (it then never unlocks).
     store: Mutex<Option<Store>>,
     /// A reader of the backlog for replica senders.
@@ -99,6 +102,7 @@ impl Server {
         let reader = store.backlog.reader();
         let upstream = Upstream::new(&store);
         Server {
+            live: Settings::new(&cfg),
             cfg,
             store: Mutex::new(Some(store)),
             reader,
@@ -192,7 +196,7 @@ impl Server {
     /// `repl_good_slaves_count`).
     pub(crate) fn good_replicas(&self) -> u64 {
         let now = self.millis();
-        let max_lag = self.cfg.min_replicas_max_lag;
+        let max_lag = self.live.min_replicas_max_lag();
         let good = lock(&self.replicas)
             .iter()
             .filter(|r| {
@@ -207,9 +211,9 @@ impl Server {
     /// `checkGoodReplicasStatus`): always when either setting is 0, and on a replica (which
     /// refuses writes with `-READONLY` instead).
     pub(crate) fn enough_good_replicas(&self) -> bool {
-        let want = self.cfg.min_replicas_to_write;
+        let want = self.live.min_replicas_to_write();
         want == 0
-            || self.cfg.min_replicas_max_lag == 0
+            || self.live.min_replicas_max_lag() == 0
             || self.upstream.is_replica()
             || self.good_replicas() >= want
     }

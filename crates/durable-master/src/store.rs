@@ -547,7 +547,7 @@ fn load_snapshot_or_refuse(
     cfg: &Config,
     snap_path: &Path,
     found: Option<&BacklogFile>,
-) -> Result<(Keyspace, u64, DbIndex, Option<RunId>), String> {
+) -> Result<Loaded, String> {
     let problem = match load_snapshot(snap_path) {
         Ok(Some(loaded)) => return Ok(loaded),
         Ok(None) => "is missing".to_owned(),
@@ -588,11 +588,12 @@ fn load_snapshot_or_refuse(
     Ok((Keyspace::new(), 0, DbIndex::ZERO, None))
 }
 
+/// A loaded snapshot: its data, replication offset, stream database and replication ID.
+type Loaded = (Keyspace, u64, DbIndex, Option<RunId>);
+
 /// The snapshot's data, replication offset, stream database and replication ID (when it
 /// names a valid one), if there is one.
-fn load_snapshot(
-    snap_path: &Path,
-) -> Result<Option<(Keyspace, u64, DbIndex, Option<RunId>)>, String> {
+fn load_snapshot(snap_path: &Path) -> Result<Option<Loaded>, String> {
     match fs::read(snap_path) {
         Ok(bytes) => {
             let loaded =

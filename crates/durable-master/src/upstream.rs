@@ -618,7 +618,8 @@ fn handshake(server: &Server, generation: u64, link: &mut Link) -> Result<(), St
     }
     log::notice("Master replied to PING, replication can continue...");
     let mut out = Vec::new();
-    let auth = server.cfg.masterauth.as_deref();
+    let auth = server.live.masterauth();
+    let auth = auth.as_deref();
     if let Some(pass) = auth {
         out.extend(resp::encode_command(&[&b"AUTH"[..], pass]));
     }
@@ -919,15 +920,7 @@ fn follow_stream(
                 store.feed.follow(db);
             }
             drop(g);
-            // The master's `PUBLISH` reaches this server's subscribers, as on a Redis replica.
-            for argv in &published {
-                if let (Some(channel), Some(message)) = (argv.get(1), argv.get(2)) {
-                    server.pubsub.publish(channel, message);
-                }
-            }
-            if !published.is_empty() {
-                server.wake();
-            }
+            publish_locally(server, &published);
             link.consume(applied);
             with_state(server, generation, |st| st.applied_offset = Some(offset));
             for at in acks {
@@ -962,6 +955,19 @@ fn follow_stream(
                 st.last_io_ms = Some(now);
             });
         }
+    }
+}
+
+/// Delivers the master's `PUBLISH` commands to this server's subscribers, as a Redis
+/// replica does.
+fn publish_locally(server: &Server, published: &[&[Vec<u8>]]) {
+    for argv in published {
+        if let (Some(channel), Some(message)) = (argv.get(1), argv.get(2)) {
+            server.pubsub.publish(channel, message);
+        }
+    }
+    if !published.is_empty() {
+        server.wake();
     }
 }
 
@@ -1032,7 +1038,11 @@ pub(crate) fn info_role_lines(server: &Server, offset: u64) -> String {
                 .map_or(-1, |ms| i64::try_from(secs_since(ms)).unwrap_or(i64::MAX))
         );
     }
-    out += "slave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n";
+    let _ = write!(
+        out,
+        "slave_priority:{}\r\nslave_read_only:1\r\nreplica_announced:1\r\n",
+        server.live.replica_priority()
+    );
     out
 }
 

@@ -288,6 +288,19 @@ fn config_answers_as_redis() {
             "*2\r\n$11\r\nrequirepass\r\n$0\r\n\r\n",
         ),
         ("CONFIG GET bind", "*2\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n"),
+        ("CONFIG GET timeout", "*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n"),
+        (
+            "CONFIG GET replica-priority",
+            "*2\r\n$16\r\nreplica-priority\r\n$3\r\n100\r\n",
+        ),
+        (
+            "CONFIG GET masterauth",
+            "*2\r\n$10\r\nmasterauth\r\n$0\r\n\r\n",
+        ),
+        (
+            "CONFIG GET replicaof",
+            "*2\r\n$9\r\nreplicaof\r\n$0\r\n\r\n",
+        ),
         ("CONFIG GET nosuch", "*0\r\n"),
         ("CONFIG GET nosuch*", "*0\r\n"),
         (
@@ -341,24 +354,247 @@ fn config_answers_as_redis() {
     });
 }
 
+/// `CONFIG SET` of the settings Sentinel and operators change at run time: the values, the
+/// aliases, Redis's integer rules and bounds, its order of checks (unknown name, immutable,
+/// duplicate, then values) and all-or-nothing.
 #[test]
-fn config_set_refuses_every_setting_as_immutable_and_changes_nothing() {
+#[allow(clippy::too_many_lines)] // one table of cases
+fn config_set_changes_the_run_time_settings_as_redis() {
+    let parse = |name: &str| {
+        format!(
+            "-ERR CONFIG SET failed (possibly related to argument '{name}') - argument couldn't \
+             be parsed into an integer\r\n"
+        )
+    };
+    let range = |name: &str| {
+        format!(
+            "-ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be \
+             between 0 and 2147483647 inclusive\r\n"
+        )
+    };
+    let (p_min, r_min, p_timeout, p_prio, r_prio) = (
+        parse("min-replicas-to-write"),
+        range("min-replicas-to-write"),
+        parse("timeout"),
+        parse("replica-priority"),
+        range("replica-priority"),
+    );
+    let cases = [
+        (
+            "CONFIG SET replicaof x",
+            "-ERR CONFIG SET failed (possibly related to argument 'replicaof') - can't set \
+             immutable config\r\n",
+        ),
+        ("CONFIG SET min-replicas-to-write abc", p_min.as_str()),
+        ("CONFIG SET min-replicas-to-write -1", r_min.as_str()),
+        (
+            "CONFIG SET min-replicas-to-write 2147483648",
+            r_min.as_str(),
+        ),
+        (
+            "CONFIG SET min-replicas-to-write 99999999999999999999",
+            p_min.as_str(),
+        ),
+        (
+            "CONFIG SET MIN-replicas-to-write 3 min-slaves-to-write 4",
+            "+OK\r\n",
+        ),
+        (
+            "CONFIG GET min-replicas-to-write",
+            "*2\r\n$21\r\nmin-replicas-to-write\r\n$1\r\n4\r\n",
+        ),
+        ("CONFIG SET timeout 1.5", p_timeout.as_str()),
+        ("CONFIG SET timeout 0x10", p_timeout.as_str()),
+        ("CONFIG SET timeout +5", p_timeout.as_str()),
+        ("CONFIG SET timeout 007", p_timeout.as_str()),
+        ("CONFIG SET timeout 1k", p_timeout.as_str()),
+        ("CONFIG SET timeout ", p_timeout.as_str()),
+        (
+            "CONFIG SET timeout 30 min-slaves-max-lag 5 replica-priority 7",
+            "+OK\r\n",
+        ),
+        ("CONFIG GET timeout", "*2\r\n$7\r\ntimeout\r\n$2\r\n30\r\n"),
+        (
+            "CONFIG GET min-replicas-max-lag",
+            "*2\r\n$20\r\nmin-replicas-max-lag\r\n$1\r\n5\r\n",
+        ),
+        (
+            "CONFIG GET slave-priority",
+            "*2\r\n$14\r\nslave-priority\r\n$1\r\n7\r\n",
+        ),
+        ("CONFIG SET replica-priority 10x", p_prio.as_str()),
+        // Nothing is set when any value is refused.
+        ("CONFIG SET timeout 9 replica-priority -1", r_prio.as_str()),
+        ("CONFIG GET timeout", "*2\r\n$7\r\ntimeout\r\n$2\r\n30\r\n"),
+        (
+            "CONFIG SET timeout 5 nosuch 1",
+            "-ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'\r\n",
+        ),
+        (
+            "CONFIG SET timeout x nosuch 1",
+            "-ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'\r\n",
+        ),
+        (
+            "CONFIG SET replicaof x nosuch 1",
+            "-ERR CONFIG SET failed (possibly related to argument 'replicaof') - can't set \
+             immutable config\r\n",
+        ),
+        (
+            "CONFIG SET timeout x replicaof 1",
+            "-ERR CONFIG SET failed (possibly related to argument 'replicaof') - can't set \
+             immutable config\r\n",
+        ),
+        (
+            "CONFIG SET timeout 5 TIMEOUT 6",
+            "-ERR CONFIG SET failed (possibly related to argument 'TIMEOUT') - duplicate \
+             parameter\r\n",
+        ),
+        ("CONFIG SET masterauth s3cret", "+OK\r\n"),
+        (
+            "CONFIG GET masterauth",
+            "*2\r\n$10\r\nmasterauth\r\n$6\r\ns3cret\r\n",
+        ),
+        ("CONFIG SET masterauth ", "+OK\r\n"),
+        (
+            "CONFIG GET masterauth",
+            "*2\r\n$10\r\nmasterauth\r\n$0\r\n\r\n",
+        ),
+        (
+            "CONFIG SET timeout 0 min-replicas-to-write 0 min-replicas-max-lag 10 \
+             replica-priority 100",
+            "+OK\r\n",
+        ),
+        ("CONFIG SET timeout 0 masterauth", "-ERR syntax error\r\n"),
+    ];
+    on_both(|port, server| check(&mut Client::open(port), server, &cases));
+}
+
+/// `CONFIG SET requirepass`: new connections need `AUTH`, connections already in keep
+/// working, an empty password lets every connection through again; the replies are Redis's.
+#[test]
+fn config_set_requirepass_applies_to_connections_as_redis() {
+    on_both(|port, server| {
+        let mut admin = Client::open(port);
+        let mut before = Client::open(port);
+        assert_eq!(before.call_raw(&["PING"]), b"+PONG\r\n");
+        check(
+            &mut admin,
+            server,
+            &[
+                (
+                    "AUTH x",
+                    "-ERR AUTH <password> called without any password configured for the \
+                     default user. Are you sure your configuration is correct?\r\n",
+                ),
+                ("CONFIG SET requirepass pw", "+OK\r\n"),
+                (
+                    "CONFIG GET requirepass",
+                    "*2\r\n$11\r\nrequirepass\r\n$2\r\npw\r\n",
+                ),
+            ],
+        );
+        assert_eq!(before.call_raw(&["SET", "k", "1"]), b"+OK\r\n", "{server}");
+        let mut after = Client::open(port);
+        check(
+            &mut after,
+            server,
+            &[
+                ("GET k", "-NOAUTH Authentication required.\r\n"),
+                (
+                    "AUTH nope",
+                    "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+                ),
+                ("AUTH pw", "+OK\r\n"),
+                ("GET k", "$1\r\n1\r\n"),
+            ],
+        );
+        let mut waiting = Client::open(port);
+        assert_eq!(
+            waiting.call_raw(&["GET", "k"]),
+            b"-NOAUTH Authentication required.\r\n",
+            "{server}"
+        );
+        check(
+            &mut admin,
+            server,
+            &[("CONFIG SET requirepass ", "+OK\r\n")],
+        );
+        assert_eq!(waiting.call_raw(&["GET", "k"]), b"$1\r\n1\r\n", "{server}");
+    });
+}
+
+/// `CONFIG SET min-replicas-to-write` and `timeout` take effect at once: a master without
+/// replicas refuses writes, and an idle client is closed.
+#[test]
+fn config_set_min_replicas_and_timeout_take_effect() {
+    on_both(|port, server| {
+        let mut c = Client::open(port);
+        check(
+            &mut c,
+            server,
+            &[
+                ("SET k 1", "+OK\r\n"),
+                ("CONFIG SET min-replicas-to-write 1", "+OK\r\n"),
+                (
+                    "SET k 2",
+                    "-NOREPLICAS Not enough good replicas to write.\r\n",
+                ),
+                ("GET k", "$1\r\n1\r\n"),
+                ("CONFIG SET min-slaves-to-write 0", "+OK\r\n"),
+                ("SET k 3", "+OK\r\n"),
+            ],
+        );
+        let mut idle = served(port);
+        check(&mut c, server, &[("CONFIG SET timeout 1", "+OK\r\n")]);
+        // Redis checks idle clients in its cron; wait well past the second.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut gone = false;
+        while !gone && std::time::Instant::now() < deadline {
+            gone = closed(&mut idle);
+        }
+        assert!(gone, "{server}: an idle client outlived timeout 1");
+    });
+}
+
+/// The settings fixed at start (Redis can change some of them at run time; this server
+/// cannot: the listener is bound once, the backlog opened with its size and durability)
+/// are refused as immutable, and a refused `CONFIG SET` changes nothing.
+#[test]
+fn config_set_refuses_the_settings_fixed_at_start_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let m = DurableMaster::start(BINARY, dir.path(), &["--min-replicas-max-lag", "7"]);
     let mut c = m.client();
+    let immutable = |name: &str| {
+        format!(
+            "-ERR CONFIG SET failed (possibly related to argument '{name}') - can't set \
+             immutable config\r\n"
+        )
+    };
+    for name in [
+        "port",
+        "bind",
+        "dir",
+        "maxclients",
+        "repl-backlog-size",
+        "appendfsync",
+        "replicaof",
+        "slaveof",
+    ] {
+        let want = immutable(name);
+        check(
+            &mut c,
+            "durable-master",
+            &[(&format!("CONFIG SET {name} 1"), &want)],
+        );
+    }
+    let port = immutable("Port");
     check(
         &mut c,
         "durable-master",
         &[
             (
-                "CONFIG SET min-replicas-max-lag 9",
-                "-ERR CONFIG SET failed (possibly related to argument 'min-replicas-max-lag') - \
-                 can't set immutable config\r\n",
-            ),
-            (
-                "CONFIG SET Port 1 nosuch 2",
-                "-ERR CONFIG SET failed (possibly related to argument 'Port') - \
-                 can't set immutable config\r\n",
+                "CONFIG SET min-replicas-max-lag 9 Port 1 nosuch 2",
+                port.as_str(),
             ),
             (
                 "CONFIG GET min-slaves-max-lag",
@@ -370,6 +606,73 @@ fn config_set_refuses_every_setting_as_immutable_and_changes_nothing() {
     let value = reply.rsplit("\r\n").nth(1).expect("value");
     assert!(std::path::Path::new(value).is_absolute(), "{reply:?}");
     assert!(std::path::Path::new(value).is_dir(), "{reply:?}");
+}
+
+/// Sentinel's reconfiguration of an instance, as Redis 7.0's Sentinel sends it: `MULTI`,
+/// `SLAVEOF host port`, `CONFIG REWRITE`, `CLIENT KILL TYPE normal`, `CLIENT KILL TYPE pubsub`,
+/// `EXEC`. Every command queues; `EXEC` answers each (the `CONFIG REWRITE` error among them,
+/// as Redis does without a config file) and does the work: the server is a replica after
+/// it, the other normal client and the subscriber are closed, the caller is not. Then
+/// `SLAVEOF NO ONE` in the same form promotes it back.
+#[test]
+fn sentinel_reconfiguration_transaction_answers_as_redis() {
+    on_both(|port, server| {
+        let mut sentinel = Client::open(port);
+        let mut normal = served(port);
+        let mut subscriber = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        subscriber
+            .write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$18\r\n__sentinel__:hello\r\n")
+            .expect("send");
+        let mut confirm = [0u8; 48];
+        subscriber.read_exact(&mut confirm).expect("subscribed");
+        assert_eq!(
+            &confirm[..],
+            b"*3\r\n$9\r\nsubscribe\r\n$18\r\n__sentinel__:hello\r\n:1\r\n",
+            "{server}"
+        );
+        // Nothing listens on port 1: the link stays down, the role is what counts.
+        let cases = [
+            ("CLIENT SETNAME sentinel-1a2b3c4d-cmd", "+OK\r\n"),
+            ("MULTI", "+OK\r\n"),
+            ("SLAVEOF 127.0.0.1 1", "+QUEUED\r\n"),
+            ("CONFIG REWRITE", "+QUEUED\r\n"),
+            ("CLIENT KILL TYPE normal", "+QUEUED\r\n"),
+            ("CLIENT KILL TYPE pubsub", "+QUEUED\r\n"),
+            (
+                "EXEC",
+                "*4\r\n+OK\r\n-ERR The server is running without a config file\r\n:1\r\n\
+                 :1\r\n",
+            ),
+            (
+                "SET k v",
+                "-READONLY You can't write against a read only replica.\r\n",
+            ),
+            (
+                "CONFIG GET slaveof",
+                "*2\r\n$7\r\nslaveof\r\n$11\r\n127.0.0.1 1\r\n",
+            ),
+            ("MULTI", "+OK\r\n"),
+            ("SLAVEOF NO ONE", "+QUEUED\r\n"),
+            ("CONFIG REWRITE", "+QUEUED\r\n"),
+            ("CLIENT KILL TYPE normal", "+QUEUED\r\n"),
+            ("CLIENT KILL TYPE pubsub", "+QUEUED\r\n"),
+            (
+                "EXEC",
+                "*4\r\n+OK\r\n-ERR The server is running without a config file\r\n:0\r\n\
+                 :0\r\n",
+            ),
+            ("SET k v", "+OK\r\n"),
+            ("CONFIG GET slaveof", "*2\r\n$7\r\nslaveof\r\n$0\r\n\r\n"),
+            ("SLAVEOF 127.0.0.1 x", "-ERR Invalid master port\r\n"),
+            (
+                "SLAVEOF NO",
+                "-ERR wrong number of arguments for 'slaveof' command\r\n",
+            ),
+        ];
+        check(&mut sentinel, server, &cases);
+        assert!(closed(&mut normal), "{server}: normal client still open");
+        assert!(closed(&mut subscriber), "{server}: subscriber still open");
+    });
 }
 
 #[test]

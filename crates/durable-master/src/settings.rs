@@ -1,0 +1,106 @@
+//! The settings `CONFIG SET` may change while the server runs: the ones Sentinel and
+//! operators touch that every reader can take up safely at its next use. Each is read where
+//! it is used (a connection's next command, the next handshake with a master, the next
+//! housekeeping pass), so a change needs no coordination; the integers are atomics and the
+//! two passwords sit behind a lock taken only on a connection's start and on `AUTH`.
+//!
+//! The other settings (port, bind, dir, the backlog's size and durability, maxclients) are
+//! fixed at start: the backlog is opened with its capacity and durability, and the listener
+//! is bound once.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::config::Config;
+use crate::server::lock;
+
+/// The run-time settings, initialised from the command line.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    requirepass: Mutex<Option<Vec<u8>>>,
+    /// Mirror of `requirepass.is_some()`, read per command of a connection that has not
+    /// authenticated.
+    password_required: AtomicBool,
+    masterauth: Mutex<Option<Vec<u8>>>,
+    replica_priority: AtomicU64,
+    min_replicas_to_write: AtomicU64,
+    min_replicas_max_lag: AtomicU64,
+    timeout: AtomicU64,
+}
+
+impl Settings {
+    pub(crate) fn new(cfg: &Config) -> Settings {
+        Settings {
+            requirepass: Mutex::new(cfg.requirepass.clone()),
+            password_required: AtomicBool::new(cfg.requirepass.is_some()),
+            masterauth: Mutex::new(cfg.masterauth.clone()),
+            replica_priority: AtomicU64::new(100),
+            min_replicas_to_write: AtomicU64::new(cfg.min_replicas_to_write),
+            min_replicas_max_lag: AtomicU64::new(cfg.min_replicas_max_lag),
+            timeout: AtomicU64::new(cfg.timeout),
+        }
+    }
+
+    /// The password clients must give with `AUTH`, if any.
+    pub(crate) fn requirepass(&self) -> Option<Vec<u8>> {
+        lock(&self.requirepass).clone()
+    }
+
+    /// Whether a connection that has not authenticated must (a password is set now).
+    pub(crate) fn password_required(&self) -> bool {
+        self.password_required.load(Ordering::SeqCst)
+    }
+
+    /// Sets the password (`None` or empty: none). Connections already authenticated stay so,
+    /// as in Redis; the others need `AUTH` while a password is set.
+    pub(crate) fn set_requirepass(&self, pass: Option<Vec<u8>>) {
+        let pass = pass.filter(|p| !p.is_empty());
+        let mut g = lock(&self.requirepass);
+        self.password_required
+            .store(pass.is_some(), Ordering::SeqCst);
+        *g = pass;
+    }
+
+    /// The password sent to a master with `AUTH`, if any.
+    pub(crate) fn masterauth(&self) -> Option<Vec<u8>> {
+        lock(&self.masterauth).clone()
+    }
+
+    /// Takes effect at the next connection to the master, as in Redis.
+    pub(crate) fn set_masterauth(&self, pass: Option<Vec<u8>>) {
+        *lock(&self.masterauth) = pass.filter(|p| !p.is_empty());
+    }
+
+    pub(crate) fn replica_priority(&self) -> u64 {
+        self.replica_priority.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_replica_priority(&self, v: u64) {
+        self.replica_priority.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn min_replicas_to_write(&self) -> u64 {
+        self.min_replicas_to_write.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_min_replicas_to_write(&self, v: u64) {
+        self.min_replicas_to_write.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn min_replicas_max_lag(&self) -> u64 {
+        self.min_replicas_max_lag.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_min_replicas_max_lag(&self, v: u64) {
+        self.min_replicas_max_lag.store(v, Ordering::Relaxed);
+    }
+
+    /// Seconds a normal client may stay idle (0: forever).
+    pub(crate) fn timeout(&self) -> u64 {
+        self.timeout.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_timeout(&self, v: u64) {
+        self.timeout.store(v, Ordering::Relaxed);
+    }
+}
