@@ -510,12 +510,12 @@ fn h6_start_on_a_stock_masters_rdb_continues_its_replica_partially() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let adir = dir.path().join("a");
-    std::fs::create_dir_all(&adir).expect("dir");
+    let stock_dir = dir.path().join("a");
+    std::fs::create_dir_all(&stock_dir).expect("dir");
     // No periodic ping: the replica stays at exactly the RDB's offset.
     let a = RedisGuard::start_with(
         &redis,
-        &adir,
+        &stock_dir,
         &[
             "--repl-diskless-sync-delay",
             "0",
@@ -538,10 +538,14 @@ fn h6_start_on_a_stock_masters_rdb_continues_its_replica_partially() {
     let want = dump(a.port);
     // Gone for good (kill -9: a SHUTDOWN would send its replica a GETACK past the RDB).
     signal(a.pid(), "-9");
-    let ddir = dir.path().join("d");
-    std::fs::create_dir_all(ddir.join("data")).expect("dir");
-    std::fs::copy(adir.join("dump.rdb"), ddir.join("data/dump.rdb")).expect("copy dump.rdb");
-    let d = durable(&ddir, &[]);
+    let durable_dir = dir.path().join("d");
+    std::fs::create_dir_all(durable_dir.join("data")).expect("dir");
+    std::fs::copy(
+        stock_dir.join("dump.rdb"),
+        durable_dir.join("data/dump.rdb"),
+    )
+    .expect("copy dump.rdb");
+    let d = durable(&durable_dir, &[]);
     assert_eq!(offset(d.port), at);
     b.client()
         .ok(&["REPLICAOF", "127.0.0.1", &d.port.to_string()]);
