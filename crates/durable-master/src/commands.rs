@@ -1281,6 +1281,24 @@ mod tests {
     }
 
     #[test]
+    fn a_masters_publish_is_applied_as_no_data_change_and_a_malformed_one_refused() {
+        let (mut ks, mut db) = (Keyspace::new(), DbIndex::ZERO);
+        let argv = |parts: &[&str]| -> Vec<Vec<u8>> {
+            parts.iter().map(|p| p.as_bytes().to_vec()).collect()
+        };
+        apply(
+            &mut ks,
+            &mut db,
+            &argv(&["PUBLISH", "__sentinel__:hello", "hi"]),
+        )
+        .unwrap();
+        apply(&mut ks, &mut db, &argv(&["publish", "c", ""])).unwrap();
+        assert_eq!(ks.len(), 0);
+        assert!(apply(&mut ks, &mut db, &argv(&["PUBLISH", "c"])).is_err());
+        assert!(apply(&mut ks, &mut db, &argv(&["PUBLISH", "c", "m", "x"])).is_err());
+    }
+
+    #[test]
     fn replaying_the_propagated_stream_rebuilds_the_identical_keyspace() {
         for seed in 1..=20u64 {
             let mut rng = Rng::new(seed);

@@ -921,7 +921,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_ahead_of_the_backlog_starts_from_the_snapshot_with_a_new_history() {
+    fn snapshot_ahead_of_the_backlog_starts_from_the_snapshot_keeping_its_id_at_its_offset() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::recover(&cfg(dir.path())).unwrap();
         let mut db = DbIndex::ZERO;
@@ -936,6 +936,13 @@ mod tests {
         assert_eq!(s.backlog.offset(), ahead);
         assert_eq!(value(&s, 0, "b").as_deref(), Some(&b"2"[..]));
         assert!(!s.backlog.psync(old_id.as_str(), 2).is_continue());
+        // The snapshot's ID is its history at its offset: valid there (a replica at exactly
+        // that offset continues), not past it, and no longer the current one.
+        assert_ne!(s.backlog.run_id(), old_id);
+        let at = i64::try_from(ahead).unwrap();
+        assert!(s.backlog.psync(old_id.as_str(), at + 1).is_continue());
+        assert!(!s.backlog.psync(old_id.as_str(), at + 2).is_continue());
+        assert!(!s.backlog.psync(old_id.as_str(), at).is_continue());
     }
 
     #[test]

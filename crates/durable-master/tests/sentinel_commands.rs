@@ -670,6 +670,21 @@ fn sentinel_reconfiguration_transaction_answers_as_redis() {
             ),
         ];
         check(&mut sentinel, server, &cases);
+        // A replica reports the priority Sentinel ranks it by (0: never promoted).
+        check(
+            &mut sentinel,
+            server,
+            &[
+                ("SLAVEOF 127.0.0.1 1", "+OK\r\n"),
+                ("CONFIG SET replica-priority 0", "+OK\r\n"),
+            ],
+        );
+        let info = sentinel.info("replication");
+        assert!(
+            info.contains("\r\nslave_priority:0\r\n"),
+            "{server}: {info}"
+        );
+        check(&mut sentinel, server, &[("SLAVEOF NO ONE", "+OK\r\n")]);
         assert!(closed(&mut normal), "{server}: normal client still open");
         assert!(closed(&mut subscriber), "{server}: subscriber still open");
     });

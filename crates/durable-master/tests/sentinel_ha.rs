@@ -18,13 +18,15 @@
 
 use test_redis as common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::master::DurableMaster;
 use common::sentinel::{self, SentinelGuard, Timing};
-use common::{Client, RedisGuard, Reply, info_field, read_log, redis_server, signal};
+use common::{
+    Client, Dataset, RedisGuard, Reply, assert_same_dataset, info_field, read_log, redis_server,
+    signal,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_durable-master");
 const FULL: &str = "MASTER <-> REPLICA sync: Finished with success";
@@ -99,26 +101,9 @@ fn in_sync(master: u16, replica: u16) -> bool {
         && field(&info, "master_repl_offset") == m
 }
 
-/// (db, key) -> value, every database.
-fn dump(port: u16) -> BTreeMap<(u8, Vec<u8>), Vec<u8>> {
-    let mut c = Client::open(port);
-    let mut out = BTreeMap::new();
-    for db in 0u8..16 {
-        c.ok(&[b"SELECT".to_vec(), db.to_string().into_bytes()]);
-        let Reply::Array(keys) = c.call(&[&b"KEYS"[..], b"*"]) else {
-            panic!("KEYS")
-        };
-        for k in keys {
-            let Reply::Bulk(Some(k)) = k else {
-                panic!("key {k:?}")
-            };
-            let Reply::Bulk(Some(v)) = c.call(&[&b"GET"[..], &k]) else {
-                panic!("value of {k:?}")
-            };
-            out.insert((db, k), v);
-        }
-    }
-    out
+/// The data set of the server on `port`.
+fn dump(port: u16) -> Dataset {
+    common::dump(&mut Client::open(port))
 }
 
 /// Writes `n` keys tagged `tag` (in db 0 and db 3) and a counter.
@@ -364,7 +349,7 @@ fn h2_sentinel_fails_over_to_a_stock_replica_and_demotes_the_restarted_durable_m
     );
     let want = dump(new);
     assert!(want.contains_key(&(0, b"after:0".to_vec())));
-    assert_eq!(dump(m.port), want);
+    assert_same_dataset("demoted durable-master", &dump(m.port), &want);
     assert_eq!(
         m.client().call(&["SET", "k", "v"]),
         Reply::Error(READONLY.into())
@@ -494,7 +479,7 @@ fn h4_sentinel_promotes_the_durable_replica_and_its_kill9_keeps_replicas_partial
         &logs,
         || in_sync(d.port, r.port),
     );
-    assert_eq!(dump(r.port), dump(d.port));
+    assert_same_dataset("stock replica", &dump(r.port), &dump(d.port));
     assert!(dump(d.port).contains_key(&(0, b"stock:49".to_vec())));
     for x in &sentinels {
         assert_eq!(x.master_port(), d.port, "{}", logs());
@@ -567,10 +552,10 @@ fn h6_start_on_a_stock_masters_rdb_continues_its_replica_partially() {
         "{}",
         logs()
     );
-    assert_eq!(dump(d.port), want);
+    assert_same_dataset("durable-master on the RDB", &dump(d.port), &want);
     write(d.port, "d", 5);
     wait_for("the replica to sync", Duration::from_mins(1), &logs, || {
         in_sync(d.port, b.port)
     });
-    assert_eq!(dump(b.port), dump(d.port));
+    assert_same_dataset("its replica", &dump(b.port), &dump(d.port));
 }
