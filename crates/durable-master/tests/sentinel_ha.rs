@@ -421,6 +421,27 @@ fn h4_sentinel_promotes_the_durable_replica_and_its_kill9_keeps_replicas_partial
         &logs,
         || sentinels_settled(&sentinels, s.port, 2),
     );
+    // Every Sentinel reads the durable replica's INFO as a stock replica's: its link, its
+    // priority and its offset.
+    wait_for(
+        "the Sentinels to read the durable replica",
+        Duration::from_mins(1),
+        &logs,
+        || {
+            sentinels.iter().all(|x| {
+                x.replicas().iter().any(|r| {
+                    r["port"] == d.port.to_string()
+                        && r["flags"] == "slave"
+                        && r["role-reported"] == "slave"
+                        && r["master-link-status"] == "ok"
+                        && r["master-port"] == s.port.to_string()
+                        && r["slave-priority"] == "100"
+                        && r["replica-announced"] == "1"
+                        && r["slave-repl-offset"].parse::<u64>().is_ok_and(|o| o > 0)
+                })
+            })
+        },
+    );
     // Sentinel's hello messages published on the master flow through the stream: both
     // replicas must hold every byte before the master dies.
     wait_for(
