@@ -535,7 +535,15 @@ fn h6_start_on_a_stock_masters_rdb_continues_its_replica_partially() {
         in_sync(a.port, b.port)
     });
     write(a.port, "a", 40);
-    a.client().ok(&["SAVE"]);
+    // The replica's diskless transfer may still hold Redis's child process a moment after
+    // the link is up: SAVE is refused until it exits.
+    wait_for("SAVE", Duration::from_mins(1), &logs, || {
+        match a.client().call(&["SAVE"]) {
+            Reply::Status(s) if s == "OK" => true,
+            Reply::Error(e) if e == "ERR Background save already in progress" => false,
+            other => panic!("SAVE: {other:?}"),
+        }
+    });
     let at = offset(a.port);
     wait_for("the replica to sync", Duration::from_mins(1), &logs, || {
         in_sync(a.port, b.port)
