@@ -91,6 +91,11 @@ impl ClientEntry {
         self.psub.store(n(patterns), Ordering::Relaxed);
     }
 
+    /// Forgets the name `CLIENT SETNAME` gave (`RESET`).
+    pub(crate) fn clear_name(&self) {
+        lock(&self.name).clear();
+    }
+
     /// Whether `CLIENT KILL` chose this connection.
     pub(crate) fn killed(&self) -> bool {
         self.killed.load(Ordering::SeqCst)

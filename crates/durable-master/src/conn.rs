@@ -406,25 +406,20 @@ impl Conn {
                 }
             };
             server.commands.fetch_add(1, Ordering::Relaxed);
-            let entry = self.registration.entry();
-            entry.touch(&argv, self.db.get(), batch.now);
+            self.registration
+                .entry()
+                .touch(&argv, self.db.get(), batch.now);
             let name = argv.first().map_or(&[][..], Vec::as_slice);
-            if !self.authed
-                && server.live.password_required()
-                && !name.eq_ignore_ascii_case(b"auth")
-            {
-                if name.eq_ignore_ascii_case(b"quit") {
-                    out.extend(resp::simple_string(b"OK"));
-                    return Next::Close;
-                }
-                out.extend(resp::error(NOAUTH));
-                continue;
+            match self.connection_gate(server, &argv, out) {
+                None => {}
+                Some(Next::Continue) => continue,
+                Some(other) => return other,
             }
             if !self.tx.active()
                 && let Some(reply) = self.subs.step(&server.pubsub, &argv)
             {
                 let (sub, psub) = self.subs.counts();
-                entry.set_subscriptions(sub, psub);
+                self.registration.entry().set_subscriptions(sub, psub);
                 out.extend(reply);
                 continue;
             }
@@ -483,6 +478,47 @@ impl Conn {
                 Outcome::NotMine => out.extend(resp::error(b"ERR unknown command")),
             }
         }
+    }
+
+    /// What runs before a command whatever the connection's state: `RESET` (allowed before
+    /// `AUTH`, in subscribed mode and inside `MULTI`, never queued) and the `AUTH` gate.
+    /// `None`: run the command; else what the connection does next.
+    fn connection_gate(
+        &mut self,
+        server: &Server,
+        argv: &[Vec<u8>],
+        out: &mut Vec<u8>,
+    ) -> Option<Next> {
+        let name = argv.first().map_or(&[][..], Vec::as_slice);
+        if name.eq_ignore_ascii_case(b"reset") {
+            // Allowed before AUTH, in subscribed mode and inside MULTI (never queued).
+            if argv.len() == 1 {
+                self.reset(server);
+                out.extend_from_slice(b"+RESET\r\n");
+            } else {
+                out.extend(resp::error(
+                    b"ERR wrong number of arguments for 'reset' command",
+                ));
+            }
+            return Some(Next::Continue);
+        }
+        if !self.authed && server.live.password_required() && !name.eq_ignore_ascii_case(b"auth") {
+            if name.eq_ignore_ascii_case(b"quit") {
+                out.extend(resp::simple_string(b"OK"));
+                return Some(Next::Close);
+            }
+            if name.eq_ignore_ascii_case(b"exec") {
+                // Redis prefixes a refused EXEC's error so.
+                out.extend(resp::error(
+                    b"EXECABORT Transaction discarded because of: NOAUTH Authentication \
+                      required.",
+                ));
+            } else {
+                out.extend(resp::error(NOAUTH));
+            }
+            return Some(Next::Continue);
+        }
+        None
     }
 
     /// `EXEC` (see multi.rs); `true` if the connection must close after the reply.
@@ -742,6 +778,17 @@ impl Conn {
     /// When the `WAIT` this client is blocked in times out.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.blocked.as_ref().and_then(|b| b.deadline)
+    }
+
+    /// `RESET` as Redis 7.0: the transaction discarded, every subscription dropped, the
+    /// name cleared, database 0, and authenticated only if no password is required.
+    fn reset(&mut self, server: &Server) {
+        self.tx = Transaction::default();
+        self.subs.clear(&server.pubsub);
+        self.registration.entry().set_subscriptions(0, 0);
+        self.registration.entry().clear_name();
+        self.db = DbIndex::ZERO;
+        self.authed = !server.live.password_required();
     }
 
     /// Ends the connection's shared state: subscriptions, a pending `WAIT`.

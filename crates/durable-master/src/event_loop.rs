@@ -232,6 +232,9 @@ impl Loop {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.housekeeping(now);
+        } else if self.server.client_table.kills() != self.kills_seen {
+            // CLIENT KILL ran this turn: its victims go now, not at the next housekeeping.
+            self.housekeeping_kills_only();
         }
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key, now);
@@ -398,6 +401,20 @@ impl Loop {
                         && !c.subs.active()
                         && now.duration_since(c.last_read).as_secs() > idle)
             })
+            .map(|(k, _)| k)
+            .collect();
+        for key in doomed {
+            self.close(key);
+        }
+    }
+
+    /// Closes the connections `CLIENT KILL` chose.
+    fn housekeeping_kills_only(&mut self) {
+        self.kills_seen = self.server.client_table.kills();
+        let doomed: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.registration().entry().killed())
             .map(|(k, _)| k)
             .collect();
         for key in doomed {

@@ -936,3 +936,59 @@ fn published_messages_reach_other_connections() {
         );
     });
 }
+
+#[test]
+fn reset_answers_and_resets_the_connection_as_redis() {
+    on_both(|port, server| {
+        let mut c = Client::open(port);
+        check(
+            &mut c,
+            server,
+            &[
+                (
+                    "RESET x",
+                    "-ERR wrong number of arguments for 'reset' command\r\n",
+                ),
+                ("CLIENT SETNAME conn", "+OK\r\n"),
+                ("SELECT 3", "+OK\r\n"),
+                ("SET k in3", "+OK\r\n"),
+                ("MULTI", "+OK\r\n"),
+                ("SET k queued", "+QUEUED\r\n"),
+                // Never queued: it ends the transaction, the name and the database.
+                ("RESET", "+RESET\r\n"),
+                ("EXEC", "-ERR EXEC without MULTI\r\n"),
+                ("CLIENT GETNAME", "$-1\r\n"),
+                ("GET k", "$-1\r\n"),
+                ("SELECT 3", "+OK\r\n"),
+                ("GET k", "$3\r\nin3\r\n"),
+                (
+                    "SUBSCRIBE news",
+                    "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+                ),
+                // Allowed in subscribed mode; it leaves it.
+                ("RESET", "+RESET\r\n"),
+                ("PING", "+PONG\r\n"),
+            ],
+        );
+        let mut p = Client::open(port);
+        assert_eq!(p.call_raw(&["PUBLISH", "news", "x"]), b":0\r\n", "{server}");
+        // With a password, RESET is allowed before AUTH and leaves the connection
+        // unauthenticated; a refused EXEC says so with Redis's prefix.
+        check(
+            &mut c,
+            server,
+            &[
+                ("CONFIG SET requirepass pw", "+OK\r\n"),
+                ("RESET", "+RESET\r\n"),
+                ("PING", "-NOAUTH Authentication required.\r\n"),
+                (
+                    "EXEC",
+                    "-EXECABORT Transaction discarded because of: NOAUTH Authentication \
+                     required.\r\n",
+                ),
+                ("RESET", "+RESET\r\n"),
+                ("AUTH pw", "+OK\r\n"),
+            ],
+        );
+    });
+}
