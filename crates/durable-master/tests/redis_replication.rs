@@ -185,6 +185,8 @@ fn s2_link_dropped_while_writing_gives_partial_resync() {
     for round in 0..3 {
         set_many(&mut c, &mut model, 0, keys(&format!("r{round}"), 0..1000));
         if round < 2 {
+            // The link the previous round cut must be back before it can be cut again.
+            wait_link_up(&replica);
             let killed = replica
                 .client()
                 .integer(&[&b"CLIENT"[..], b"KILL", b"TYPE", b"master"]);
@@ -197,6 +199,18 @@ fn s2_link_dropped_while_writing_gives_partial_resync() {
     assert!(master.stat("sync_partial_ok") >= 1);
     assert_eq!(master.stat("sync_full"), 1, "only the first sync is full");
     assert_eq!(count(&replica.log(), FULL), 1);
+}
+
+/// Waits until `replica` reports its link to the master up.
+fn wait_link_up(replica: &RedisGuard) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while info_field(&replica.client().info("replication"), "master_link_status") != "up" {
+        assert!(
+            Instant::now() < deadline,
+            "the replica's link never came back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The replica holds the master's data (and the model's), got exactly one full sync (its
