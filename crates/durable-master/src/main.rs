@@ -19,6 +19,7 @@ mod multi;
 mod pubsub;
 mod rdb;
 mod replica;
+mod replicaof_file;
 mod server;
 mod settings;
 mod store;
@@ -93,10 +94,26 @@ fn main() {
     }
     upstream::attach(&server);
     if let Some((host, port)) = server.cfg.replicaof.clone() {
+        replicaof_file::save(&server.cfg.dir, &host, port);
         upstream::set_master(&server, host.clone(), port);
         log::notice(format_args!(
             "REPLICAOF {host}:{port} enabled (--replicaof)"
         ));
+    } else {
+        match replicaof_file::load(&server.cfg.dir) {
+            Ok(None) => {}
+            Ok(Some((host, port))) => {
+                upstream::set_master(&server, host.clone(), port);
+                log::notice(format_args!(
+                    "REPLICAOF {host}:{port} enabled (kept from the last run in the data \
+                     directory's replicaof file; REPLICAOF NO ONE makes this server a master)"
+                ));
+            }
+            Err(e) => {
+                log::warning(format_args!("FATAL: {e}"));
+                std::process::exit(1);
+            }
+        }
     }
     if let Err(e) = handle_signals(&server) {
         log::warning(format_args!("FATAL: setting up signal handling: {e}"));

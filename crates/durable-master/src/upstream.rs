@@ -230,6 +230,7 @@ pub(crate) fn replicaof_command(server: &Server, argv: &[Vec<u8>]) -> Vec<u8> {
         if unset_master(server) {
             log::notice("MASTER MODE enabled (user request)");
         }
+        crate::replicaof_file::clear(&server.cfg.dir);
         return resp::simple_string(b"OK");
     }
     let Some(port) = parse_i64(port).and_then(|p| u16::try_from(p).ok()) else {
@@ -247,6 +248,7 @@ pub(crate) fn replicaof_command(server: &Server, argv: &[Vec<u8>]) -> Vec<u8> {
         );
         return resp::simple_string(b"OK Already connected to specified master");
     }
+    crate::replicaof_file::save(&server.cfg.dir, &host, port);
     set_master(server, host, port);
     if let Some((h, p)) = server.upstream.master() {
         log::notice(format_args!("REPLICAOF {h}:{p} enabled (user request)"));

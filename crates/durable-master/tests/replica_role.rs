@@ -734,3 +734,59 @@ fn a_master_command_the_replica_cannot_apply_stops_it_before_the_command() {
     replica.restart(&[]);
     check(&replica);
 }
+
+/// Waits until the node on `port` reports its link to the master up.
+fn wait_link_up(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Client::open(port)
+        .info("replication")
+        .contains("master_link_status:up")
+    {
+        assert!(Instant::now() < deadline, "the link never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A node demoted at run time restarts as a replica of the same master (not as a second
+/// master taking writes), and one promoted back with `REPLICAOF NO ONE` restarts as a master.
+#[test]
+fn a_demoted_node_restarts_as_a_replica_and_a_promoted_one_as_a_master() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = stock_master(&bin, dir.path());
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir_all(&node_dir).expect("node dir");
+    let mut node = DurableMaster::start(
+        env!("CARGO_BIN_EXE_durable-master"),
+        &node_dir,
+        &["--backlog-size", "1mb"],
+    );
+    let port = master.port.to_string();
+    node.client().ok(&["REPLICAOF", "127.0.0.1", port.as_str()]);
+    wait_link_up(node.port);
+    master.client().ok(&["SET", "k", "from-master"]);
+
+    node.kill9();
+    node.spawn(&[]);
+    wait_link_up(node.port);
+    let mut c = node.client();
+    assert_eq!(
+        c.call(&["SET", "k", "split-brain"]),
+        Reply::Error("READONLY You can't write against a read only replica.".into())
+    );
+    assert!(
+        node.log().contains("kept from the last run"),
+        "{}",
+        node.log()
+    );
+
+    c.ok(&["REPLICAOF", "NO", "ONE"]);
+    node.kill9();
+    node.spawn(&[]);
+    let mut c = node.client();
+    c.ok(&["SET", "k", "promoted"]);
+    let Reply::Array(role) = c.call(&["ROLE"]) else {
+        panic!("ROLE")
+    };
+    assert_eq!(role.first(), Some(&Reply::Bulk(Some(b"master".to_vec()))));
+}
