@@ -120,8 +120,9 @@ impl Options {
 pub struct Stats {
     /// `master_replid`.
     pub master_replid: RunId,
-    /// `master_replid2` (forty zeros when none).
-    pub master_replid2: String,
+    /// `master_replid2`: the previous run ID, if any (`INFO` shows forty zeros when none,
+    /// as Redis does).
+    pub master_replid2: Option<RunId>,
     /// `master_repl_offset`.
     pub master_repl_offset: u64,
     /// `second_repl_offset` (-1 when none).
@@ -141,13 +142,20 @@ pub struct Stats {
 impl fmt::Display for Stats {
     /// Renders the fields as `INFO` lines (`name:value\r\n`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Redis's `master_replid2` when there is no previous ID.
+        const NO_REPLID2: &str = "0000000000000000000000000000000000000000";
+        const _: () = assert!(NO_REPLID2.len() == RunId::LEN);
+        let replid2 = self
+            .master_replid2
+            .as_ref()
+            .map_or(NO_REPLID2, RunId::as_str);
         write!(
             f,
             "master_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:{}\r\n\
              repl_backlog_active:{}\r\nrepl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\n\
              repl_backlog_histlen:{}\r\n",
             self.master_replid,
-            self.master_replid2,
+            replid2,
             self.master_repl_offset,
             self.second_repl_offset,
             self.repl_backlog_active,
@@ -1067,8 +1075,8 @@ impl Backlog {
     #[must_use]
     pub fn stats(&self) -> Stats {
         let (replid2, second) = match self.replid2() {
-            Some((id, off)) => (id.to_string(), i64::try_from(off).unwrap_or(i64::MAX)),
-            None => ("0".repeat(RunId::LEN), -1),
+            Some((id, off)) => (Some(id), i64::try_from(off).unwrap_or(i64::MAX)),
+            None => (None, -1),
         };
         Stats {
             master_replid: self.meta.run_id,

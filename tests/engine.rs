@@ -24,7 +24,48 @@ fn new_backlog_starts_empty_at_offset_zero() {
     assert!(b.replid2().is_none());
     let s = b.stats();
     assert_eq!(s.second_repl_offset, -1);
-    assert_eq!(s.master_replid2, "0".repeat(40));
+    assert_eq!(s.master_replid2, None);
+}
+
+/// `Stats` renders Redis's `INFO replication` backlog fields byte for byte: forty zeros and
+/// -1 before there is a previous run ID, that ID and its offset after a shift.
+#[test]
+fn stats_render_redis_info_lines_with_and_without_a_previous_run_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Backlog::create(
+        dir.path().join("b"),
+        Options::new()
+            .capacity(16 * 1024)
+            .durability(Durability::Never),
+    )
+    .unwrap();
+    b.append(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let first = b.run_id();
+    let s = b.stats();
+    assert_eq!((s.master_replid, s.master_replid2), (first, None));
+    assert_eq!(
+        s.to_string(),
+        format!(
+            "master_replid:{first}\r\n\
+             master_replid2:0000000000000000000000000000000000000000\r\n\
+             master_repl_offset:14\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:1\r\n\
+             repl_backlog_size:16384\r\nrepl_backlog_first_byte_offset:1\r\n\
+             repl_backlog_histlen:14\r\n"
+        )
+    );
+    b.shift_run_id().unwrap();
+    let second = b.run_id();
+    let s = b.stats();
+    assert_eq!((s.master_replid, s.master_replid2), (second, Some(first)));
+    assert_eq!(
+        s.to_string(),
+        format!(
+            "master_replid:{second}\r\nmaster_replid2:{first}\r\n\
+             master_repl_offset:14\r\nsecond_repl_offset:15\r\nrepl_backlog_active:1\r\n\
+             repl_backlog_size:16384\r\nrepl_backlog_first_byte_offset:1\r\n\
+             repl_backlog_histlen:14\r\n"
+        )
+    );
 }
 
 #[test]
