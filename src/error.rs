@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,10 +61,16 @@ pub enum Error {
     },
     /// An earlier flush failed, so nothing written since can be promised durable.
     ///
-    /// Every later write fails with this error; reopen the file to recover.
+    /// Every later write fails with this error; reopen the file to recover. The call whose
+    /// flush failed returned [`Error::Io`] with the same operation, path and OS error.
     Poisoned {
-        /// The failure that poisoned the handle.
-        cause: String,
+        /// What failed, e.g. "syncing the backlog".
+        op: &'static str,
+        /// The file involved, if any.
+        path: Option<PathBuf>,
+        /// The I/O error of that failure (also [`source`](std::error::Error::source)),
+        /// shared by every `Poisoned` error of the handle.
+        source: Arc<io::Error>,
     },
     /// The bytes at `requested` were already overwritten by the ring (or dropped). For a
     /// [`Cursor`](crate::Cursor) this means it was **lapped**: that replica needs a full resync.
@@ -151,9 +158,24 @@ impl fmt::Display for Error {
                 "{} has backlog format version {found}; this build reads version {supported}",
                 path.display()
             ),
-            Error::Poisoned { cause } => write!(
+            Error::Poisoned {
+                op,
+                path: Some(p),
+                source,
+            } => write!(
                 f,
-                "backlog is poisoned by an earlier failed flush ({cause}); reopen it to recover"
+                "backlog is poisoned by an earlier failed flush ({op} ({}): {source}); reopen it \
+                 to recover",
+                p.display()
+            ),
+            Error::Poisoned {
+                op,
+                path: None,
+                source,
+            } => write!(
+                f,
+                "backlog is poisoned by an earlier failed flush ({op}: {source}); reopen it to \
+                 recover"
             ),
             Error::Overwritten { requested, first } => write!(
                 f,
@@ -188,6 +210,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Poisoned { source, .. } => Some(&**source),
             _ => None,
         }
     }

@@ -1,12 +1,12 @@
 //! State shared by the writer, its background flusher and every reader: the medium, its
 //! geometry, the live page's atomics and the poison flag.
 
+use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::format::live::{L_CHANGE, L_DURABLE, L_END, L_START, L_WAITERS};
@@ -20,12 +20,12 @@ pub(crate) struct Shared {
     pub(crate) medium: Medium,
     pub(crate) geo: Geometry,
     pub(crate) path: PathBuf,
-    poisoned: AtomicBool,
     /// The writer must call `CommitState::protect_last_commit` before overwriting bytes
     /// below a start above this (in memory only; lowered by a commit before it hashes,
     /// settled after its sync; see commit.rs and the fence pair in `Backlog::append`).
     pub(crate) protect_above: AtomicU64,
-    poison_cause: Mutex<Option<String>>,
+    /// Set once, by the first failed commit.
+    poison_cause: OnceLock<PoisonCause>,
     /// Mapped read-only, without the writer's lock ([`crate::Backlog::open_read_only`]): the
     /// live page is only ever loaded, never stored to, and waiting polls.
     pub(crate) read_only: bool,
@@ -35,6 +35,25 @@ pub(crate) struct Shared {
     /// On cache lines of its own: the writer stores to it on every append, and readers read
     /// the fields above on every copy.
     next_write: WriterLines,
+}
+
+/// The failure that poisoned a backlog, reported by every later write.
+#[derive(Debug)]
+struct PoisonCause {
+    op: &'static str,
+    path: Option<PathBuf>,
+    source: Arc<io::Error>,
+}
+
+impl PoisonCause {
+    #[cold]
+    fn error(&self) -> Error {
+        Error::Poisoned {
+            op: self.op,
+            path: self.path.clone(),
+            source: Arc::clone(&self.source),
+        }
+    }
 }
 
 /// Two words on cache lines no other field shares (128 bytes: adjacent-line prefetch pairs
@@ -50,9 +69,8 @@ impl Shared {
             medium,
             geo,
             path,
-            poisoned: AtomicBool::new(false),
             protect_above: AtomicU64::new(u64::MAX),
-            poison_cause: Mutex::new(None),
+            poison_cause: OnceLock::new(),
             read_only: false,
             next_write: WriterLines(AtomicU64::new(u64::MAX), AtomicU64::new(0)),
         }
@@ -147,26 +165,43 @@ impl Shared {
         h.finalize()
     }
 
-    pub(crate) fn poison(&self, cause: String) {
-        let mut c = self.poison_cause.lock();
-        if c.is_none() {
-            *c = Some(cause);
-        }
-        self.poisoned.store(true, Ordering::Release);
+    /// Poisons the handle after `failure` (a failed commit): every later write returns
+    /// [`Error::Poisoned`] holding its I/O error. Returns the error for the call that failed:
+    /// `failure` itself, except that the original `io::Error` now lives in the poison cause
+    /// and the caller gets an equivalent one (the same OS error code; else the same kind and
+    /// message), as `io::Error` is not `Clone`.
+    pub(crate) fn poison(&self, failure: Error) -> Error {
+        let (op, path, source, ret) = match failure {
+            Error::Io { op, path, source } => {
+                let copy = Error::Io {
+                    op,
+                    path: path.clone(),
+                    source: same_io_error(&source),
+                };
+                (op, path, source, copy)
+            }
+            other => (
+                "committing",
+                None,
+                io::Error::other(other.to_string()),
+                other,
+            ),
+        };
+        // Only the first failure counts: a later one is a consequence.
+        let _ = self.poison_cause.set(PoisonCause {
+            op,
+            path,
+            source: Arc::new(source),
+        });
+        ret
     }
 
     #[inline]
     pub(crate) fn check_poison(&self) -> Result<(), Error> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(self.poisoned_error());
+        match self.poison_cause.get() {
+            None => Ok(()),
+            Some(c) => Err(c.error()),
         }
-        Ok(())
-    }
-
-    #[cold]
-    fn poisoned_error(&self) -> Error {
-        let cause = self.poison_cause.lock().clone().unwrap_or_default();
-        Error::Poisoned { cause }
     }
 
     /// Wakes tailing readers of this process, paying a syscall only when one is asleep
@@ -174,6 +209,14 @@ impl Shared {
     #[inline]
     pub(crate) fn wake_waiters(&self) {
         seqlock::wake(self);
+    }
+}
+
+/// An `io::Error` equal to `e` for a caller: the same OS error, or the same kind and message.
+fn same_io_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 

@@ -233,7 +233,8 @@ impl SimDisk {
         // The crash happens while this sync is in flight: it has not completed.
         self.maybe_freeze(&mut st, at);
         if !Self::next_op(&mut st) {
-            return Err(std::io::Error::other("simulated I/O failure"));
+            // What a failed fsync reports.
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
         }
         // An msync writes back every dirty page of the mapping, the live page (updated by
         // plain stores, never recorded as writes) included: the disk now holds what the

@@ -214,7 +214,7 @@ impl Flusher {
                     }
                     let start = sh.start().load(Ordering::Acquire).min(end + 1);
                     if let Err(e) = st.commit(&sh, start, end, false, true) {
-                        sh.poison(e.to_string());
+                        sh.poison(e);
                         return;
                     }
                 }
@@ -825,14 +825,14 @@ impl Backlog {
         // The background commit this waited for may have failed: a sync is never retried.
         self.sh.check_poison()?;
         st.protect_last_commit(&self.sh, new_start)
-            .inspect_err(|e| self.sh.poison(e.to_string()))
+            .map_err(|e| self.sh.poison(e))
     }
 
     fn commit_now(&mut self, clean: bool) -> Result<u64> {
         self.sh.check_poison()?;
         let mut st = self.commit.lock();
         st.commit(&self.sh, self.start, self.end, clean, false)
-            .inspect_err(|e| self.sh.poison(e.to_string()))
+            .map_err(|e| self.sh.poison(e))
     }
 
     /// Commits everything appended so far; returns [`Backlog::durable_offset`].
@@ -867,7 +867,7 @@ impl Backlog {
         };
         seqlock::end_change(&*sh);
         sh.wake_waiters();
-        result.map(|_| ()).inspect_err(|e| sh.poison(e.to_string()))
+        result.map(|_| ()).map_err(|e| sh.poison(e))
     }
 
     /// Promotion (Redis's `shiftReplicationId`): a new run ID; the current one stays valid

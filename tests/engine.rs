@@ -382,15 +382,40 @@ fn everysec_commits_in_the_background_without_a_flush() {
 #[cfg(feature = "sim")]
 fn a_failed_sync_poisons_the_handle_and_reopen_recovers() {
     use durable_backlog::sim::SimDisk;
+    const EIO: i32 = 5; // what the simulated disk's failed sync returns, as fsync would
     let disk = SimDisk::new();
     let mut b = Backlog::create_sim(&disk, Options::new().durability(Durability::Never)).unwrap();
     append_stream(&mut b, 1000);
     b.flush().unwrap();
     append_stream(&mut b, 1000);
     disk.fail_from(disk.ops());
-    assert!(matches!(b.flush(), Err(Error::Io { .. })));
-    assert!(matches!(b.append(b"x"), Err(Error::Poisoned { .. })));
-    assert!(matches!(b.flush(), Err(Error::Poisoned { .. })));
+    let Err(Error::Io { op, path, source }) = b.flush() else {
+        panic!("the failed flush must return Error::Io");
+    };
+    assert_eq!(source.raw_os_error(), Some(EIO), "{source}");
+    // Every later write reports the same failure, its io::Error kept as `source()`.
+    for e in [b.append(b"x").unwrap_err(), b.flush().unwrap_err()] {
+        let Error::Poisoned {
+            op: op2,
+            path: ref path2,
+            ..
+        } = e
+        else {
+            panic!("{e:?} instead of Poisoned");
+        };
+        assert_eq!((op2, path2), (op, &path));
+        let io = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("Poisoned's source() is the io::Error");
+        assert_eq!(io.raw_os_error(), Some(EIO));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "backlog is poisoned by an earlier failed flush ({op} (<simulated>): {source}); \
+                 reopen it to recover"
+            )
+        );
+    }
     assert!(
         b.close().is_err(),
         "close reported success after a failed sync"

@@ -230,6 +230,16 @@ fn failed_background_flush_poisons_the_writer() {
         matches!(result, Err(Error::Poisoned { .. })),
         "appends after a failed background sync: {result:?}"
     );
+    // Nobody received the flusher's error: the poisoned error carries it.
+    let e = result.unwrap_err();
+    let io = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .expect("Poisoned's source() is the failed sync's io::Error");
+    assert_eq!(
+        io.raw_os_error(),
+        Some(5),
+        "EIO, as the simulated sync failed"
+    );
     assert!(matches!(b.flush(), Err(Error::Poisoned { .. })));
     assert!(
         b.durable_offset() <= 100,
