@@ -3,7 +3,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::read_error::{TailError, WriteToError};
 use crate::reader::Reader;
 use crate::seqlock;
 
@@ -29,13 +29,14 @@ const POLL_MAX: Duration = Duration::from_millis(1);
 /// Outcomes of [`Cursor::read`] and [`Cursor::write_to`]:
 /// - `Ok(n)` with `n > 0`: the next `n` bytes, validated; the cursor moved past them.
 /// - `Ok(0)`: caught up with the writer; [`Cursor::wait`] for more.
-/// - `Err(`[`Error::Overwritten`]`)`: **lapped** — the ring overwrote the cursor's next
+/// - `Err(`[`TailError::Overwritten`]`)`: **lapped** — the ring overwrote the cursor's next
 ///   byte before it was read. That replica needs a full resync.
-/// - `Err(`[`Error::HistoryChanged`]`)`: the history this cursor followed was reset or
+/// - `Err(`[`TailError::HistoryChanged`]`)`: the history this cursor followed was reset or
 ///   truncated (or a reopened backlog cut it in recovery): offsets now name other bytes, so
 ///   that replica needs a full resync too.
+/// - `Err(`[`TailError::NotWritten`]`)`: the cursor was made past the end of the stream.
 ///
-/// Both errors are permanent: every later call returns them again. Neither the cursor nor
+/// These outcomes are permanent: every later call returns them again. Neither the cursor nor
 /// waiting on it ever blocks the writer.
 ///
 /// # Examples
@@ -64,14 +65,14 @@ const POLL_MAX: Duration = Duration::from_millis(1);
 ///
 /// A cursor the writer lapped:
 /// ```
-/// use durable_backlog::{Backlog, Error, Options};
+/// use durable_backlog::{Backlog, Options, TailError};
 /// let dir = tempfile::tempdir().unwrap();
 /// let mut b = Backlog::create(dir.path().join("b"), Options::new().capacity(16 * 1024)).unwrap();
 /// let mut slow = b.reader().cursor(1);
 /// b.append(&[7u8; 20_000]).unwrap(); // more than the ring holds: offsets 1..=3616 are gone
 /// let mut buf = [0u8; 100];
 /// match slow.read(&mut buf) {
-///     Err(Error::Overwritten { requested: 1, first: 3617 }) => { /* full resync */ }
+///     Err(TailError::Overwritten { requested: 1, first: 3617 }) => { /* full resync */ }
 ///     other => panic!("{other:?}"),
 /// }
 /// ```
@@ -111,10 +112,11 @@ impl Cursor {
     /// returns how many (0 when caught up with the writer).
     ///
     /// # Errors
-    /// [`Error::Overwritten`]: lapped (the next byte is gone); [`Error::HistoryChanged`]: the
-    /// history was reset or truncated; [`Error::NotWritten`]: the cursor was created past
-    /// the end of the stream (`offset > Reader::offset() + 1`). All three are permanent.
-    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+    /// [`TailError::Overwritten`]: lapped (the next byte is gone);
+    /// [`TailError::HistoryChanged`]: the history was reset or truncated;
+    /// [`TailError::NotWritten`]: the cursor was created past the end of the stream
+    /// (`offset > Reader::offset() + 1`). All three are permanent.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, TailError> {
         let n = fetch(&self.reader, self.change, self.next, buf)?;
         self.next += n as u64;
         Ok(n)
@@ -128,11 +130,15 @@ impl Cursor {
     /// byte the writer overwrote during the copy.
     ///
     /// # Errors
-    /// As [`Cursor::read`] (reported only if nothing was written in this call; otherwise the
-    /// call returns the count and the next call reports it); [`Error::Io`] if `out` fails —
-    /// then part of the failing chunk may have reached `out` although the cursor did not move
-    /// past it.
-    pub fn write_to<W: io::Write + ?Sized>(&mut self, out: &mut W, max: usize) -> Result<usize> {
+    /// [`WriteToError::Tail`] with what [`Cursor::read`] would report (only if nothing was
+    /// written in this call; otherwise the call returns the count and the next call reports
+    /// it); [`WriteToError::Sink`] if `out` fails — then part of the failing chunk may have
+    /// reached `out` although the cursor did not move past it.
+    pub fn write_to<W: io::Write + ?Sized>(
+        &mut self,
+        out: &mut W,
+        max: usize,
+    ) -> Result<usize, WriteToError> {
         let mut total = 0;
         while total < max {
             let want = (max - total).min(CHUNK);
@@ -142,11 +148,10 @@ impl Cursor {
             let n = match fetch(&self.reader, self.change, self.next, &mut self.buf[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if total == 0 => return Err(e),
+                Err(e) if total == 0 => return Err(WriteToError::Tail(e)),
                 Err(_) => break,
             };
-            out.write_all(&self.buf[..n])
-                .map_err(|e| Error::io("writing tailed bytes", None, e))?;
+            out.write_all(&self.buf[..n]).map_err(WriteToError::Sink)?;
             self.next += n as u64;
             total += n;
         }
@@ -252,10 +257,10 @@ impl Cursor {
 }
 
 /// One validated copy from `next` into `buf`, without moving any cursor.
-fn fetch(reader: &Reader, change: u64, next: u64, buf: &mut [u8]) -> Result<usize> {
+fn fetch(reader: &Reader, change: u64, next: u64, buf: &mut [u8]) -> Result<usize, TailError> {
     let snap = reader.snapshot();
     if snap.change != change {
-        return Err(Error::HistoryChanged);
+        return Err(TailError::HistoryChanged);
     }
     reader.copy_validated(&snap, next, buf)
 }

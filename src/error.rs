@@ -1,4 +1,4 @@
-//! The crate's one error type.
+//! The crate's error type for failures (read outcomes are in `read_error.rs`).
 
 use std::fmt;
 use std::io;
@@ -8,9 +8,12 @@ use std::sync::Arc;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong opening, writing or reading a backlog.
+/// Everything that can go wrong opening, writing or inspecting a backlog.
 ///
-/// Normal outcomes (a PSYNC answer, what recovery found) are values, not errors.
+/// Normal outcomes are values, not errors: a PSYNC answer, what recovery found, and why a
+/// read returned no bytes (a [`ReadError`](crate::ReadError) or
+/// [`TailError`](crate::TailError): the bytes are gone, not written yet, or the history
+/// changed).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -72,24 +75,6 @@ pub enum Error {
         /// shared by every `Poisoned` error of the handle.
         source: Arc<io::Error>,
     },
-    /// The bytes at `requested` were already overwritten by the ring (or dropped). For a
-    /// [`Cursor`](crate::Cursor) this means it was **lapped**: that replica needs a full resync.
-    Overwritten {
-        /// The replication offset asked for.
-        requested: u64,
-        /// The oldest offset still held.
-        first: u64,
-    },
-    /// The bytes at `requested` have not been written yet.
-    NotWritten {
-        /// The replication offset asked for.
-        requested: u64,
-        /// The offset of the last byte written (`master_repl_offset`).
-        end: u64,
-    },
-    /// The history changed under a reader (reset, truncation, resize): its position means
-    /// nothing in the new history.
-    HistoryChanged,
     /// A read-only open found a backlog whose last writer neither closed it cleanly nor left
     /// a live state valid on this boot (the machine crashed or restarted since): only a
     /// writer's recovery may decide which bytes to trust. Open it for writing once.
@@ -177,26 +162,12 @@ impl fmt::Display for Error {
                 "backlog is poisoned by an earlier failed flush ({op}: {source}); reopen it to \
                  recover"
             ),
-            Error::Overwritten { requested, first } => write!(
-                f,
-                "offset {requested} is no longer in the backlog (oldest held: {first})"
-            ),
-            Error::NotWritten { requested, end } => write!(
-                f,
-                "offset {requested} has not been written yet (last written: {end})"
-            ),
             Error::NeedsRecovery { path } => write!(
                 f,
                 "{} was not closed cleanly before the machine restarted: open it for writing \
                  once to recover it before reading it read-only",
                 path.display()
             ),
-            Error::HistoryChanged => {
-                write!(
-                    f,
-                    "the backlog's history was reset or truncated during the read"
-                )
-            }
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::InvalidRunId(s) => write!(
                 f,

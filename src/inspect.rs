@@ -14,7 +14,7 @@
 //! live `start` and change counter, discard the copy if the writer lapped it or changed the
 //! history. Otherwise (a clean file, or one left by an OS crash or power loss) the range is the
 //! committed, verified one and nothing is expected to move: a read then fails with
-//! [`Error::HistoryChanged`] if a writer opened the file meanwhile.
+//! [`TailError::HistoryChanged`] if a writer opened the file meanwhile.
 //!
 //! A [`BacklogFile`] is a snapshot: it sees the range as it was at `open`. Bytes a live writer
 //! appends afterwards need a new `open`.
@@ -36,6 +36,7 @@ use crate::format::live::{
 use crate::format::slot::{MAX_GENERATIONS, SLOT_LEN, Slot, SlotError};
 use crate::format::{Geometry, LIVE_OFFSET, MAGIC, SLOT_OFFSETS, VERSION};
 use crate::psync::{History, PsyncReply, decide};
+use crate::read_error::TailError;
 use crate::recovery::{RecoveryKind, RecoveryReport, corrupt, map_file, read_slots, recover};
 use crate::region::Medium;
 use crate::ring::{chunks, run_base};
@@ -407,11 +408,11 @@ impl BacklogFile {
     /// many (up to the last offset of the snapshot; 0 at `last_offset + 1`).
     ///
     /// # Errors
-    /// [`Error::Overwritten`] if `offset` is before the first offset held (or a live writer
-    /// overwrote it during the copy); [`Error::NotWritten`] if it is beyond the byte after
-    /// the last offset; [`Error::HistoryChanged`] if a writer reset, truncated or reopened the file since
-    /// the snapshot (open it again).
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    /// [`TailError::Overwritten`] if `offset` is before the first offset held (or a live
+    /// writer overwrote it during the copy); [`TailError::NotWritten`] if it is beyond the
+    /// byte after the last offset; [`TailError::HistoryChanged`] if a writer reset, truncated
+    /// or reopened the file since the snapshot (open it again).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, TailError> {
         let snap = Snapshot {
             change: self.change0,
             start: self.info.first_offset,
@@ -424,7 +425,7 @@ impl BacklogFile {
         // any movement of the live start since the snapshot means a writer opened the file.
         let (n, start) = seqlock::copy_and_reload(&*self.sh, &snap, offset, buf)?;
         if start != self.start0 {
-            return Err(Error::HistoryChanged);
+            return Err(TailError::HistoryChanged);
         }
         Ok(n)
     }

@@ -30,9 +30,10 @@ impl Backlog {
     /// The view follows the file the path named at open: if a writer later resizes the
     /// backlog (which replaces the file), this reader keeps reading the old file, which no
     /// longer grows. A writer that reopens the file starts a new generation: existing
-    /// cursors report [`Error::HistoryChanged`]; make new ones. A writer that dies in the
-    /// middle of a reset or truncation leaves the history-change counter odd: the view's reads
-    /// then wait until a writer reopens the file (its recovery completes the change).
+    /// cursors report [`TailError::HistoryChanged`](crate::TailError::HistoryChanged); make
+    /// new ones. A writer that dies in the middle of a reset or truncation leaves the
+    /// history-change counter odd: the view's reads then wait until a writer reopens the file
+    /// (its recovery completes the change).
     ///
     /// # Errors
     /// [`Error::NeedsRecovery`] if the last writer neither closed the file cleanly nor left a

@@ -20,8 +20,8 @@
 //! Acquire fence; then re-loads `start` and `change`. If the copy saw any byte stored by a
 //! later append, the fences make that append's `start` visible to the re-load: if `start`
 //! moved past the first byte copied, the copy is discarded and the reader learns that its
-//! offset is gone ([`Error::Overwritten`], "lapped"). If `change` moved, the history changed
-//! under it ([`Error::HistoryChanged`]). This is the classic seqlock (as in the Linux kernel
+//! offset is gone ([`TailError::Overwritten`], "lapped"). If `change` moved, the history changed
+//! under it ([`TailError::HistoryChanged`]). This is the classic seqlock (as in the Linux kernel
 //! and crossbeam's `AtomicCell`), with the ring's `start` as the sequence number.
 //!
 //! # Waking tailers
@@ -58,7 +58,7 @@
 use std::sync::Arc;
 
 use crate::cursor::Cursor;
-use crate::error::{Error, Result};
+use crate::read_error::{ReadError, TailError};
 use crate::seqlock::{self, Snapshot};
 use crate::shared::{Shared, load_acquire};
 
@@ -107,14 +107,22 @@ impl Reader {
     /// Never returns a byte that changed during the copy.
     ///
     /// # Errors
-    /// [`Error::Overwritten`] if the byte at `offset` is older than the oldest held (or was
-    /// overwritten during the copy); [`Error::NotWritten`] if `offset > offset() + 1`.
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    /// [`ReadError::Overwritten`] if the byte at `offset` is older than the oldest held (or
+    /// was overwritten during the copy); [`ReadError::NotWritten`] if `offset > offset() + 1`.
+    /// A history change during the read is not reported: the read is retried in the new
+    /// history.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
         loop {
             let snap = self.snapshot();
             match self.copy_validated(&snap, offset, buf) {
-                Err(Error::HistoryChanged) => {}
-                r => return r,
+                Ok(n) => return Ok(n),
+                Err(TailError::Overwritten { requested, first }) => {
+                    return Err(ReadError::Overwritten { requested, first });
+                }
+                Err(TailError::NotWritten { requested, end }) => {
+                    return Err(ReadError::NotWritten { requested, end });
+                }
+                Err(TailError::HistoryChanged) => {}
             }
         }
     }
@@ -125,7 +133,7 @@ impl Reader {
         snap: &Snapshot,
         offset: u64,
         buf: &mut [u8],
-    ) -> Result<usize> {
+    ) -> Result<usize, TailError> {
         seqlock::read(&*self.sh, snap, offset, buf)
     }
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::read_error::TailError;
 use crate::sync::{Ordering, fence, rare_side_fence, writer_fence};
 
 /// The published words of the live page.
@@ -197,20 +197,20 @@ pub fn try_snapshot<M: Memory + ?Sized>(m: &M) -> Option<Snapshot> {
 /// during the copy.
 ///
 /// # Errors
-/// [`Error::Overwritten`] if the byte at `offset` is gone (before or during the copy);
-/// [`Error::NotWritten`] if `offset > snap.end + 1`; [`Error::HistoryChanged`] if the history
-/// changed since `snap`.
+/// [`TailError::Overwritten`] if the byte at `offset` is gone (before or during the copy);
+/// [`TailError::NotWritten`] if `offset > snap.end + 1`; [`TailError::HistoryChanged`] if the
+/// history changed since `snap`.
 #[inline]
 pub fn read<M: Memory + ?Sized>(
     m: &M,
     snap: &Snapshot,
     offset: u64,
     buf: &mut [u8],
-) -> Result<usize, Error> {
+) -> Result<usize, TailError> {
     let (n, start) = copy_and_reload(m, snap, offset, buf)?;
     // Overwriting any byte `o >= offset` first published a start above `o`.
     if start > offset {
-        return Err(Error::Overwritten {
+        return Err(TailError::Overwritten {
             requested: offset,
             first: start,
         });
@@ -232,15 +232,15 @@ pub fn copy_and_reload<M: Memory + ?Sized>(
     snap: &Snapshot,
     offset: u64,
     buf: &mut [u8],
-) -> Result<(usize, u64), Error> {
+) -> Result<(usize, u64), TailError> {
     if offset < snap.start {
-        return Err(Error::Overwritten {
+        return Err(TailError::Overwritten {
             requested: offset,
             first: snap.start,
         });
     }
     if offset > snap.end + 1 {
-        return Err(Error::NotWritten {
+        return Err(TailError::NotWritten {
             requested: offset,
             end: snap.end,
         });
@@ -252,7 +252,7 @@ pub fn copy_and_reload<M: Memory + ?Sized>(
     fence(Ordering::Acquire);
     let start = m.load(Word::Start, Ordering::Relaxed);
     if m.load(Word::Change, Ordering::Relaxed) != snap.change {
-        return Err(Error::HistoryChanged);
+        return Err(TailError::HistoryChanged);
     }
     Ok((n, start))
 }

@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use durable_backlog::{Backlog, Durability, Error, Options, RecoveryKind};
+use durable_backlog::{Backlog, Durability, Options, RecoveryKind, TailError};
 
 mod stream;
 use stream::stream;
@@ -96,7 +96,7 @@ fn writer_process_and_read_only_tailer_process() {
                 }
                 verified += n as u64;
             }
-            Err(Error::Overwritten { .. }) => {
+            Err(TailError::Overwritten { .. }) => {
                 laps += 1;
                 cursor = view.cursor(view.first_offset());
             }
@@ -131,5 +131,8 @@ fn writer_process_and_read_only_tailer_process() {
     assert_eq!(b.recovery().kind, RecoveryKind::ProcessCrash);
     assert_eq!(b.offset(), TOTAL);
     // The reopen is a new generation: a history change for the view's cursors.
-    assert!(matches!(tail.read(&mut buf), Err(Error::HistoryChanged)));
+    assert!(matches!(
+        tail.read(&mut buf),
+        Err(TailError::HistoryChanged)
+    ));
 }

@@ -8,7 +8,8 @@
 )]
 
 use durable_backlog::{
-    Backlog, Durability, Error, FullResyncReason, Options, PsyncReply, RecoveryKind, RunId,
+    Backlog, Durability, Error, FullResyncReason, Options, PsyncReply, ReadError, RecoveryKind,
+    RunId,
 };
 
 mod stream;
@@ -120,11 +121,11 @@ fn appends_larger_than_capacity_keep_the_last_capacity_bytes() {
     let mut one = [0u8; 1];
     assert!(matches!(
         b.reader().read_at(b.first_offset() - 1, &mut one),
-        Err(Error::Overwritten { .. })
+        Err(ReadError::Overwritten { .. })
     ));
     assert!(matches!(
         b.reader().read_at(b.offset() + 2, &mut one),
-        Err(Error::NotWritten { .. })
+        Err(ReadError::NotWritten { .. })
     ));
     assert_eq!(b.reader().read_at(b.offset() + 1, &mut one).unwrap(), 0);
 }

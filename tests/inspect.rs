@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use durable_backlog::inspect::{self, BacklogFile, Holder, SlotView};
-use durable_backlog::{Backlog, Durability, Error, Options, RecoveryKind};
+use durable_backlog::{Backlog, Durability, Error, Options, RecoveryKind, TailError};
 
 mod stream;
 use stream::{append_stream, bytes_from};
@@ -79,7 +79,7 @@ fn a_live_writer_lapping_the_snapshot_is_detected_not_served() {
     let mut buf = [0u8; 100];
     assert!(matches!(
         f.read_at(first, &mut buf),
-        Err(Error::Overwritten { .. })
+        Err(TailError::Overwritten { .. })
     ));
 }
 
@@ -94,7 +94,10 @@ fn a_writer_reopening_a_resting_file_invalidates_the_snapshot() {
     let mut buf = [0u8; 10];
     assert_eq!(f.read_at(1, &mut buf).unwrap(), 10);
     let _w = Backlog::open(&path, Options::new()).unwrap();
-    assert!(matches!(f.read_at(1, &mut buf), Err(Error::HistoryChanged)));
+    assert!(matches!(
+        f.read_at(1, &mut buf),
+        Err(TailError::HistoryChanged)
+    ));
 }
 
 #[test]

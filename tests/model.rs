@@ -13,7 +13,7 @@
 )]
 
 use durable_backlog::sim::SimDisk;
-use durable_backlog::{Backlog, Durability, Error, Options, RunId};
+use durable_backlog::{Backlog, Durability, Options, ReadError, RunId};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -165,9 +165,8 @@ fn run(ops: &[Op], durability: Durability, cap: u64) {
                         let at = (o - m.first) as usize;
                         assert_eq!(&buf[..got], &m.held()[at..at + got]);
                     }
-                    Err(Error::Overwritten { .. }) => assert!(o < m.first),
-                    Err(Error::NotWritten { .. }) => assert!(o > m.end + 1),
-                    Err(e) => panic!("read: {e}"),
+                    Err(ReadError::Overwritten { .. }) => assert!(o < m.first),
+                    Err(ReadError::NotWritten { .. }) => assert!(o > m.end + 1),
                 }
             }
             Op::Psync(i, rel) => {

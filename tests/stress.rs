@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use durable_backlog::{Backlog, Durability, Error, Options, Reader};
+use durable_backlog::{Backlog, Durability, Options, ReadError, Reader, TailError, WriteToError};
 
 mod stream;
 use stream::stream;
@@ -91,7 +91,10 @@ fn tail(
             sink.next = at;
             cursor.write_to(&mut sink, buf.len())
         } else {
-            cursor.read(&mut buf).inspect(|&n| verify(at, &buf[..n]))
+            cursor
+                .read(&mut buf)
+                .inspect(|&n| verify(at, &buf[..n]))
+                .map_err(WriteToError::Tail)
         };
         match r {
             Ok(0) => {
@@ -106,7 +109,7 @@ fn tail(
                 counts.reads.fetch_add(1, Ordering::Relaxed);
                 pos.store(cursor.position(), Ordering::Release);
             }
-            Err(Error::Overwritten { requested, first }) => {
+            Err(WriteToError::Tail(TailError::Overwritten { requested, first })) => {
                 assert!(may_lap, "tailer {id} lapped at {requested} (first {first})");
                 assert!(first > requested);
                 counts.laps.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +136,7 @@ fn random_reads(reader: &Reader, seed: u64, stop: &AtomicBool, counts: &Counts) 
                 verify(o, &buf[..n]);
                 counts.random_reads.fetch_add(1, Ordering::Relaxed);
             }
-            Err(Error::Overwritten { .. }) => {
+            Err(ReadError::Overwritten { .. }) => {
                 counts.torn_rejected.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => panic!("random reader: {e}"),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use durable_backlog::{Backlog, Durability, Error, Options, RunId};
+use durable_backlog::{Backlog, Durability, Error, Options, RunId, TailError, WriteToError};
 
 mod stream;
 use stream::{append_stream, bytes_from, stream};
@@ -57,14 +57,14 @@ fn lapped_cursor_says_overwritten_and_stays_lapped() {
     let mut buf = [0u8; 10];
     for _ in 0..2 {
         match c.read(&mut buf) {
-            Err(Error::Overwritten { requested, first }) => {
+            Err(TailError::Overwritten { requested, first }) => {
                 assert_eq!((requested, first), (50, b.first_offset()));
             }
             r => panic!("{r:?}"),
         }
         assert!(matches!(
             c.write_to(&mut Vec::new(), 10),
-            Err(Error::Overwritten { .. })
+            Err(WriteToError::Tail(TailError::Overwritten { .. }))
         ));
     }
     assert_eq!(c.position(), 50, "a lapped cursor does not move");
@@ -87,17 +87,17 @@ fn reset_and_truncate_are_history_changes_not_laps() {
     assert!(before_truncate.is_ready());
     assert!(matches!(
         before_truncate.read(&mut buf),
-        Err(Error::HistoryChanged)
+        Err(TailError::HistoryChanged)
     ));
     let mut before_reset = b.reader().cursor(1);
     b.reset(RunId::random(), 5000).unwrap();
     assert!(matches!(
         before_reset.read(&mut buf),
-        Err(Error::HistoryChanged)
+        Err(TailError::HistoryChanged)
     ));
     assert!(matches!(
         before_reset.write_to(&mut Vec::new(), 1),
-        Err(Error::HistoryChanged)
+        Err(WriteToError::Tail(TailError::HistoryChanged))
     ));
     // Cursors made after the change follow the new history.
     let mut after = b.reader().cursor(5001);
@@ -114,7 +114,7 @@ fn cursor_past_the_end_is_not_written() {
     let mut c = b.reader().cursor(12);
     assert!(matches!(
         c.read(&mut [0u8; 4]),
-        Err(Error::NotWritten {
+        Err(TailError::NotWritten {
             requested: 12,
             end: 10
         })
@@ -197,7 +197,10 @@ fn a_history_change_wakes_a_sleeping_tailer() {
     b.truncate_to(5).unwrap();
     let (woke, mut c) = t.join().unwrap();
     assert!(woke);
-    assert!(matches!(c.read(&mut [0u8; 4]), Err(Error::HistoryChanged)));
+    assert!(matches!(
+        c.read(&mut [0u8; 4]),
+        Err(TailError::HistoryChanged)
+    ));
 }
 
 struct FailingSink;
@@ -211,14 +214,14 @@ impl io::Write for FailingSink {
 }
 
 #[test]
-fn write_to_failure_is_an_io_error_and_does_not_advance() {
+fn write_to_failure_is_a_sink_error_and_does_not_advance() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = backlog(&dir, 1 << 20);
     append_stream(&mut b, 10);
     let mut c = b.reader().cursor(1);
     assert!(matches!(
         c.write_to(&mut FailingSink, 100),
-        Err(Error::Io { .. })
+        Err(WriteToError::Sink(e)) if e.to_string() == "replica went away"
     ));
     assert_eq!(c.position(), 1);
     let mut out = Vec::new();
@@ -247,7 +250,7 @@ fn read_only_view_tails_a_live_writer_and_sees_its_restart_as_a_history_change()
     let mut buf = [0u8; 200];
     assert!(matches!(
         slow.read(&mut buf),
-        Err(Error::Overwritten { .. })
+        Err(TailError::Overwritten { .. })
     ));
     assert_eq!(
         c.read(&mut buf).unwrap(),
@@ -259,7 +262,7 @@ fn read_only_view_tails_a_live_writer_and_sees_its_restart_as_a_history_change()
     b.close().unwrap();
     let b = Backlog::open(&path, Options::new().durability(Durability::Never)).unwrap();
     assert!(c.wait(LONG));
-    assert!(matches!(c.read(&mut buf), Err(Error::HistoryChanged)));
+    assert!(matches!(c.read(&mut buf), Err(TailError::HistoryChanged)));
     let mut b = b;
     let mut after = ro.cursor(ro.offset() + 1);
     append_stream(&mut b, 100);
@@ -268,7 +271,10 @@ fn read_only_view_tails_a_live_writer_and_sees_its_restart_as_a_history_change()
     assert_eq!(&buf[..100], &bytes_from(68_001, 100)[..]);
     b.reset(RunId::random(), 1 << 40).unwrap();
     assert!(after.wait(LONG));
-    assert!(matches!(after.read(&mut buf), Err(Error::HistoryChanged)));
+    assert!(matches!(
+        after.read(&mut buf),
+        Err(TailError::HistoryChanged)
+    ));
     assert_eq!(ro.offset(), 1 << 40);
 }
 

@@ -11,7 +11,7 @@ mod common;
 
 use common::{Model, check_recovered};
 use durable_backlog::sim::SimDisk;
-use durable_backlog::{Backlog, Durability, Options, RunId};
+use durable_backlog::{Backlog, Durability, Options, ReadError, RunId};
 use libfuzzer_sys::fuzz_target;
 
 const CAP: u64 = 16 * 1024;
@@ -51,7 +51,8 @@ fuzz_target!(|data: &[u8]| {
                         }
                         assert_eq!(n as u64, (b.offset() + 1 - o).min(buf.len() as u64));
                     }
-                    Err(_) => assert!(o < b.first_offset() || o > b.offset() + 1),
+                    Err(ReadError::Overwritten { .. }) => assert!(o < b.first_offset()),
+                    Err(ReadError::NotWritten { .. }) => assert!(o > b.offset() + 1),
                 }
             }
             4 => {

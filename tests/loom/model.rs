@@ -3,7 +3,7 @@
 //! stands between it and the caller.
 #![allow(clippy::cast_possible_truncation)]
 
-use durable_backlog::Error;
+use durable_backlog::TailError;
 use durable_backlog::seqlock::{self, Memory, Word};
 use durable_backlog::sync::{AtomicU64, Ordering};
 use loom::sync::atomic::AtomicU8;
@@ -111,8 +111,11 @@ fn read_once(m: &Model, offset: u64, len: usize) -> Option<(seqlock::Snapshot, V
             buf.truncate(n);
             Some((snap, buf))
         }
-        Err(Error::Overwritten { .. } | Error::HistoryChanged | Error::NotWritten { .. }) => None,
-        Err(e) => panic!("{e}"),
+        Err(
+            TailError::Overwritten { .. }
+            | TailError::HistoryChanged
+            | TailError::NotWritten { .. },
+        ) => None,
     }
 }
 

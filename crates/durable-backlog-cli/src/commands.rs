@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use durable_backlog::inspect::{BacklogFile, Holder, Inspection, SlotView, VerifyReport};
-use durable_backlog::{Backlog, Durability, Error, Options, PsyncReply, RecoveryKind};
+use durable_backlog::{Backlog, Durability, Error, Options, PsyncReply, RecoveryKind, TailError};
 use serde_json::{Value, json};
 
 use crate::Fail;
@@ -390,16 +390,16 @@ fn verify_json(i: &Inspection, r: &VerifyReport) -> Value {
     })
 }
 
-fn read_error(e: Error) -> Fail {
+fn read_error(e: TailError) -> Fail {
     Fail::Error(match e {
-        Error::Overwritten { requested, first } => format!(
+        TailError::Overwritten { requested, first } => format!(
             "offset {requested} was overwritten by the live writer while being read (oldest now \
              {first}); dump a later range"
         ),
-        Error::HistoryChanged => {
+        TailError::HistoryChanged => {
             "a writer reset, truncated or reopened the backlog during the read; run again".into()
         }
-        e => e.to_string(),
+        e @ TailError::NotWritten { .. } => e.to_string(),
     })
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use durable_backlog::{Error, PsyncReply, RunId};
+use durable_backlog::{PsyncReply, RunId, TailError, WriteToError};
 use durable_resp::{RequestParser, parse_i64};
 
 use crate::keyspace::Keyspace;
@@ -342,7 +342,7 @@ fn stream_to(server: &Server, stream: &mut TcpStream, from: u64, info: &ReplicaI
                 cursor.wait(Duration::from_secs(1));
             }
             Ok(_) => {}
-            Err(Error::Overwritten { first, .. }) => {
+            Err(WriteToError::Tail(TailError::Overwritten { first, .. })) => {
                 log::warning(format_args!(
                     "Replica {name} lagged beyond the backlog: its next byte {} was \
                      overwritten (oldest held: {first}); disconnecting it",
