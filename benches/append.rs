@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    BufFileRing, FdatasyncFloor, KIB, MIB, MemRing, MsyncFloor, QueueRing, bench_dir,
+    BufFileRing, FdatasyncFloor, KIB, MIB, MemRing, MsyncFloor, QueueRing, QueueSync, bench_dir,
     check_backlog, chunk, filled_backlog,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -41,7 +41,7 @@ fn throughput(c: &mut Criterion) {
             assert_eq!(file.tail(len), data);
             g.bench_function("File+BufWriter", |b| b.iter(|| file.append(&data)));
 
-            let mut qf = QueueRing::new(&p("qf"), cap, false);
+            let mut qf = QueueRing::new(&p("qf"), cap, QueueSync::Unsynced);
             qf.append(&data);
             assert_eq!(qf.last(), data);
             g.bench_function("queue-file sync off", |b| b.iter(|| qf.append(&data)));
@@ -88,7 +88,7 @@ fn durable(c: &mut Criterion) {
     g.bench_function("floor mmap+msync one page", |b| b.iter(|| ms.append(&data)));
     drop(ms);
 
-    let mut qf = QueueRing::new(&dir.path().join("q"), cap, true);
+    let mut qf = QueueRing::new(&dir.path().join("q"), cap, QueueSync::Synced);
     qf.append(&data);
     assert_eq!(qf.last(), data);
     g.bench_function("queue-file default sync", |b| b.iter(|| qf.append(&data)));

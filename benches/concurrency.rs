@@ -24,7 +24,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{APPEND, Clock, RING, full_backlog, run_spsc, run_writer, stream};
+use common::{APPEND, Clock, RING, SpscReader, full_backlog, run_spsc, run_writer, stream};
 
 fn writer_tailers(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -160,9 +160,12 @@ fn spsc_baseline(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(APPEND as u64));
     g.sample_size(20).warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(3));
-    for (copy, name) in [(false, "skipping"), (true, "copying")] {
+    for (mode, name) in [
+        (SpscReader::Skips, "skipping"),
+        (SpscReader::Copies, "copying"),
+    ] {
         g.bench_function(format!("push_4KiB_{name}_reader"), |bench| {
-            bench.iter_custom(|iters| run_spsc(iters, &data, copy));
+            bench.iter_custom(|iters| run_spsc(iters, &data, mode));
         });
     }
     g.finish();

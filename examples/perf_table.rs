@@ -24,9 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    APPEND, BufFileRing, Clock, FdatasyncFloor, GIB, KIB, MIB, MemRing, MsyncFloor, QueueRing, Rng,
-    bench_dir, check_backlog, chunk, drop_page_cache, filled_backlog, full_backlog, median, patch,
-    read_fixture, run_spsc, run_writer, run_writer_beside_spinner, stream, time_per_op,
+    APPEND, BufFileRing, Clock, FdatasyncFloor, GIB, KIB, MIB, MemRing, MsyncFloor, QueueRing,
+    QueueSync, Rng, SpscReader, bench_dir, check_backlog, chunk, drop_page_cache, filled_backlog,
+    full_backlog, median, patch, read_fixture, run_spsc, run_writer, run_writer_beside_spinner,
+    stream, time_per_op,
 };
 use durable_backlog::{Backlog, Durability, Options, RecoveryKind};
 
@@ -201,7 +202,7 @@ fn main() {
             let p = |s: &str| dir.path().join(format!("{s}-{cap}-{len}"));
             let mut mem = MemRing::new(cap);
             let mut file = BufFileRing::new(&p("buf"), cap);
-            let mut qf = QueueRing::new(&p("qf"), cap, false);
+            let mut qf = QueueRing::new(&p("qf"), cap, QueueSync::Unsynced);
             let mut bl = filled_backlog(&p("never"), cap, Durability::Never, &data);
             for _ in 0..=cap / len {
                 mem.append(&data);
@@ -344,7 +345,7 @@ fn main() {
         let mut always = filled_backlog(&dir.path().join("a"), cap, Durability::Always, &data);
         let mut fd = FdatasyncFloor::new(&dir.path().join("fd"), cap);
         let mut ms = MsyncFloor::new(&dir.path().join("ms"), cap);
-        let mut qf = QueueRing::new(&dir.path().join("qfd"), cap, true);
+        let mut qf = QueueRing::new(&dir.path().join("qfd"), cap, QueueSync::Synced);
         fd.append(&data);
         ms.append(&data);
         qf.append(&data);
@@ -510,8 +511,8 @@ fn main() {
             spin.push(per(run_writer_beside_spinner(&mut b, iters, &data)));
             t1.push(per(run_writer(&mut b, 1, iters, &data, Clock::Wall)));
             t2.push(per(run_writer(&mut b, 2, iters, &data, Clock::Wall)));
-            skip.push(per(run_spsc(iters, &data, false)));
-            copy.push(per(run_spsc(iters, &data, true)));
+            skip.push(per(run_spsc(iters, &data, SpscReader::Skips)));
+            copy.push(per(run_spsc(iters, &data, SpscReader::Copies)));
         }
         let (t0, t1, t2) = (median(t0), median(t1), median(t2));
         let (skip, copy, spin) = (median(skip), median(copy), median(spin));

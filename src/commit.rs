@@ -105,6 +105,22 @@ impl Meta {
     }
 }
 
+/// Who commits, which decides how the commit runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CommitKind {
+    /// The writer's own thread (a flush, an `Always` append, a history change, an open):
+    /// nothing appends meanwhile.
+    Writer,
+    /// The writer's last commit at close, which marks the file cleanly closed. Only after a
+    /// `Writer` commit made the data durable: recovery trusts a clean mark without verifying
+    /// data, and one sync may land its writes in any order.
+    CleanClose,
+    /// The background flusher, while the writer may be appending: the start is re-read once
+    /// the protection is published (before hashing) and again after hashing, so bytes lapped
+    /// meanwhile are neither hashed nor claimed.
+    Background,
+}
+
 /// The committer's state; lives behind the commit mutex.
 #[derive(Debug)]
 pub(crate) struct CommitState {
@@ -117,19 +133,16 @@ pub(crate) struct CommitState {
 }
 
 impl CommitState {
-    /// Makes stream bytes `start..=end` and the current metadata durable.
-    ///
-    /// `racy` says the writer may be appending concurrently (the background flusher): the
-    /// start is then re-read once the protection is published (before hashing) and again
-    /// after hashing, so bytes lapped meanwhile are neither hashed nor claimed.
+    /// Makes stream bytes `start..=end` and the current metadata durable (see [`CommitKind`]
+    /// for what each kind of commit does differently).
     pub(crate) fn commit(
         &mut self,
         sh: &Shared,
         start: u64,
         end: u64,
-        clean: bool,
-        racy: bool,
+        kind: CommitKind,
     ) -> Result<u64> {
+        let racy = kind == CommitKind::Background;
         let g = sh.geo;
         let prev_end = self.last.end.min(end);
         // What the writer must not overwrite unprotected once this commit may be the last
@@ -177,7 +190,7 @@ impl CommitState {
         };
         let slot = Slot {
             seq: self.last.seq + 1,
-            clean,
+            clean: kind == CommitKind::CleanClose,
             capacity: g.capacity,
             block_shift: g.block_shift,
             epoch: self.meta.epoch,
@@ -209,7 +222,7 @@ impl CommitState {
     pub(crate) fn protect_last_commit(&mut self, sh: &Shared, new_start: u64) -> Result<()> {
         let (end, prev_end) = (self.last.end, self.last.prev_end);
         if end > prev_end && new_start > run_base(&sh.geo, prev_end + 1) {
-            self.commit(sh, new_start.min(end + 1), end, false, false)?;
+            self.commit(sh, new_start.min(end + 1), end, CommitKind::Writer)?;
         }
         Ok(())
     }

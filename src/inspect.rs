@@ -37,8 +37,10 @@ use crate::format::slot::{MAX_GENERATIONS, SLOT_LEN, Slot, SlotError};
 use crate::format::{Geometry, LIVE_OFFSET, MAGIC, SLOT_OFFSETS, VERSION};
 use crate::psync::{History, PsyncReply, decide};
 use crate::read_error::TailError;
-use crate::recovery::{RecoveryKind, RecoveryReport, corrupt, map_file, read_slots, recover};
-use crate::region::Medium;
+use crate::recovery::{
+    DataCheck, RecoveryKind, RecoveryReport, corrupt, map_file, read_slots, recover,
+};
+use crate::region::{Access, Medium};
 use crate::ring::{chunks, run_base};
 use crate::runid::RunId;
 use crate::seqlock::{self, Snapshot};
@@ -319,7 +321,7 @@ impl BacklogFile {
                 path: path.to_path_buf(),
             });
         }
-        let (medium, geo) = map_file(&file, path, false)?;
+        let (medium, geo) = map_file(&file, path, Access::ReadOnly)?;
         let holder = lock_holder(&md);
         let sh = Arc::new(Shared::new(medium, geo, path.to_path_buf()));
 
@@ -707,7 +709,7 @@ fn dry_run(sh: &Shared) -> Result<(crate::recovery::Recovered, u64, u64)> {
             continue;
         }
         let s0 = live_word(sh, L_START);
-        let rec = recover(sh, false)?;
+        let rec = recover(sh, DataCheck::AsNeeded)?;
         if live_word(sh, L_CHANGE) == c0 || attempt >= 50 {
             return Ok((rec, c0, s0));
         }

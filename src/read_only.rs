@@ -11,7 +11,7 @@ use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
 use crate::format::slot::MAX_OFFSET;
 use crate::reader::Reader;
 use crate::recovery::{map_file, newest_slot};
-use crate::region::current_boot_id;
+use crate::region::{Access, current_boot_id};
 use crate::shared::{Shared, load_acquire};
 use crate::writer::Backlog;
 
@@ -60,7 +60,7 @@ impl Backlog {
         let path = path.as_ref();
         let file =
             File::open(path).map_err(|e| Error::io("opening the backlog file", Some(path), e))?;
-        let (medium, geo) = map_file(&file, path, false)?;
+        let (medium, geo) = map_file(&file, path, Access::ReadOnly)?;
         let mut sh = Shared::new(medium, geo, path.to_path_buf());
         sh.read_only = true;
         let deadline = Instant::now() + SETTLE;

@@ -24,7 +24,7 @@ use crate::format::entry::{ENTRY_LEN, Entry};
 use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
 use crate::format::slot::{SLOT_LEN, Slot, SlotError};
 use crate::format::{Geometry, LIVE_OFFSET, PAGE, SLOT_OFFSETS, VERSION};
-use crate::region::Medium;
+use crate::region::{Access, Medium};
 use crate::ring::{run_base, spans};
 use crate::shared::{Shared, load_acquire};
 
@@ -145,7 +145,7 @@ pub(crate) fn probe(medium: &Medium, path: &Path) -> Result<Geometry> {
 pub(crate) fn map_file(
     file: &std::fs::File,
     path: &Path,
-    writable: bool,
+    access: Access,
 ) -> Result<(Medium, Geometry)> {
     let len = file
         .metadata()
@@ -162,7 +162,7 @@ pub(crate) fn map_file(
             format!("{len} bytes"),
         ));
     }
-    let map = crate::region::MapMedium::map(file, len, writable)
+    let map = crate::region::MapMedium::map(file, len, access)
         .map_err(|e| Error::io("mapping the backlog file", Some(path), e))?;
     let medium = Medium::Map(map);
     let geo = probe(&medium, path)?;
@@ -372,9 +372,21 @@ fn verify_held(
     (v.first <= held.start).then_some(v)
 }
 
+/// Which held bytes an open verifies against their checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DataCheck {
+    /// What the recovery rule needs: nothing after a clean close, the committed bytes after
+    /// a process crash, everything kept after an OS crash or power loss.
+    AsNeeded,
+    /// Every held byte, whatever the last writer left (`Options::verify_on_open`): only
+    /// verified bytes are kept.
+    Always,
+}
+
 /// Recovers the state of an existing backlog. Writes nothing.
 #[allow(clippy::too_many_lines)] // the recovery rule, step by step, as documented above
-pub(crate) fn recover(sh: &Shared, verify_always: bool) -> Result<Recovered> {
+pub(crate) fn recover(sh: &Shared, check: DataCheck) -> Result<Recovered> {
+    let verify_always = check == DataCheck::Always;
     let (newest, page, older) = newest_slot(&sh.medium, &sh.path)?;
     let g = newest
         .check_geometry(sh.medium.len())

@@ -28,29 +28,37 @@ pub(crate) enum Medium {
     Sim(SimDisk),
 }
 
+/// How a backlog file is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The writer's mapping.
+    ReadWrite,
+    /// A view's (`open_read_only`, `inspect`): the engine never stores to it.
+    ReadOnly,
+}
+
 /// A shared mapping of a whole backlog file.
 #[derive(Debug)]
 pub(crate) struct MapMedium {
     raw: MmapRaw,
     len: u64,
-    writable: bool,
+    access: Access,
 }
 
 impl MapMedium {
     /// Maps the whole of `file`, which must be exactly `len` bytes long.
-    pub(crate) fn map(file: &File, len: u64, writable: bool) -> io::Result<Self> {
+    pub(crate) fn map(file: &File, len: u64, access: Access) -> io::Result<Self> {
         let size = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
         let mut opts = MmapOptions::new();
         opts.len(size);
-        let raw = if writable {
-            opts.map_raw(file)?
-        } else {
-            opts.map_raw_read_only(file)?
+        let raw = match access {
+            Access::ReadWrite => opts.map_raw(file)?,
+            Access::ReadOnly => opts.map_raw_read_only(file)?,
         };
         // Reads and writes land wherever the ring's head is: read-ahead and large-folio
         // write-back would only add I/O (measured in the performance notes).
         let _ = raw.advise(memmap2::Advice::Random);
-        Ok(MapMedium { raw, len, writable })
+        Ok(MapMedium { raw, len, access })
     }
 
     /// Faults every page in now, so the first lap of appends does not pay a fault per page.
@@ -113,7 +121,7 @@ impl Medium {
         }
         self.check(pos, src.len());
         if let Medium::Map(m) = self
-            && !m.writable
+            && m.access == Access::ReadOnly
         {
             read_only_write();
         }

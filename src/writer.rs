@@ -12,15 +12,15 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::commit::{BlockState, CommitState, Meta};
+use crate::commit::{BlockState, CommitKind, CommitState, Meta};
 use crate::error::{Error, Result};
 use crate::format::Geometry;
 use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
 use crate::format::slot::{MAX_OFFSET, Slot};
 use crate::psync::{History, PsyncReply, decide};
 use crate::reader::Reader;
-use crate::recovery::{RecoveryKind, RecoveryReport, map_file, recover};
-use crate::region::{MapMedium, Medium, preallocate};
+use crate::recovery::{DataCheck, RecoveryKind, RecoveryReport, map_file, recover};
+use crate::region::{Access, MapMedium, Medium, preallocate};
 use crate::runid::RunId;
 use crate::seqlock;
 use crate::shared::Shared;
@@ -213,7 +213,7 @@ impl Flusher {
                         continue;
                     }
                     let start = sh.start().load(Ordering::Acquire).min(end + 1);
-                    if let Err(e) = st.commit(&sh, start, end, false, true) {
+                    if let Err(e) = st.commit(&sh, start, end, CommitKind::Background) {
                         sh.poison(e);
                         return;
                     }
@@ -358,7 +358,7 @@ fn new_file(path: &Path, geo: &Geometry) -> Result<(File, PathBuf, MapMedium)> {
     lock_file(&file, &tmp).map_err(cleanup)?;
     preallocate(&file, geo.file_len)
         .map_err(|e| cleanup(Error::io("allocating the backlog file", Some(&tmp), e)))?;
-    let map = MapMedium::map(&file, geo.file_len, true)
+    let map = MapMedium::map(&file, geo.file_len, Access::ReadWrite)
         .map_err(|e| cleanup(Error::io("mapping the backlog file", Some(&tmp), e)))?;
     map.prefault();
     Ok((file, tmp, map))
@@ -434,7 +434,7 @@ impl Backlog {
             .map_err(|e| Error::io("opening the backlog file", Some(path), e))?;
         lock_file(&file, path)?;
         remove_stale_temps(path);
-        let (medium, geo) = map_file(&file, path, true)?;
+        let (medium, geo) = map_file(&file, path, Access::ReadWrite)?;
         let sh = Arc::new(Shared::new(medium, geo, path.to_path_buf()));
         Self::open_shared(sh, Lock::File(file), &opts)
     }
@@ -529,7 +529,12 @@ impl Backlog {
     }
 
     fn open_shared(sh: Arc<Shared>, lock: Lock, opts: &Options) -> Result<Self> {
-        let rec = recover(&sh, opts.verify_on_open)?;
+        let check = if opts.verify_on_open {
+            DataCheck::Always
+        } else {
+            DataCheck::AsNeeded
+        };
+        let rec = recover(&sh, check)?;
         let mut meta = rec.state.meta.clone();
         meta.shift(rec.end);
         if let (Some(cap), Lock::File(_)) = (opts.capacity.filter(|&c| c != sh.geo.capacity), &lock)
@@ -671,7 +676,7 @@ impl Backlog {
         d: Durability,
         mut report: RecoveryReport,
     ) -> Result<Self> {
-        state.commit(&sh, start, end, false, false)?;
+        state.commit(&sh, start, end, CommitKind::Writer)?;
         report.slot_seq = state.last.seq;
         // Readers in other processes may be looking at the live page
         // (`Backlog::open_read_only`, `inspect`): a reopen is a history change for them (a new
@@ -810,7 +815,7 @@ impl Backlog {
     #[inline]
     fn after_fill(&mut self) -> Result<()> {
         if self.durability == Durability::Always {
-            self.commit_now(false)?;
+            self.commit_now(CommitKind::Writer)?;
         }
         self.sh.wake_waiters();
         Ok(())
@@ -828,10 +833,10 @@ impl Backlog {
             .map_err(|e| self.sh.poison(e))
     }
 
-    fn commit_now(&mut self, clean: bool) -> Result<u64> {
+    fn commit_now(&mut self, kind: CommitKind) -> Result<u64> {
         self.sh.check_poison()?;
         let mut st = self.commit.lock();
-        st.commit(&self.sh, self.start, self.end, clean, false)
+        st.commit(&self.sh, self.start, self.end, kind)
             .map_err(|e| self.sh.poison(e))
     }
 
@@ -841,7 +846,7 @@ impl Backlog {
     /// [`Error::Poisoned`] or the sync's [`Error::Io`]; a failure poisons the handle (a sync
     /// is never retried and reported as success).
     pub fn flush(&mut self) -> Result<u64> {
-        self.commit_now(false)
+        self.commit_now(CommitKind::Writer)
     }
 
     /// Runs a rare history change: readers see the change counter odd meanwhile.
@@ -854,7 +859,7 @@ impl Backlog {
             let mut meta = st.meta.clone();
             f(&mut meta);
             st.meta = meta.clone();
-            let r = st.commit(&sh, start, end, false, false);
+            let r = st.commit(&sh, start, end, CommitKind::Writer);
             if r.is_ok() {
                 sh.start().store(start, Ordering::SeqCst);
                 sh.end().store(end, Ordering::SeqCst);
@@ -971,8 +976,8 @@ impl Backlog {
         // reach the disk after the data it covers is durable (one sync may land its writes
         // in any order).
         let r = if self.lock.is_some() {
-            self.commit_now(false)
-                .and_then(|_| self.commit_now(true))
+            self.commit_now(CommitKind::Writer)
+                .and_then(|_| self.commit_now(CommitKind::CleanClose))
                 .map(|_| ())
         } else {
             Ok(())

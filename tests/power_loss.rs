@@ -58,7 +58,6 @@ fn run(d: Durability, steps: &[Step], crash_at: Option<u64>) -> Run {
     }
     let opts = |d| Options::new().capacity(CAP).durability(d);
     let mut b = Backlog::create_sim(&disk, opts(d)).unwrap();
-    let mut durability = d;
     let mut m = Model::new(&b, 7);
     m.durable = (0, 0);
     let created_at = disk.ops();
@@ -72,7 +71,7 @@ fn run(d: Durability, steps: &[Step], crash_at: Option<u64>) -> Run {
     acks.push(ack(&m, &disk));
     for &s in steps {
         match s {
-            Step::Append(n) => m.append(&mut b, n, durability == Durability::Always),
+            Step::Append(n) => m.append(&mut b, n),
             Step::Flush => {
                 let e = b.flush().unwrap();
                 m.flushed(e);
@@ -92,7 +91,6 @@ fn run(d: Durability, steps: &[Step], crash_at: Option<u64>) -> Run {
             Step::Reopen(nd) => {
                 drop(b);
                 b = Backlog::open_sim(&disk, opts(nd)).unwrap();
-                durability = nd;
                 m.reopened(&b).unwrap();
             }
         }
@@ -122,13 +120,24 @@ fn ack_before(acks: &[Ack], n: u64) -> Ack {
     *acks.iter().rev().find(|a| a.ops <= n).unwrap_or(&acks[0])
 }
 
-/// A power-loss image: nothing acknowledged durable may be lost (unless `lossy`, a garbage
-/// sector), nothing wrong served, no PSYNC beyond the end.
-fn check_power_loss(img: &SimDisk, m: &Model, a: Ack, lossy: bool) -> Result<Backlog, String> {
+/// What a power-loss image may have destroyed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Damage {
+    /// What the media assumptions allow: each page at any version since the last sync, torn
+    /// at sectors. Nothing acknowledged durable may be lost.
+    Allowed,
+    /// Also a sector of garbage, which may destroy acknowledged bytes sharing it (never turn
+    /// them into wrong ones).
+    GarbageSector,
+}
+
+/// A power-loss image: nothing acknowledged durable may be lost (unless a garbage sector hit
+/// it), nothing wrong served, no PSYNC beyond the end.
+fn check_power_loss(img: &SimDisk, m: &Model, a: Ack, damage: Damage) -> Result<Backlog, String> {
     let b = open(img)?;
     let h = check_recovered(&b, m)?;
     let (dh, doff) = a.durable;
-    if !lossy && h <= dh && !(h == dh && b.offset() >= doff) {
+    if damage == Damage::Allowed && h <= dh && !(h == dh && b.offset() >= doff) {
         return Err(format!(
             "lost durable bytes: recovered history {h} end {} ({:?}), acknowledged history {dh} end {doff}",
             b.offset(),
@@ -186,7 +195,7 @@ fn check_recovery_crashes(img: &SimDisk, m: &Model, a: Ack, seed: u64) -> Result
         let f = c.frozen().ok_or("recovery crash point not reached")?;
         // What the first recovery found is all there is: a process crash during its
         // commit must find exactly that again.
-        let pc = check_power_loss(&f.process_crash(), &m2, a, false)
+        let pc = check_power_loss(&f.process_crash(), &m2, a, Damage::Allowed)
             .map_err(|e| format!("process crash at recovery op {j}: {e}"))?;
         if !same_range((pc.first_offset(), pc.offset()), (r1_first, r1_end)) {
             return Err(format!(
@@ -197,7 +206,7 @@ fn check_recovery_crashes(img: &SimDisk, m: &Model, a: Ack, seed: u64) -> Result
         }
         for k in 0..2 {
             let pl = f.power_loss(seed * 7 + k, 0.3, 0.0);
-            let b = check_power_loss(&pl, &m2, a, false)
+            let b = check_power_loss(&pl, &m2, a, Damage::Allowed)
                 .map_err(|e| format!("power loss at recovery op {j}: {e}"))?;
             if r1_kind != RecoveryKind::ProcessCrash
                 && !same_range((b.first_offset(), b.offset()), (r1_first, r1_end))
@@ -231,20 +240,23 @@ fn crash_everywhere(name: &str, d: Durability, steps: &[Step]) -> u64 {
             .map_err(ctx)
             .unwrap();
         images += 1;
-        let mut pl: Vec<(SimDisk, bool)> = match f.all_images(limit) {
-            Some(all) => all.into_iter().map(|i| (i, false)).collect(),
+        let mut pl: Vec<(SimDisk, Damage)> = match f.all_images(limit) {
+            Some(all) => all.into_iter().map(|i| (i, Damage::Allowed)).collect(),
             None => (0..samples)
-                .map(|s| (f.power_loss(n * 1000 + s, 0.0, 0.0), false))
+                .map(|s| (f.power_loss(n * 1000 + s, 0.0, 0.0), Damage::Allowed))
                 .collect(),
         };
         for s in 0..samples {
-            pl.push((f.power_loss(n * 1000 + 500 + s, 0.5, 0.0), false));
+            pl.push((f.power_loss(n * 1000 + 500 + s, 0.5, 0.0), Damage::Allowed));
         }
         for s in 0..samples.div_ceil(2) {
-            pl.push((f.power_loss(n * 1000 + 900 + s, 0.3, 0.5), true));
+            pl.push((
+                f.power_loss(n * 1000 + 900 + s, 0.3, 0.5),
+                Damage::GarbageSector,
+            ));
         }
-        for (img, lossy) in &pl {
-            check_power_loss(img, m, a, *lossy).map_err(ctx).unwrap();
+        for (img, damage) in &pl {
+            check_power_loss(img, m, a, *damage).map_err(ctx).unwrap();
         }
         images += pl.len() as u64;
         // Crash the recovery of the process-crash image and of some power-loss images.
@@ -252,7 +264,11 @@ fn crash_everywhere(name: &str, d: Durability, steps: &[Step]) -> u64 {
             .map_err(ctx)
             .unwrap();
         let deep = usize::try_from(samples.div_ceil(4)).unwrap_or(1);
-        for (img, _) in pl.iter().filter(|(_, lossy)| !lossy).take(deep) {
+        for (img, _) in pl
+            .iter()
+            .filter(|(_, damage)| *damage == Damage::Allowed)
+            .take(deep)
+        {
             images += check_recovery_crashes(img, m, a, n).map_err(ctx).unwrap();
         }
     }
@@ -345,10 +361,10 @@ fn lossy_recovery_then_rewrite_then_crash_again_never_mixes_histories() {
         let opts = Options::new().capacity(CAP).durability(Durability::Never);
         let mut b = Backlog::create_sim(&disk, opts).unwrap();
         let mut m = Model::new(&b, 100 + seed);
-        m.append(&mut b, 5000 + seed as usize * 13, false);
+        m.append(&mut b, 5000 + seed as usize * 13);
         let e = b.flush().unwrap();
         m.flushed(e);
-        m.append(&mut b, 6000, false);
+        m.append(&mut b, 6000);
         // The second half reaches the disk, its commit does not.
         let img = disk.power_loss(seed, 0.2, 0.0);
         std::mem::forget(b);
@@ -359,10 +375,10 @@ fn lossy_recovery_then_rewrite_then_crash_again_never_mixes_histories() {
         assert_eq!(m.cur, m.hists.len() - 1);
         let _ = h;
         // New bytes at the offsets of the dropped ones, committed, then another power loss.
-        m.append(&mut b, 3000, false);
+        m.append(&mut b, 3000);
         let e2 = b.flush().unwrap();
         m.flushed(e2);
-        m.append(&mut b, 4000, false);
+        m.append(&mut b, 4000);
         for k in 0..8 {
             let img2 = img.power_loss(seed * 100 + k, 0.3, 0.0);
             let b2 = Backlog::open_sim(&img2, opts).unwrap();
@@ -438,8 +454,8 @@ fn acknowledged_append_of_nearly_the_capacity_survives_power_loss() {
         let opts = Options::new().capacity(CAP).durability(Durability::Always);
         let mut b = Backlog::create_sim(&disk, opts).unwrap();
         let mut m = Model::new(&b, 3);
-        m.append(&mut b, 100, true);
-        m.append(&mut b, len, true);
+        m.append(&mut b, 100);
+        m.append(&mut b, len);
         let img = disk.durable_image();
         std::mem::forget(b);
         let b = open(&img).unwrap();
@@ -462,9 +478,9 @@ fn torn_commit_falls_back_to_the_older_slot_with_all_its_bytes() {
     let opts = Options::new().capacity(CAP).durability(Durability::Never);
     let mut b = Backlog::create_sim(&disk, opts).unwrap();
     let mut m = Model::new(&b, 5);
-    m.append(&mut b, 5000, false);
+    m.append(&mut b, 5000);
     let e = b.flush().unwrap();
-    m.append(&mut b, 3000, false);
+    m.append(&mut b, 3000);
     disk.crash_at(disk.ops() + 2); // the flush's sync: its entry and slot are written
     b.flush().unwrap();
     let f = disk.frozen().unwrap();

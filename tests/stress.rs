@@ -78,7 +78,7 @@ fn tail(
     pos: &AtomicU64,
     final_end: &AtomicU64,
     counts: &Counts,
-    may_lap: bool,
+    laps: Laps,
 ) {
     let mut cursor = reader.cursor(1);
     let mut buf = vec![0u8; 1 + id * 7919 % 70_000];
@@ -110,7 +110,10 @@ fn tail(
                 pos.store(cursor.position(), Ordering::Release);
             }
             Err(WriteToError::Tail(TailError::Overwritten { requested, first })) => {
-                assert!(may_lap, "tailer {id} lapped at {requested} (first {first})");
+                assert!(
+                    laps == Laps::Expected,
+                    "tailer {id} lapped at {requested} (first {first})"
+                );
                 assert!(first > requested);
                 counts.laps.fetch_add(1, Ordering::Relaxed);
                 cursor = reader.cursor(reader.first_offset());
@@ -144,7 +147,16 @@ fn random_reads(reader: &Reader, seed: u64, stop: &AtomicBool, counts: &Counts) 
     }
 }
 
-fn scenario(name: &str, cap: u64, tailers: usize, may_lap: bool) {
+/// Whether the writer may lap the tailers in a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Laps {
+    /// A ring small enough that tailers get lapped and resync.
+    Expected,
+    /// A ring large enough that every tailer must receive every byte once.
+    Forbidden,
+}
+
+fn scenario(name: &str, cap: u64, tailers: usize, laps: Laps) {
     let dir = tempfile::tempdir().unwrap();
     let mut b = Backlog::create(
         dir.path().join("b"),
@@ -166,7 +178,7 @@ fn scenario(name: &str, cap: u64, tailers: usize, may_lap: bool) {
             Arc::clone(&counts),
         );
         threads.push(std::thread::spawn(move || {
-            tail(id, &rd, &pos[id], &fin, &cnt, may_lap);
+            tail(id, &rd, &pos[id], &fin, &cnt, laps);
         }));
     }
     for seed in [0x1234_5678_9abc_def1u64, 0x0fed_cba9_8765_4321] {
@@ -181,11 +193,11 @@ fn scenario(name: &str, cap: u64, tailers: usize, may_lap: bool) {
     let limit = duration();
     while t0.elapsed() < limit {
         let len = match rng.below(100) {
-            0 if may_lap => cap + rng.below(cap), // more than the ring holds
+            0 if laps == Laps::Expected => cap + rng.below(cap), // more than the ring holds
             0..=9 => 4096 + rng.below(60_000),
             _ => 1 + rng.below(300),
         } as usize;
-        if !may_lap {
+        if laps == Laps::Forbidden {
             // Never get more than half a ring ahead of the slowest tailer.
             let len = len.min(cap as usize / 4);
             loop {
@@ -227,7 +239,7 @@ fn scenario(name: &str, cap: u64, tailers: usize, may_lap: bool) {
         c.torn_rejected.load(Ordering::Relaxed),
         secs = t0.elapsed().as_secs_f64(),
     );
-    if !may_lap {
+    if laps == Laps::Forbidden {
         assert_eq!(c.laps.load(Ordering::Relaxed), 0);
         assert_eq!(
             c.bytes.load(Ordering::Relaxed),
@@ -239,10 +251,10 @@ fn scenario(name: &str, cap: u64, tailers: usize, may_lap: bool) {
 
 #[test]
 fn tiny_ring_laps_readers_constantly_and_no_wrong_byte_is_accepted() {
-    scenario("tiny ring", 16 * 1024, 3, true);
+    scenario("tiny ring", 16 * 1024, 3, Laps::Expected);
 }
 
 #[test]
 fn large_ring_tailers_receive_every_byte_exactly_once() {
-    scenario("large ring", 8 << 20, 3, false);
+    scenario("large ring", 8 << 20, 3, Laps::Forbidden);
 }

@@ -174,12 +174,20 @@ impl std::fmt::Debug for QueueRing {
     }
 }
 
+/// Whether a [`QueueRing`] syncs its writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QueueSync {
+    /// The crate's default (`sync_writes` on): synced adds and header commits.
+    Synced,
+    /// `sync_writes` off.
+    Unsynced,
+}
+
 impl QueueRing {
-    /// `sync`: the crate's default (`sync_writes` on: synced adds and header commits) or off.
-    pub(crate) fn new(path: &Path, cap: usize, sync: bool) -> Self {
+    pub(crate) fn new(path: &Path, cap: usize, sync: QueueSync) -> Self {
         let _ = std::fs::remove_file(path);
         let mut q = queue_file::QueueFile::with_capacity(path, cap as u64).unwrap();
-        q.set_sync_writes(sync);
+        q.set_sync_writes(sync == QueueSync::Synced);
         QueueRing {
             q,
             lens: VecDeque::new(),
@@ -550,10 +558,19 @@ pub(crate) fn run_writer(
     elapsed
 }
 
-/// `iters` pushes of `APPEND` bytes into an in-memory SPSC ring while one reader either
-/// copies everything out (`copy`) or only advances past it. A full ring makes the writer spin
+/// What the reader of [`run_spsc`] does with the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpscReader {
+    /// Copies everything out.
+    Copies,
+    /// Only advances past it.
+    Skips,
+}
+
+/// `iters` pushes of `APPEND` bytes into an in-memory SPSC ring while one reader copies
+/// everything out or only advances past it. A full ring makes the writer spin
 /// (backpressure), which the reader keeping pace rarely causes.
-pub(crate) fn run_spsc(iters: u64, data: &[u8], copy: bool) -> Duration {
+pub(crate) fn run_spsc(iters: u64, data: &[u8], mode: SpscReader) -> Duration {
     use ringbuf::HeapRb;
     use ringbuf::traits::{Consumer, Observer, Producer, Split};
     let (mut prod, mut cons) = HeapRb::<u8>::new(RING as usize).split();
@@ -572,7 +589,7 @@ pub(crate) fn run_spsc(iters: u64, data: &[u8], copy: bool) -> Duration {
             let mut buf = vec![0u8; 256 * 1024];
             let mut got = 0u64;
             loop {
-                let n = if copy {
+                let n = if mode == SpscReader::Copies {
                     cons.pop_slice(&mut buf)
                 } else {
                     let n = cons.occupied_len();

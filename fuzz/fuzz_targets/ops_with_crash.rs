@@ -29,7 +29,6 @@ fuzz_target!(|data: &[u8]| {
     let disk = SimDisk::new();
     let mut b = Backlog::create_sim(&disk, opts(d)).unwrap();
     let mut m = Model::new(&b, 1);
-    let mut dur = d;
     let crash_at = disk.ops() + countdown;
     disk.crash_at(crash_at);
     // (ops done, history, end, durable) after each completed call.
@@ -38,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     for op in &mut it {
         let arg = u64::from(u16::from_le_bytes([op[1], op[2]]));
         match op[0] % 10 {
-            0..=2 => m.append(&mut b, 1 + (arg as usize * 7) % 20_000, dur == Durability::Always),
+            0..=2 => m.append(&mut b, 1 + (arg as usize * 7) % 20_000),
             3 => {
                 // A read anywhere near the held range: right bytes or the documented error.
                 let o = b.first_offset().saturating_sub(2) + arg % (b.histlen() + 4);
@@ -78,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 drop(b);
-                dur = if arg & 1 == 1 { Durability::Always } else { Durability::Never };
+                let dur = if arg & 1 == 1 { Durability::Always } else { Durability::Never };
                 b = Backlog::open_sim(&disk, opts(dur)).unwrap();
                 m.reopened(&b).unwrap();
             }

@@ -2,7 +2,7 @@
 //! backlog went through, to tell a right byte from a wrong one after any crash.
 #![allow(dead_code, unreachable_pub, clippy::cast_possible_wrap)]
 
-use durable_backlog::{Backlog, RunId};
+use durable_backlog::{Backlog, Durability, RunId};
 
 /// The byte at replication offset `offset` of the stream tagged `tag`: a pure function, so
 /// any recovered byte can be checked without keeping a copy of the stream.
@@ -79,12 +79,13 @@ impl Model {
         (0..len as u64).map(|i| h.byte(h.end + 1 + i)).collect()
     }
 
-    /// Appends `len` bytes to `b` and to the model; `durable_now` says `b` commits each append.
-    pub fn append(&mut self, b: &mut Backlog, len: usize, durable_now: bool) {
+    /// Appends `len` bytes to `b` and to the model; under `Durability::Always` the append is
+    /// acknowledged durable when it returns.
+    pub fn append(&mut self, b: &mut Backlog, len: usize) {
         let bytes = self.next_bytes(len);
         let end = b.append(&bytes).expect("append");
         self.hists[self.cur].end = end;
-        if durable_now {
+        if b.durability() == Durability::Always {
             self.durable = (self.cur, end);
         }
     }

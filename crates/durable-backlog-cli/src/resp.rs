@@ -65,6 +65,13 @@ fn starts_chain(buf: &[u8], eof: bool) -> Option<bool> {
     Some(true)
 }
 
+/// Whether more input may follow what a [`Decoder`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Input {
+    MayContinue,
+    Ended,
+}
+
 /// Feed it bytes in stream order; it returns the items they complete.
 #[derive(Debug)]
 pub(crate) struct Decoder {
@@ -91,12 +98,12 @@ impl Decoder {
     /// Adds bytes; returns what they complete.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Vec<Item> {
         self.buf.extend_from_slice(bytes);
-        self.run(false)
+        self.run(Input::MayContinue)
     }
 
     /// Ends the input; returns what is left.
     pub(crate) fn finish(&mut self) -> Vec<Item> {
-        self.run(true)
+        self.run(Input::Ended)
     }
 
     fn consume(&mut self, n: usize) {
@@ -120,7 +127,8 @@ impl Decoder {
         }
     }
 
-    fn run(&mut self, eof: bool) -> Vec<Item> {
+    fn run(&mut self, input: Input) -> Vec<Item> {
+        let eof = input == Input::Ended;
         let mut out = Vec::new();
         let mut pos = 0;
         loop {
