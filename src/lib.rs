@@ -65,6 +65,7 @@ compile_error!(
 mod commit;
 mod cursor;
 mod error;
+mod flusher;
 mod format;
 #[cfg(fuzzing)]
 pub mod fuzzing;

@@ -17,10 +17,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::Mutex;
 use rand::{RngExt, SeedableRng};
+
+use crate::flusher::Turns;
 
 const PAGE: usize = 4096;
 const SECTOR: usize = 512;
@@ -70,6 +72,9 @@ struct State {
     frozen: Option<SimDisk>,
     /// Read-ahead requests (`MADV_WILLNEED` on a mapping), in order: `(pos, len)`.
     read_ahead: Vec<(u64, u64)>,
+    /// The background flusher of the `EverySec` backlog open on this disk, which runs only
+    /// when [`SimDisk::tick_flusher`] lets a second pass.
+    flusher: Option<Weak<Turns>>,
 }
 
 impl fmt::Debug for SimDisk {
@@ -292,6 +297,33 @@ impl SimDisk {
         st.crash_at = saved_at;
         st.frozen = saved;
         copy
+    }
+
+    /// Lets a second pass for the background flusher of the
+    /// [`EverySec`](crate::Durability::EverySec) backlog open on this disk: it runs one turn
+    /// (commits what was appended since the last commit, if anything), and this returns once
+    /// the turn is over. Does nothing if no flusher runs (another durability, the backlog was
+    /// closed, or a failed commit stopped it).
+    ///
+    /// On simulated storage the flusher never runs on its own: its storage operations then
+    /// happen at the same points in every run, so a crash at the Nth operation
+    /// ([`SimDisk::crash_at`]) is reproducible.
+    pub fn tick_flusher(&self) {
+        let turns = self
+            .inner
+            .state
+            .lock()
+            .flusher
+            .as_ref()
+            .and_then(Weak::upgrade);
+        // Not under the state lock: the turn's commit records its writes there.
+        if let Some(t) = turns {
+            t.run_one();
+        }
+    }
+
+    pub(crate) fn attach_flusher(&self, turns: &Arc<Turns>) {
+        self.inner.state.lock().flusher = Some(Arc::downgrade(turns));
     }
 
     pub(crate) fn try_lock(&self) -> bool {

@@ -7,13 +7,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::commit::{BlockState, CommitKind, CommitState, Meta};
 use crate::error::{Error, Result};
+use crate::flusher::Flusher;
 use crate::format::Geometry;
 use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
 use crate::format::slot::{MAX_OFFSET, Slot};
@@ -180,64 +179,6 @@ impl Drop for Lock {
         if let Lock::Sim(d) = self {
             d.unlock();
         }
-    }
-}
-
-#[derive(Debug)]
-struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Flusher {
-    fn start(sh: Arc<Shared>, commit: Arc<Mutex<CommitState>>) -> Result<Self> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stop2 = Arc::clone(&stop);
-        let handle = std::thread::Builder::new()
-            .name("backlog-flush".into())
-            .spawn(move || {
-                let (lock, cv) = &*stop2;
-                loop {
-                    {
-                        let mut stopped = lock.lock();
-                        if !*stopped {
-                            cv.wait_for(&mut stopped, Duration::from_secs(1));
-                        }
-                        if *stopped {
-                            return;
-                        }
-                    }
-                    let mut st = commit.lock();
-                    let end = sh.end().load(Ordering::Acquire);
-                    if end == st.last.end || sh.check_poison().is_err() {
-                        continue;
-                    }
-                    let start = sh.start().load(Ordering::Acquire).min(end + 1);
-                    if let Err(e) = st.commit(&sh, start, end, CommitKind::Background) {
-                        sh.poison(e);
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| Error::io("starting the flush thread", None, e))?;
-        Ok(Flusher {
-            stop,
-            handle: Some(handle),
-        })
-    }
-
-    fn stop(&mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! Guards against: losing bytes acknowledged durable, serving a byte the stream never had at
 //! that offset, continuing a replica past the recovered end (splicing histories), and a
-//! recovery that is itself unsafe to crash in.
+//! recovery that is itself unsafe to crash in. Every durability runs: `EverySec`'s
+//! background flusher commits when a step lets a second pass (`SimDisk::tick_flusher`),
+//! never on its own, so the crash points are the same in every run.
 //!
 //! `DB_CRASH_IMAGES` (default 4) sets how many seeded images are sampled per crash point
 //! where enumerating them all would exceed `DB_CRASH_ENUM` (default 32) images, and how many
@@ -23,6 +25,9 @@ const CAP: u64 = 16 * 1024;
 enum Step {
     Append(usize),
     Flush,
+    /// A second passes: the `EverySec` flusher runs one turn ([`SimDisk::tick_flusher`];
+    /// on simulated storage it never runs on its own, so every run is the same).
+    Tick,
     Shift,
     /// `truncate_to(offset - n)`.
     Truncate(u64),
@@ -74,6 +79,15 @@ fn run(d: Durability, steps: &[Step], crash_at: Option<u64>) -> Run {
             Step::Append(n) => m.append(&mut b, n),
             Step::Flush => {
                 let e = b.flush().unwrap();
+                m.flushed(e);
+            }
+            Step::Tick => {
+                disk.tick_flusher();
+                // What the flusher committed is acknowledged durable (`durable_offset`).
+                let e = b.durable_offset();
+                if b.durability() == Durability::EverySec {
+                    assert_eq!(e, b.offset(), "the flusher's turn committed everything");
+                }
                 m.flushed(e);
             }
             Step::Shift => {
@@ -279,7 +293,7 @@ fn crash_everywhere(name: &str, d: Durability, steps: &[Step]) -> u64 {
     images
 }
 
-use Step::{Append, Flush, Reopen, Reset, Shift, Truncate};
+use Step::{Append, Flush, Reopen, Reset, Shift, Tick, Truncate};
 
 #[test]
 fn every_crash_point_of_always_appends_keeps_every_acknowledged_byte() {
@@ -312,6 +326,37 @@ fn every_crash_point_of_never_with_flushes_keeps_every_flushed_byte() {
         Flush,
     ];
     crash_everywhere("never-flushes", Durability::Never, &steps);
+}
+
+/// `EverySec`: what the background flusher committed survives, its commits interleaved with
+/// laps of the ring over its last commit, turns with nothing to commit, explicit flushes,
+/// history changes and a reopen.
+#[test]
+fn every_crash_point_of_everysec_keeps_what_the_flusher_committed() {
+    let steps = [
+        Append(3000),
+        Tick,
+        Append(2000),
+        Append(7000),
+        Tick,
+        Append(9000),
+        Append(100),
+        Tick,
+        Tick,
+        Append(20_000),
+        Tick,
+        Shift,
+        Append(700),
+        Truncate(300),
+        Append(10),
+        Tick,
+        Flush,
+        Reopen(Durability::EverySec),
+        Append(500),
+        Tick,
+        Append(4000),
+    ];
+    crash_everywhere("everysec", Durability::EverySec, &steps);
 }
 
 #[test]
