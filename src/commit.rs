@@ -15,6 +15,7 @@ use crate::format::entry::Entry;
 use crate::format::slot::{EpochLimit, Generation, MAX_EPOCHS, MAX_GENERATIONS, Slot};
 use crate::ring::{chunks, run_base};
 use crate::runid::RunId;
+use crate::seqlock;
 use crate::shared::Shared;
 
 /// What the committer knows of one checksum block.
@@ -153,19 +154,18 @@ impl CommitState {
         } else {
             u64::MAX
         };
-        sh.protect_above.fetch_min(protect, Ordering::AcqRel);
+        seqlock::lower_protection(sh, protect);
         let mut start = start;
         if racy {
-            // Dekker with the appending writer, which stores its start, fences, then loads
-            // `protect_above`: either it saw the protection, or its start (and so which bytes
-            // it is about to overwrite) is visible to this load. This side is the rare one,
-            // so it takes the heavy fence (see `crate::sync`).
-            if !crate::sync::rare_side_fence() {
+            // Dekker with the appending writer (`seqlock::must_protect`): either it saw the
+            // protection, or its start (and so which bytes it is about to overwrite) is
+            // visible here. This side is the rare one, so it takes the heavy fence.
+            match seqlock::start_after_protection(sh, start, end) {
+                Some(s) => start = s,
                 // The writer may have overwritten bytes unseen: skip this turn (the next
                 // one runs with full fences on both sides).
-                return Ok(self.last.end);
+                None => return Ok(self.last.end),
             }
-            start = start.max(sh.start().load(Ordering::Acquire)).min(end + 1);
         }
         let lo = (prev_end + 1).max(start);
         if lo <= end {
@@ -184,7 +184,7 @@ impl CommitState {
         // claimed either. (Bytes below the protection lapped during the sync still are;
         // recovery cuts the range there: depth, not correctness.)
         let start = if racy {
-            start.max(sh.start().load(Ordering::Acquire)).min(end + 1)
+            seqlock::start_after_hashing(sh, start, end)
         } else {
             start
         };
@@ -208,7 +208,7 @@ impl CommitState {
             .map_err(|e| Error::io("syncing the backlog", Some(&sh.path), e))?;
         self.last = slot;
         self.page = page;
-        sh.protect_above.store(protect, Ordering::Release);
+        seqlock::settle_protection(sh, protect);
         sh.durable().store(end, Ordering::Release);
         Ok(end)
     }

@@ -22,6 +22,10 @@ pub enum Word {
     /// The futex word tailers sleep on: bit 0 is set while an in-process tailer may be
     /// asleep (registered since the writer's last wake-up); the bits above count wake-ups.
     Waiters,
+    /// Not in the live page but in the writer's process: the commit protection. The writer
+    /// takes the commit lock before overwriting bytes below a start above it (see
+    /// [`must_protect`]).
+    Protect,
 }
 
 /// The memory the protocol runs on: four atomic words and a ring of bytes.
@@ -34,6 +38,8 @@ pub trait Memory {
     fn fetch_add(&self, w: Word, v: u64, order: Ordering) -> u64;
     /// Atomic bitwise or into `w`, returning the previous value.
     fn fetch_or(&self, w: Word, v: u64, order: Ordering) -> u64;
+    /// Atomic minimum of `w` and `v` into `w`, returning the previous value.
+    fn fetch_min(&self, w: Word, v: u64, order: Ordering) -> u64;
     /// Ring capacity in bytes.
     fn capacity(&self) -> u64;
     /// Stores the stream bytes starting at offset `first` (`src.len() <= capacity`).
@@ -146,6 +152,61 @@ pub fn fill_parts<M: Memory + ?Sized, B: std::ops::Deref<Target = [u8]>>(
     // Every byte up to `new_end` is in place before readers can learn of it.
     m.store(Word::End, new_end, Ordering::Release);
     new_end
+}
+
+/// Writer, between [`retire`] (which published `new_start`) and [`fill`]: whether the
+/// bytes about to be overwritten reach what a commit protects ([`Word::Protect`]), so that
+/// the writer must take the commit lock first (and there protect the last commit).
+///
+/// Dekker with a background commit ([`lower_protection`], then
+/// [`start_after_protection`]): the writer stores its start ([`retire`]), fences, then loads
+/// the protection; the committer lowers the protection, fences, then loads the start. Either
+/// the writer sees the protection and waits for the commit, or the committer sees the new
+/// start and neither hashes nor claims the bytes being overwritten. The writer's side is
+/// the light one (`crate::sync`).
+#[inline]
+pub fn must_protect<M: Memory + ?Sized>(m: &M, new_start: u64) -> bool {
+    writer_fence();
+    new_start > m.load(Word::Protect, Ordering::Acquire)
+}
+
+/// Committer, before it hashes a delta: lowers the protection to `protect`, the first offset
+/// the delta's checksums need (`u64::MAX` for an empty delta).
+#[inline]
+pub fn lower_protection<M: Memory + ?Sized>(m: &M, protect: u64) {
+    m.fetch_min(Word::Protect, protect, Ordering::AcqRel);
+}
+
+/// Committer running while the writer appends, after [`lower_protection`]: the heavy side of
+/// the pair with [`must_protect`], then the start to hash from (`start`, or the writer's newer
+/// one; at most `end + 1`). `None` if the pair did not hold (see `crate::sync`): the caller
+/// must not commit now.
+#[inline]
+pub fn start_after_protection<M: Memory + ?Sized>(m: &M, start: u64, end: u64) -> Option<u64> {
+    if !rare_side_fence() {
+        return None;
+    }
+    Some(
+        start
+            .max(m.load(Word::Start, Ordering::Acquire))
+            .min(end + 1),
+    )
+}
+
+/// Committer running while the writer appends, after hashing: the start to claim, past any
+/// bytes the writer lapped meanwhile (bytes below the protection lapped during the sync are
+/// still claimed: recovery cuts the range there, depth and not correctness).
+#[inline]
+pub fn start_after_hashing<M: Memory + ?Sized>(m: &M, start: u64, end: u64) -> u64 {
+    start
+        .max(m.load(Word::Start, Ordering::Acquire))
+        .min(end + 1)
+}
+
+/// Committer, once its sync completed: the protection its slot needs from now on.
+#[inline]
+pub fn settle_protection<M: Memory + ?Sized>(m: &M, protect: u64) {
+    m.store(Word::Protect, protect, Ordering::Release);
 }
 
 /// Writer: starts a history change (reset, truncation, a reopen that moved the range): the

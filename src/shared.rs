@@ -22,8 +22,8 @@ pub(crate) struct Shared {
     pub(crate) path: PathBuf,
     /// The writer must call `CommitState::protect_last_commit` before overwriting bytes
     /// below a start above this (in memory only; lowered by a commit before it hashes,
-    /// settled after its sync; see commit.rs and the fence pair in `Backlog::append`).
-    pub(crate) protect_above: AtomicU64,
+    /// settled after its sync; `seqlock::Word::Protect`, the pair `seqlock::must_protect`).
+    protect_above: AtomicU64,
     /// Set once, by the first failed commit.
     poison_cause: OnceLock<PoisonCause>,
     /// Mapped read-only, without the writer's lock ([`crate::Backlog::open_read_only`]): the
@@ -113,6 +113,7 @@ impl Shared {
             Word::End => self.end(),
             Word::Change => self.change(),
             Word::Waiters => self.waiters(),
+            Word::Protect => &self.protect_above,
         }
     }
 
@@ -258,6 +259,12 @@ impl seqlock::Memory for Shared {
     fn fetch_or(&self, w: Word, v: u64, order: Ordering) -> u64 {
         debug_assert!(!self.read_only, "store to a read-only live page");
         self.word(w).fetch_or(v, order)
+    }
+
+    #[inline]
+    fn fetch_min(&self, w: Word, v: u64, order: Ordering) -> u64 {
+        debug_assert!(!self.read_only, "store to a read-only live page");
+        self.word(w).fetch_min(v, order)
     }
 
     #[inline]

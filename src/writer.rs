@@ -740,11 +740,9 @@ impl Backlog {
             self.start = new_start;
             // After the live start (a process crash in this commit must still find the live
             // page consistent with the slot), before the overwrite. Lock-free unless the
-            // overwrite reaches what the last (or an in-flight) commit's checksums need. The
-            // fence pairs with the flusher's (`CommitState::commit`): either this load sees
-            // its protection, or the flusher sees this start.
-            crate::sync::writer_fence();
-            if new_start > self.sh.protect_above.load(Ordering::Acquire) {
+            // overwrite reaches what the last (or an in-flight) commit's checksums need; the
+            // pair with the flusher's commit is in `seqlock::must_protect`.
+            if seqlock::must_protect(&*self.sh, new_start) {
                 self.protect_before_overwrite(new_start)?;
             }
         }

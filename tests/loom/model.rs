@@ -17,7 +17,7 @@ fn byte(h: u8, offset: u64) -> u8 {
 }
 
 struct Model {
-    words: [AtomicU64; 4],
+    words: [AtomicU64; 5],
     ring: Vec<AtomicU8>,
     /// The kernel's side of the futex: its hash-bucket lock and wait queue.
     futex: (Mutex<()>, Condvar),
@@ -36,6 +36,8 @@ impl Model {
                 AtomicU64::new(end),
                 AtomicU64::new(0),
                 AtomicU64::new(0),
+                // No commit protection: the last commit's delta was empty.
+                AtomicU64::new(u64::MAX),
             ],
             ring,
             futex: (Mutex::new(()), Condvar::new()),
@@ -48,6 +50,7 @@ impl Model {
             Word::End => 1,
             Word::Change => 2,
             Word::Waiters => 3,
+            Word::Protect => 4,
         }]
     }
 }
@@ -64,6 +67,9 @@ impl Memory for Model {
     }
     fn fetch_or(&self, w: Word, v: u64, order: Ordering) -> u64 {
         self.word(w).fetch_or(v, order)
+    }
+    fn fetch_min(&self, w: Word, v: u64, order: Ordering) -> u64 {
+        self.word(w).fetch_min(v, order)
     }
     fn capacity(&self) -> u64 {
         CAP
@@ -316,5 +322,107 @@ fn snapshot_never_pairs_a_new_start_with_an_old_end() {
             );
         }
         writer.join().unwrap();
+    });
+}
+
+/// The newest header slot, guarded by the commit lock: the range it claims and the bytes its
+/// checksums hashed. Recovery after a power loss verifies its delta
+/// (`max(prev_end + 1, start) ..= end`) against the data on disk.
+#[derive(Debug)]
+struct Slot {
+    start: u64,
+    prev_end: u64,
+    end: u64,
+    hashed: Vec<(u64, u8)>,
+}
+
+/// The background flusher's commit as `flusher::turn` and `CommitState::commit` (with
+/// `CommitKind::Background`) run it, around the engine's own pair functions; checksum blocks
+/// of one byte, so the protection is the delta's first offset.
+fn flusher_commit(m: &Model, lock: &Mutex<Slot>) {
+    let mut last = lock.lock().unwrap();
+    let end = m.load(Word::End, Ordering::Acquire);
+    if end == last.end {
+        return;
+    }
+    let start = m.load(Word::Start, Ordering::Acquire).min(end + 1);
+    let prev_end = last.end.min(end);
+    let protect = prev_end + 1;
+    seqlock::lower_protection(m, protect);
+    let start = seqlock::start_after_protection(m, start, end).expect("loom fences always pair");
+    let hashed = ((prev_end + 1).max(start)..=end)
+        .map(|o| {
+            let mut b = [0u8];
+            m.copy_out(o, &mut b);
+            (o, b[0])
+        })
+        .collect();
+    let start = seqlock::start_after_hashing(m, start, end);
+    // The slot is written and synced here.
+    *last = Slot {
+        start,
+        prev_end,
+        end,
+        hashed,
+    };
+    seqlock::settle_protection(m, protect);
+}
+
+/// The writer's append (`Backlog::append`): retire the lapped bytes, take the commit lock
+/// and protect the last commit if the overwrite reaches its protection
+/// (`CommitState::protect_last_commit`: the same end again, with an empty delta), then fill.
+fn writer_append(m: &Model, lock: &Mutex<Slot>, start: u64, end: u64, data: &[u8]) {
+    let new_start = seqlock::retire(m, start, end, data.len() as u64);
+    if new_start != start && seqlock::must_protect(m, new_start) {
+        let mut last = lock.lock().unwrap();
+        if last.end > last.prev_end && new_start > last.prev_end + 1 {
+            seqlock::lower_protection(m, u64::MAX);
+            *last = Slot {
+                start: new_start.min(last.end + 1),
+                prev_end: last.end,
+                end: last.end,
+                hashed: Vec::new(),
+            };
+            seqlock::settle_protection(m, u64::MAX);
+        }
+    }
+    seqlock::fill(m, end, data);
+}
+
+/// The background flusher commits while the writer appends bytes that lap the start of the
+/// flusher's delta (the last commit, with an empty delta, ended at offset 2; the ring holds
+/// 1..=4 and the writer appends 5..=7, dropping 1..=3). Whatever the interleaving, the
+/// newest slot afterwards verifies: every byte of its delta was hashed as the stream has it
+/// and is still in the ring, so a power loss now keeps its end. Either the writer sees the
+/// flusher's protection and waits for the commit lock (then commits the same end again
+/// without the dropped bytes), or the flusher sees the writer's new start and neither hashes
+/// nor claims them (`seqlock::must_protect` and `seqlock::start_after_protection`).
+#[test]
+fn flusher_commit_and_lapping_append_never_leave_an_unverifiable_slot() {
+    model(|| {
+        let m = Arc::new(Model::new(1, 4));
+        let lock = Arc::new(Mutex::new(Slot {
+            start: 1,
+            prev_end: 2,
+            end: 2,
+            hashed: Vec::new(),
+        }));
+        let (fm, fl) = (Arc::clone(&m), Arc::clone(&lock));
+        let flusher = loom::thread::spawn(move || flusher_commit(&fm, &fl));
+        let data: Vec<u8> = (5..=7).map(|o| byte(0, o)).collect();
+        writer_append(&m, &lock, 1, 4, &data);
+        flusher.join().unwrap();
+        let last = lock.lock().unwrap();
+        for o in (last.prev_end + 1).max(last.start)..=last.end {
+            let mut now = [0u8];
+            m.copy_out(o, &mut now);
+            let hashed = last.hashed.iter().find(|(h, _)| *h == o).map(|(_, b)| *b);
+            assert_eq!(
+                (hashed, now[0]),
+                (Some(byte(0, o)), byte(0, o)),
+                "offset {o} of the newest slot's delta does not verify: {:?}",
+                &*last
+            );
+        }
     });
 }
