@@ -121,6 +121,13 @@ fn run_id(port: u16) -> String {
     info_field(&Client::open(port).info("server"), "run_id").to_owned()
 }
 
+/// Waits until every replica on `replicas` holds all of the master's stream.
+fn wait_replicas(logs: &dyn Fn() -> String, master: u16, replicas: &[u16]) {
+    wait_for("the replicas to sync", Duration::from_mins(1), logs, || {
+        replicas.iter().all(|&r| in_sync(master, r))
+    });
+}
+
 /// Every Sentinel knows the master on `port`, its replicas and the other two Sentinels.
 fn sentinels_settled(sentinels: &[SentinelGuard], port: u16, replicas: usize) -> bool {
     sentinels.iter().all(|s| {
@@ -158,12 +165,7 @@ fn h1_sentinels_monitor_durable_master_and_see_its_restart() {
         )
     };
     write(m.port, "h1", 20);
-    wait_for(
-        "the replicas to sync",
-        Duration::from_mins(1),
-        &logs,
-        || in_sync(m.port, r1.port) && in_sync(m.port, r2.port),
-    );
+    wait_replicas(&logs, m.port, &[r1.port, r2.port]);
     wait_for(
         "the Sentinels to settle",
         Duration::from_mins(1),
@@ -263,12 +265,7 @@ fn h2_sentinel_fails_over_to_a_stock_replica_and_demotes_the_restarted_durable_m
             r2.log()
         )
     };
-    wait_for(
-        "the replicas to sync",
-        Duration::from_mins(1),
-        &logs,
-        || in_sync(m.port, r1.port) && in_sync(m.port, r2.port),
-    );
+    wait_replicas(&logs, m.port, &[r1.port, r2.port]);
     wait_for(
         "the Sentinels to settle",
         Duration::from_mins(1),
@@ -276,12 +273,7 @@ fn h2_sentinel_fails_over_to_a_stock_replica_and_demotes_the_restarted_durable_m
         || sentinels_settled(&sentinels, m.port, 2),
     );
     write(m.port, "before", 50);
-    wait_for(
-        "the replicas to sync",
-        Duration::from_mins(1),
-        &logs,
-        || in_sync(m.port, r1.port) && in_sync(m.port, r2.port),
-    );
+    wait_replicas(&logs, m.port, &[r1.port, r2.port]);
 
     m.kill9();
     wait_for(
@@ -409,12 +401,7 @@ fn h4_sentinel_promotes_the_durable_replica_and_its_kill9_keeps_replicas_partial
         )
     };
     write(s.port, "stock", 50);
-    wait_for(
-        "the replicas to sync",
-        Duration::from_mins(1),
-        &logs,
-        || in_sync(s.port, d.port) && in_sync(s.port, r.port),
-    );
+    wait_replicas(&logs, s.port, &[d.port, r.port]);
     wait_for(
         "the Sentinels to settle",
         Duration::from_mins(1),
@@ -444,12 +431,7 @@ fn h4_sentinel_promotes_the_durable_replica_and_its_kill9_keeps_replicas_partial
     );
     // Sentinel's hello messages published on the master flow through the stream: both
     // replicas must hold every byte before the master dies.
-    wait_for(
-        "the replicas to sync",
-        Duration::from_mins(1),
-        &logs,
-        || in_sync(s.port, d.port) && in_sync(s.port, r.port),
-    );
+    wait_replicas(&logs, s.port, &[d.port, r.port]);
 
     signal(s.pid(), "-9");
     wait_for(
