@@ -65,11 +65,14 @@ compile_error!(
 mod commit;
 mod cursor;
 mod error;
+mod files;
 mod flusher;
 mod format;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod inspect;
+mod open;
+mod options;
 mod psync;
 mod read_error;
 mod read_only;
@@ -87,6 +90,7 @@ mod seqlock;
 mod shared;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod stats;
 #[cfg(loom)]
 pub mod sync;
 #[cfg(not(loom))]
@@ -102,9 +106,11 @@ struct ReadmeDoctests;
 pub use cursor::Cursor;
 pub use error::{Error, Result};
 pub use format::{MAX_CAPACITY, MIN_CAPACITY};
+pub use options::{DEFAULT_CAPACITY, Durability, Options};
 pub use psync::{FullResyncReason, PsyncReply};
 pub use read_error::{ReadError, TailError, WriteToError};
 pub use reader::Reader;
 pub use recovery::{RecoveryKind, RecoveryReport};
 pub use runid::RunId;
-pub use writer::{Backlog, DEFAULT_CAPACITY, Durability, Options, Stats};
+pub use stats::Stats;
+pub use writer::Backlog;
