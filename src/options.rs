@@ -18,7 +18,8 @@ pub enum Durability {
     /// second of appends (never a byte in the middle: the recovered history is a prefix).
     #[default]
     EverySec,
-    /// Commits only on [`Backlog::flush`] and [`Backlog::close`] (and at open).
+    /// Commits only on [`Backlog::flush`](crate::Backlog::flush) and
+    /// [`Backlog::close`](crate::Backlog::close) (and at open).
     /// Survives: process crash loses nothing; OS crash or power loss keeps what the last
     /// flush covered.
     Never,
