@@ -85,69 +85,118 @@ impl Default for Config {
     }
 }
 
-pub(crate) const HELP: &str = "\
-durable-master: a Redis-protocol master whose replication backlog and data survive kill -9.
-Real redis-server replicas follow it with PSYNC, also across its restarts.
+/// The command line, as clap reads it; [`parse_args`] turns it into a [`Config`].
+#[derive(Debug, clap::Parser)]
+// A later option overrides an earlier one, as with redis-server's command line.
+#[command(
+    name = "durable-master",
+    version,
+    args_override_self = true,
+    about = "A Redis-protocol master whose replication backlog and data survive kill -9.\n\
+             Real redis-server replicas follow it with PSYNC, also across its restarts.",
+    after_help = "Attach a replica:  redis-server --port 6391 --replicaof 127.0.0.1 6390"
+)]
+struct Args {
+    /// TCP port
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
+    /// Data directory (backlog + dump.rdb)
+    #[arg(long, default_value = "data")]
+    dir: PathBuf,
+    /// Backlog capacity, Redis size syntax: 1mb, 64kb, 1gb, bytes; at least 16kb
+    #[arg(long, value_name = "SIZE", default_value = "64mb", value_parser = backlog_size)]
+    backlog_size: u64,
+    /// When writes become durable, like appendfsync. always: every write is synced before
+    /// it is acknowledged; everysec: synced once a second (an OS crash loses <= 1 s); never:
+    /// synced at snapshots and shutdown only. kill -9 loses nothing acknowledged under every
+    /// mode
+    #[arg(long, value_name = "MODE", default_value = "everysec", value_parser = durability)]
+    durability: Durability,
+    /// Clients must AUTH with this password; replicas need masterauth <PASSWORD>
+    #[arg(long, value_name = "PASSWORD")]
+    requirepass: Option<String>,
+    /// Most clients connected at once, replicas included; lowered at start to the
+    /// open-files limit minus 32
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    maxclients: u64,
+    /// Refuse writes (-NOREPLICAS) unless N replicas acknowledged within
+    /// --min-replicas-max-lag seconds (0: off)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    min_replicas_to_write: u64,
+    /// See --min-replicas-to-write (0 turns the check off)
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    min_replicas_max_lag: u64,
+    /// Disconnect a replica silent (no ACK) for S seconds, or that reads nothing for S
+    /// seconds
+    #[arg(long, value_name = "S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    repl_timeout: u64,
+    /// Close a normal client idle for S seconds (0: never)
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    timeout: u64,
+    /// '<class> <hard> <soft> <s>': close a client whose unsent replies pass <hard> bytes,
+    /// or stay above <soft> for <s> seconds; class normal or pubsub (0 turns a limit off);
+    /// may be given once per class [defaults: normal 0 0 0, pubsub 32mb 8mb 60]
+    #[arg(long, value_name = "LIMIT", value_parser = output_limit)]
+    client_output_buffer_limit: Vec<(OutputClass, OutputLimit)>,
+    /// Start as a replica of that master: <host> <port>, or one argument "<host> <port>";
+    /// REPLICAOF at run time changes it, REPLICAOF NO ONE promotes this server
+    #[arg(long, visible_alias = "slaveof", value_name = "HOST PORT", num_args = 1..=2)]
+    replicaof: Option<Vec<String>>,
+    /// Password for AUTH to the master
+    #[arg(long, value_name = "PASSWORD")]
+    masterauth: Option<String>,
+    /// Test hook: cut the recovered backlog back to OFFSET at start, as an OS crash that
+    /// lost an unsynced tail would
+    #[arg(long, value_name = "OFFSET")]
+    debug_truncate_backlog: Option<u64>,
+    /// Start even if the backlog is damaged after the snapshot: cut it at the first unusable
+    /// command (the writes after it are lost)
+    #[arg(long)]
+    repair: bool,
+    /// Start from an empty data set when dump.rdb is missing or unreadable and the backlog
+    /// no longer starts at offset 1
+    #[arg(long)]
+    allow_empty_start: bool,
+}
 
-USAGE:
-    durable-master [OPTIONS]
+fn backlog_size(v: &str) -> Result<u64, String> {
+    let size = parse_size(v).map_err(|_| format!("invalid size {v:?}"))?;
+    if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&size) {
+        return Err(format!(
+            "must be between {MIN_CAPACITY} and {MAX_CAPACITY} bytes"
+        ));
+    }
+    Ok(size)
+}
 
-OPTIONS:
-    --port <port>              TCP port [default: 6390]
-    --bind <addr>              address to listen on [default: 127.0.0.1]
-    --dir <path>               data directory (backlog + dump.rdb) [default: ./data]
-    --backlog-size <size>      backlog capacity, Redis size syntax: 1mb, 64kb, 1gb, bytes
-                               [default: 64mb; at least 16kb]
-    --durability <mode>        always | everysec | never, like appendfsync [default: everysec]
-                                 always:   every write is synced before it is acknowledged
-                                 everysec: synced once a second (an OS crash loses <= 1 s)
-                                 never:    synced at snapshots and shutdown only
-                               kill -9 loses nothing acknowledged under every mode.
-    --requirepass <password>   clients must AUTH; replicas need masterauth <password>
-    --maxclients <n>           most clients connected at once, replicas included; lowered
-                               at start to the open-files limit minus 32 [default: 10000]
-    --min-replicas-to-write <n>
-                               refuse writes (-NOREPLICAS) unless n replicas acknowledged
-                               within --min-replicas-max-lag seconds [default: 0, off]
-    --min-replicas-max-lag <s> [default: 10; 0 turns the check off]
-    --repl-timeout <s>         disconnect a replica silent (no ACK) for s seconds, or that
-                               reads nothing for s seconds [default: 60]
-    --timeout <s>              close a normal client idle for s seconds [default: 0, never]
-    --client-output-buffer-limit '<class> <hard> <soft> <s>'
-                               close a client whose unsent replies pass <hard> bytes, or
-                               stay above <soft> for <s> seconds; class normal or pubsub
-                               (0 turns a limit off) [defaults: normal 0 0 0,
-                               pubsub 32mb 8mb 60]
-    --replicaof <host> <port>  start as a replica of that master (also one argument
-                               \"<host> <port>\"; --slaveof is the same); REPLICAOF at run
-                               time changes it, REPLICAOF NO ONE promotes this server
-    --masterauth <password>    password for AUTH to the master
-    --debug-truncate-backlog <offset>
-                               test hook: cut the recovered backlog back to <offset> at
-                               start, as an OS crash that lost an unsynced tail would
-    --repair                   start even if the backlog is damaged after the snapshot: cut it
-                               at the first unusable command (the writes after it are lost)
-    --allow-empty-start        start from an empty data set when dump.rdb is missing or
-                               unreadable and the backlog no longer starts at offset 1
-    -h, --help                 print this help
+fn durability(v: &str) -> Result<Durability, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "always" => Ok(Durability::Always),
+        "everysec" => Ok(Durability::EverySec),
+        "never" | "no" => Ok(Durability::Never),
+        _ => Err("always|everysec|never".to_owned()),
+    }
+}
 
-Attach a replica:  redis-server --port 6391 --replicaof 127.0.0.1 6390
-";
+fn output_limit(v: &str) -> Result<(OutputClass, OutputLimit), String> {
+    parse_output_limit(v)
+}
 
 /// `--replicaof "<host> <port>"` (one argument, as in a Redis config line) or
-/// `--replicaof <host> <port>` (the port taken from the next argument).
-fn parse_replicaof(
-    name: &str,
-    value: String,
-    rest: &mut impl Iterator<Item = String>,
-) -> Result<(String, u16), String> {
-    let (host, port) = match value.split_once(' ') {
-        Some((h, p)) => (h.to_owned(), p.trim().to_owned()),
-        None => (
-            value,
-            rest.next()
-                .ok_or_else(|| format!("{name} needs a host and a port"))?,
-        ),
+/// `--replicaof <host> <port>`.
+fn parse_replicaof(values: &[String]) -> Result<(String, u16), String> {
+    let (host, port) = match values {
+        [one] => one
+            .split_once(' ')
+            .map(|(h, p)| (h.to_owned(), p.trim().to_owned()))
+            .ok_or("--replicaof needs a host and a port")?,
+        [host, port] => (host.clone(), port.clone()),
+        _ => return Err("--replicaof needs a host and a port".to_owned()),
     };
     let port = port
         .parse()
@@ -155,121 +204,54 @@ fn parse_replicaof(
     Ok((host, port))
 }
 
-/// Parses the arguments (without the program name). `Ok(None)`: help was asked for.
-// One match arm per option: the option table reads best in one place.
-#[allow(clippy::too_many_lines)]
-pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, String> {
-    let mut cfg = Config::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(None);
-        }
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match name.as_str() {
-            "--port" => {
-                let v = value()?;
-                cfg.port = v.parse().map_err(|_| format!("invalid port {v:?}"))?;
-            }
-            "--bind" => cfg.bind = value()?,
-            "--dir" => cfg.dir = PathBuf::from(value()?),
-            "--backlog-size" => {
-                let v = value()?;
-                let size =
-                    durable_resp::parse_size(&v).map_err(|_| format!("invalid size {v:?}"))?;
-                if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&size) {
-                    return Err(format!(
-                        "--backlog-size must be between {MIN_CAPACITY} and {MAX_CAPACITY} bytes"
-                    ));
-                }
-                cfg.backlog_size = size;
-            }
-            "--durability" => {
-                let v = value()?;
-                cfg.durability = match v.to_ascii_lowercase().as_str() {
-                    "always" => Durability::Always,
-                    "everysec" => Durability::EverySec,
-                    "never" | "no" => Durability::Never,
-                    _ => return Err(format!("invalid durability {v:?}: always|everysec|never")),
-                };
-            }
-            "--requirepass" => {
-                let v = value()?;
-                cfg.requirepass = (!v.is_empty()).then(|| v.into_bytes());
-            }
-            "--maxclients" => {
-                let v = value()?;
-                cfg.maxclients = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .ok_or_else(|| format!("invalid maxclients {v:?}: at least 1"))?;
-            }
-            "--min-replicas-to-write" => {
-                let v = value()?;
-                cfg.min_replicas_to_write = v
-                    .parse()
-                    .map_err(|_| format!("invalid min-replicas-to-write {v:?}"))?;
-            }
-            "--min-replicas-max-lag" => {
-                let v = value()?;
-                cfg.min_replicas_max_lag = v
-                    .parse()
-                    .map_err(|_| format!("invalid min-replicas-max-lag {v:?}"))?;
-            }
-            "--repl-timeout" => {
-                let v = value()?;
-                cfg.repl_timeout = v
-                    .parse()
-                    .ok()
-                    .filter(|&s| s >= 1)
-                    .ok_or_else(|| format!("invalid repl-timeout {v:?}: at least 1 second"))?;
-            }
-            "--timeout" => {
-                let v = value()?;
-                cfg.timeout = v
-                    .parse()
-                    .map_err(|_| format!("invalid timeout {v:?}: seconds"))?;
-            }
-            "--client-output-buffer-limit" => {
-                let v = value()?;
-                let (class, limit) = parse_output_limit(&v)?;
-                match class {
-                    OutputClass::Normal => cfg.output_limit_normal = limit,
-                    OutputClass::Pubsub => cfg.output_limit_pubsub = limit,
-                }
-            }
-            "--replicaof" | "--slaveof" => {
-                cfg.replicaof = Some(parse_replicaof(&name, value()?, &mut args)?);
-            }
-            "--masterauth" => {
-                cfg.masterauth = Some(value()?.into_bytes()).filter(|v| !v.is_empty());
-            }
-            "--debug-truncate-backlog" => {
-                let v = value()?;
-                cfg.debug_truncate_backlog =
-                    Some(v.parse().map_err(|_| format!("invalid offset {v:?}"))?);
-            }
-            "--repair" => cfg.repair = true,
-            "--allow-empty-start" => cfg.allow_empty_start = true,
-            other => return Err(format!("unknown option {other:?} (see --help)")),
+/// Parses the arguments (without the program name). `--help`, `--version` and mistakes come
+/// back as clap's error, whose `exit()` prints them (status 0 for help, 2 for a mistake).
+pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Config, clap::Error> {
+    use clap::{CommandFactory, Parser};
+    let a = Args::try_parse_from(std::iter::once("durable-master".to_owned()).chain(args))?;
+    let replicaof = a
+        .replicaof
+        .as_deref()
+        .map(parse_replicaof)
+        .transpose()
+        .map_err(|e| Args::command().error(clap::error::ErrorKind::ValueValidation, e))?;
+    let mut cfg = Config {
+        port: a.port,
+        bind: a.bind,
+        dir: a.dir,
+        backlog_size: a.backlog_size,
+        durability: a.durability,
+        requirepass: a
+            .requirepass
+            .filter(|p| !p.is_empty())
+            .map(String::into_bytes),
+        maxclients: a.maxclients,
+        min_replicas_to_write: a.min_replicas_to_write,
+        min_replicas_max_lag: a.min_replicas_max_lag,
+        repl_timeout: a.repl_timeout,
+        timeout: a.timeout,
+        replicaof,
+        masterauth: a
+            .masterauth
+            .filter(|p| !p.is_empty())
+            .map(String::into_bytes),
+        debug_truncate_backlog: a.debug_truncate_backlog,
+        repair: a.repair,
+        allow_empty_start: a.allow_empty_start,
+        ..Config::default()
+    };
+    for (class, limit) in a.client_output_buffer_limit {
+        match class {
+            OutputClass::Normal => cfg.output_limit_normal = limit,
+            OutputClass::Pubsub => cfg.output_limit_pubsub = limit,
         }
     }
-    Ok(Some(cfg))
+    Ok(cfg)
 }
 
 /// The client classes `--client-output-buffer-limit` sets (replicas are bounded by
 /// `repl-timeout` instead: they stream from the backlog, with no buffer of their own).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OutputClass {
     Normal,
     Pubsub,
@@ -302,24 +284,19 @@ mod tests {
     #[test]
     fn options_are_parsed_and_bad_ones_rejected() {
         let args = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
-        let cfg = parse_args(args("--port 7000 --backlog-size=64kb --durability always"))
-            .unwrap()
-            .unwrap();
+        let cfg = parse_args(args("--port 7000 --backlog-size=64kb --durability always")).unwrap();
         assert_eq!(cfg.port, 7000);
         assert_eq!(cfg.backlog_size, 65536);
         assert_eq!(cfg.durability, Durability::Always);
-        assert!(parse_args(args("--help")).unwrap().is_none());
+        assert_eq!(
+            parse_args(args("--help")).unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayHelp
+        );
         assert!(parse_args(args("--backlog-size 1kb")).is_err());
         assert!(parse_args(args("--durability sometimes")).is_err());
         assert!(parse_args(args("--port")).is_err());
         assert!(parse_args(args("--bogus 1")).is_err());
-        assert_eq!(
-            parse_args(args("--maxclients 50"))
-                .unwrap()
-                .unwrap()
-                .maxclients,
-            50
-        );
+        assert_eq!(parse_args(args("--maxclients 50")).unwrap().maxclients, 50);
         assert!(parse_args(args("--maxclients 0")).is_err());
         let cfg = parse_args(vec![
             "--client-output-buffer-limit".to_owned(),
@@ -327,7 +304,6 @@ mod tests {
             "--timeout".to_owned(),
             "30".to_owned(),
         ])
-        .unwrap()
         .unwrap();
         assert_eq!(
             cfg.output_limit_normal,
@@ -342,16 +318,32 @@ mod tests {
         for bad in ["slave 1 1 1", "normal 1 1", "normal x 1 1", "pubsub 1 1 -1"] {
             assert!(parse_output_limit(bad).is_err(), "{bad}");
         }
-        let two = parse_args(args("--replicaof 10.0.0.1 6379 --masterauth pw"))
-            .unwrap()
-            .unwrap();
+        let two = parse_args(args("--replicaof 10.0.0.1 6379 --masterauth pw")).unwrap();
         assert_eq!(two.replicaof, Some(("10.0.0.1".to_owned(), 6379)));
         assert_eq!(two.masterauth.as_deref(), Some(&b"pw"[..]));
-        let one = parse_args(vec!["--replicaof".to_owned(), "localhost 7000".to_owned()])
-            .unwrap()
-            .unwrap();
+        let one = parse_args(vec!["--replicaof".to_owned(), "localhost 7000".to_owned()]).unwrap();
         assert_eq!(one.replicaof, Some(("localhost".to_owned(), 7000)));
         assert!(parse_args(args("--replicaof host")).is_err());
         assert!(parse_args(args("--replicaof host 70000")).is_err());
+        assert_eq!(parse_args(args("--port 1 --port 2")).unwrap().port, 2);
+        let both = parse_args(vec![
+            "--client-output-buffer-limit".to_owned(),
+            "pubsub 1mb 0 0".to_owned(),
+            "--client-output-buffer-limit".to_owned(),
+            "normal 2mb 0 0".to_owned(),
+            "--slaveof".to_owned(),
+            "h".to_owned(),
+            "1".to_owned(),
+        ])
+        .unwrap();
+        assert_eq!(both.output_limit_pubsub.hard, 1 << 20);
+        assert_eq!(both.output_limit_normal.hard, 2 << 20);
+        assert_eq!(both.replicaof, Some(("h".to_owned(), 1)));
+        let defaults = parse_args(Vec::new()).unwrap();
+        assert_eq!(defaults.backlog_size, Config::default().backlog_size);
+        assert_eq!(defaults.port, DEFAULT_PORT);
+        assert_eq!(defaults.durability, Durability::EverySec);
+        assert_eq!(defaults.maxclients, 10_000);
+        assert_eq!(defaults.repl_timeout, 60);
     }
 }

@@ -44,15 +44,9 @@ use crate::store::Store;
 
 fn main() {
     let cfg = match config::parse_args(std::env::args().skip(1)) {
-        Ok(Some(cfg)) => cfg,
-        Ok(None) => {
-            print!("{}", config::HELP);
-            return;
-        }
-        Err(e) => {
-            eprintln!("durable-master: {e}");
-            std::process::exit(2);
-        }
+        Ok(cfg) => cfg,
+        // Help and version to stdout with status 0, a mistake to stderr with status 2.
+        Err(e) => e.exit(),
     };
     log::notice(format_args!(
         "durable-master {} starting: data in {}, backlog {} bytes, durability {:?}",

@@ -714,6 +714,10 @@ fn a_master_command_the_replica_cannot_apply_stops_it_before_the_command() {
     let mut replica = durable_replica(&dir.path().join("d"), master.port, &[]);
     let logs = log_reader(dir.path(), &["d/master.log", "master/redis.log"]);
     let mut m = master.client();
+    // The link is up before the first write, so that write's SELECT is in the stream before
+    // `before` (a write made before any replica attached is not propagated, and the SELECT
+    // would come with the hash command instead).
+    wait_link_up(replica.port);
     m.ok(&["SET", "a", "1"]);
     wait_in_sync(master.port, replica.port, &logs);
     let before = offset(master.port);
