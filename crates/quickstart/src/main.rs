@@ -5,7 +5,8 @@
 //! backlog and reopens it as a restarted master would, and answers the replicas again; a
 //! replica too far behind the 16 KiB ring gets `+FULLRESYNC`.
 //!
-//! Run: `cargo run --release --example quickstart`
+//! Run: `cargo run --release -p quickstart` (a package of its own, so only the library and
+//! `tempfile` are built for it, not the library's test and bench dependencies).
 
 use durable_backlog::{Backlog, Durability, Options, PsyncReply};
 
