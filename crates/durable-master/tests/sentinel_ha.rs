@@ -121,6 +121,26 @@ fn run_id(port: u16) -> String {
     info_field(&Client::open(port).info("server"), "run_id").to_owned()
 }
 
+/// Whether every Sentinel lists the node on `port` as a replica of the master on `master`,
+/// with its link up and `also` true of its fields.
+fn every_sentinel_lists_replica(
+    sentinels: &[SentinelGuard],
+    port: u16,
+    master: u16,
+    also: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+) -> bool {
+    sentinels.iter().all(|s| {
+        s.replicas().iter().any(|r| {
+            r["port"] == port.to_string()
+                && r["flags"] == "slave"
+                && r["role-reported"] == "slave"
+                && r["master-port"] == master.to_string()
+                && r["master-link-status"] == "ok"
+                && also(r)
+        })
+    })
+}
+
 /// Waits until every replica on `replicas` holds all of the master's stream.
 fn wait_replicas(logs: &dyn Fn() -> String, master: u16, replicas: &[u16]) {
     wait_for("the replicas to sync", Duration::from_mins(1), logs, || {
@@ -351,17 +371,7 @@ fn h2_sentinel_fails_over_to_a_stock_replica_and_demotes_the_restarted_durable_m
         "the Sentinels to list it as a replica",
         Duration::from_mins(1),
         &logs,
-        || {
-            sentinels.iter().all(|s| {
-                s.replicas().iter().any(|r| {
-                    r["port"] == m.port.to_string()
-                        && r["flags"] == "slave"
-                        && r["role-reported"] == "slave"
-                        && r["master-port"] == new.to_string()
-                        && r["master-link-status"] == "ok"
-                })
-            })
-        },
+        || every_sentinel_lists_replica(&sentinels, m.port, new, |_| true),
     );
 }
 
@@ -415,17 +425,10 @@ fn h4_sentinel_promotes_the_durable_replica_and_its_kill9_keeps_replicas_partial
         Duration::from_mins(1),
         &logs,
         || {
-            sentinels.iter().all(|x| {
-                x.replicas().iter().any(|r| {
-                    r["port"] == d.port.to_string()
-                        && r["flags"] == "slave"
-                        && r["role-reported"] == "slave"
-                        && r["master-link-status"] == "ok"
-                        && r["master-port"] == s.port.to_string()
-                        && r["slave-priority"] == "100"
-                        && r["replica-announced"] == "1"
-                        && r["slave-repl-offset"].parse::<u64>().is_ok_and(|o| o > 0)
-                })
+            every_sentinel_lists_replica(&sentinels, d.port, s.port, |r| {
+                r["slave-priority"] == "100"
+                    && r["replica-announced"] == "1"
+                    && r["slave-repl-offset"].parse::<u64>().is_ok_and(|o| o > 0)
             })
         },
     );
