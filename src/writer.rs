@@ -358,6 +358,37 @@ impl Backlog {
         self.durability
     }
 
+    /// Changes the durability policy of an open backlog (Redis's `CONFIG SET appendfsync`):
+    /// to [`Durability::EverySec`] the background commit starts, away from it it stops; to
+    /// [`Durability::Always`] everything appended so far is committed first, so the policy
+    /// covers every byte held.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], the commit's [`Error::Io`], or [`Error::Io`] if the background
+    /// thread cannot start; the policy is then unchanged.
+    pub fn set_durability(&mut self, d: Durability) -> Result<()> {
+        self.sh.check_poison()?;
+        if d == Durability::Always {
+            self.commit_now(CommitKind::Writer)?;
+        }
+        match (self.flusher.is_some(), d == Durability::EverySec) {
+            (false, true) => {
+                self.flusher = Some(Flusher::start(
+                    Arc::clone(&self.sh),
+                    Arc::clone(&self.commit),
+                )?);
+            }
+            (true, false) => {
+                if let Some(mut f) = self.flusher.take() {
+                    f.stop();
+                }
+            }
+            _ => {}
+        }
+        self.durability = d;
+        Ok(())
+    }
+
     /// The current run ID (`master_replid`).
     #[must_use]
     pub fn run_id(&self) -> RunId {

@@ -381,6 +381,42 @@ fn everysec_commits_in_the_background_without_a_flush() {
 
 #[test]
 #[cfg(feature = "sim")]
+fn durability_changes_while_open() {
+    use durable_backlog::sim::SimDisk;
+    let disk = SimDisk::new();
+    let mut b = Backlog::create_sim(&disk, Options::new().durability(Durability::Never)).unwrap();
+    append_stream(&mut b, 1000);
+    let created = b.durable_offset();
+    assert!(created < b.offset());
+    disk.tick_flusher();
+    assert_eq!(
+        b.durable_offset(),
+        created,
+        "no background commit under Never"
+    );
+    b.set_durability(Durability::EverySec).unwrap();
+    disk.tick_flusher();
+    assert_eq!(b.durable_offset(), b.offset(), "EverySec's commit runs");
+    append_stream(&mut b, 500);
+    b.set_durability(Durability::Never).unwrap();
+    disk.tick_flusher();
+    assert!(
+        b.durable_offset() < b.offset(),
+        "the background commit stopped"
+    );
+    b.set_durability(Durability::Always).unwrap();
+    assert_eq!(
+        b.durable_offset(),
+        b.offset(),
+        "Always covers what was held"
+    );
+    append_stream(&mut b, 10);
+    assert_eq!(b.durable_offset(), b.offset());
+    assert_eq!(b.durability(), Durability::Always);
+}
+
+#[test]
+#[cfg(feature = "sim")]
 fn a_failed_sync_poisons_the_handle_and_reopen_recovers() {
     use durable_backlog::sim::SimDisk;
     const EIO: i32 = 5; // what the simulated disk's failed sync returns, as fsync would
