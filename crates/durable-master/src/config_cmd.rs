@@ -33,12 +33,33 @@ enum Setter {
     Int(fn(&Settings, u64)),
     /// A string; empty means none.
     Text(fn(&Settings, Option<Vec<u8>>)),
+    /// `appendfsync`: `always`, `everysec` or `no`, any case.
+    Durability,
 }
 
 /// A value parsed by [`Setter`], applied once every pair parsed.
 enum Parsed {
     Int(fn(&Settings, u64), u64),
     Text(fn(&Settings, Option<Vec<u8>>), Vec<u8>),
+    Durability(Durability),
+}
+
+/// Applies `CONFIG SET appendfsync`: the backlog's policy under the store lock, then the
+/// event loop's view of it.
+fn set_durability(server: &Server, d: Durability) {
+    let mut g = server.store();
+    g.get().set_durability(d);
+    server.live.set_durability(d);
+    crate::log::notice(format_args!("appendfsync set to {}", durability_name(d)));
+}
+
+/// Redis's name of a durability (`appendfsync`).
+fn durability_name(d: Durability) -> &'static str {
+    match d {
+        Durability::Always => "always",
+        Durability::EverySec => "everysec",
+        Durability::Never => "no",
+    }
 }
 
 const PARAMS: &[Param] = &[
@@ -86,15 +107,8 @@ const PARAMS: &[Param] = &[
     Param {
         name: "appendfsync",
         alias: None,
-        value: |s| {
-            match s.cfg.durability {
-                Durability::Always => "always",
-                Durability::EverySec => "everysec",
-                Durability::Never => "no",
-            }
-            .to_owned()
-        },
-        set: None,
+        value: |s| durability_name(s.live.durability()).to_owned(),
+        set: Some(Setter::Durability),
     },
     Param {
         name: "min-replicas-to-write",
@@ -270,6 +284,17 @@ fn set(server: &Server, pairs: &[Vec<u8>]) -> Vec<u8> {
                 },
             },
             Some(Setter::Text(apply)) => parsed.push(Parsed::Text(apply, value.clone())),
+            Some(Setter::Durability) => match value.to_ascii_lowercase().as_slice() {
+                b"always" => parsed.push(Parsed::Durability(Durability::Always)),
+                b"everysec" => parsed.push(Parsed::Durability(Durability::EverySec)),
+                b"no" => parsed.push(Parsed::Durability(Durability::Never)),
+                _ => {
+                    return failed(
+                        name,
+                        "argument(s) must be one of the following: everysec, always, no",
+                    );
+                }
+            },
             None => {}
         }
     }
@@ -277,6 +302,7 @@ fn set(server: &Server, pairs: &[Vec<u8>]) -> Vec<u8> {
         match p {
             Parsed::Int(apply, v) => apply(&server.live, v),
             Parsed::Text(apply, v) => apply(&server.live, Some(v)),
+            Parsed::Durability(d) => set_durability(server, d),
         }
     }
     resp::simple_string(b"OK")

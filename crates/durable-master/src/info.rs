@@ -75,7 +75,7 @@ pub(crate) fn info(server: &Server, section: Option<&str>) -> String {
             store.snapshots,
             store.snapshot_waits,
             store.snapshot_offset,
-            format!("{:?}", server.cfg.durability).to_ascii_lowercase(),
+            format!("{:?}", server.live.durability()).to_ascii_lowercase(),
             store.backlog.durable_offset(),
         );
     }

@@ -145,7 +145,7 @@ impl Server {
     /// `Durability::Never`); the first waiter to take `flush_lock` commits everything appended
     /// so far with one sync, which covers every connection that appended meanwhile.
     pub(crate) fn make_durable(&self, offset: u64) {
-        if self.cfg.durability != Durability::Always {
+        if self.live.durability() != Durability::Always {
             return;
         }
         while self.reader.durable_offset() < offset {

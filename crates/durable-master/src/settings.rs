@@ -4,12 +4,16 @@
 //! housekeeping pass), so a change needs no coordination; the integers are atomics and the
 //! two passwords sit behind a lock taken only on a connection's start and on `AUTH`.
 //!
-//! The other settings (port, bind, dir, the backlog's size and durability, maxclients) are
-//! fixed at start: the backlog is opened with its capacity and durability, and the listener
-//! is bound once.
+//! `appendfsync` (the durability) changes the backlog's policy under the store lock
+//! (`config_cmd.rs`) and is mirrored here for the event loop's commit.
+//!
+//! The other settings (port, bind, dir, the backlog's size, maxclients) are fixed at start:
+//! the backlog is opened with its capacity, and the listener is bound once.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+use durable_backlog::Durability;
 
 use crate::config::Config;
 use crate::server::lock;
@@ -26,6 +30,16 @@ pub(crate) struct Settings {
     min_replicas_to_write: AtomicU64,
     min_replicas_max_lag: AtomicU64,
     timeout: AtomicU64,
+    /// `appendfsync`, as [`durability_code`].
+    durability: AtomicU8,
+}
+
+fn durability_code(d: Durability) -> u8 {
+    match d {
+        Durability::Always => 0,
+        Durability::EverySec => 1,
+        Durability::Never => 2,
+    }
 }
 
 impl Settings {
@@ -38,7 +52,23 @@ impl Settings {
             min_replicas_to_write: AtomicU64::new(cfg.min_replicas_to_write),
             min_replicas_max_lag: AtomicU64::new(cfg.min_replicas_max_lag),
             timeout: AtomicU64::new(cfg.timeout),
+            durability: AtomicU8::new(durability_code(cfg.durability)),
         }
+    }
+
+    /// The durability in force (`appendfsync`).
+    pub(crate) fn durability(&self) -> Durability {
+        match self.durability.load(Ordering::SeqCst) {
+            0 => Durability::Always,
+            1 => Durability::EverySec,
+            _ => Durability::Never,
+        }
+    }
+
+    /// Records the durability in force; only `config_cmd`'s `appendfsync` setter calls it,
+    /// after changing the backlog's own policy.
+    pub(crate) fn set_durability(&self, d: Durability) {
+        self.durability.store(durability_code(d), Ordering::SeqCst);
     }
 
     /// The password clients must give with `AUTH`, if any.

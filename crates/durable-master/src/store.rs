@@ -390,6 +390,19 @@ impl Store {
         true
     }
 
+    /// Changes the durability while running (`CONFIG SET appendfsync`): the backlog's policy
+    /// (see [`backlog_durability`]), then who commits before a snapshot is put in place. Under
+    /// `always` everything held is committed at once. Exits on a storage error (see [`fatal`]).
+    pub(crate) fn set_durability(&mut self, d: Durability) {
+        if let Err(e) = self.backlog.set_durability(backlog_durability(d)) {
+            fatal("changing the durability", e);
+        }
+        if d == Durability::Always {
+            self.flush();
+        }
+        self.commits_elsewhere = d != Durability::Never;
+    }
+
     /// Whether write commands are refused because the last snapshot failed.
     pub(crate) fn snapshot_failed(&self) -> bool {
         self.snapshot_failed.is_some()
@@ -624,14 +637,18 @@ fn in_use(dir: &Path) -> String {
     )
 }
 
-/// Opens (or creates) the backlog, taking its lock, and logs what recovery found.
-fn open_backlog(cfg: &Config, path: &Path) -> Result<Backlog, String> {
-    // `always` is implemented by group commit in the server (`Server::make_durable`): the
-    // backlog itself never syncs on append.
-    let backlog_durability = match cfg.durability {
+/// The backlog's own policy for the server's durability: `always` is group commit in the
+/// event loop (`Server::make_durable`), so the backlog itself never syncs on append.
+pub(crate) fn backlog_durability(d: Durability) -> Durability {
+    match d {
         Durability::Always => Durability::Never,
         d => d,
-    };
+    }
+}
+
+/// Opens (or creates) the backlog, taking its lock, and logs what recovery found.
+fn open_backlog(cfg: &Config, path: &Path) -> Result<Backlog, String> {
+    let backlog_durability = backlog_durability(cfg.durability);
     let opts = Options::new()
         .capacity(cfg.backlog_size)
         .durability(backlog_durability);

@@ -557,7 +557,7 @@ fn config_set_min_replicas_and_timeout_take_effect() {
 }
 
 /// The settings fixed at start (Redis can change some of them at run time; this server
-/// cannot: the listener is bound once, the backlog opened with its size and durability)
+/// cannot: the listener is bound once, the backlog opened with its size)
 /// are refused as immutable, and a refused `CONFIG SET` changes nothing.
 #[test]
 fn config_set_refuses_the_settings_fixed_at_start_and_changes_nothing() {
@@ -576,7 +576,6 @@ fn config_set_refuses_the_settings_fixed_at_start_and_changes_nothing() {
         "dir",
         "maxclients",
         "repl-backlog-size",
-        "appendfsync",
         "replicaof",
         "slaveof",
     ] {
@@ -991,4 +990,61 @@ fn reset_answers_and_resets_the_connection_as_redis() {
             ],
         );
     });
+}
+
+/// `CONFIG SET appendfsync` answers as Redis and changes the durability while running:
+/// under `always` a write's reply comes only after the backlog is durable up to it.
+#[test]
+fn config_set_appendfsync_answers_as_redis_and_changes_the_durability() {
+    on_both(|port, server| {
+        let mut c = Client::open(port);
+        check(
+            &mut c,
+            server,
+            &[
+                (
+                    "CONFIG SET appendfsync sometimes",
+                    "-ERR CONFIG SET failed (possibly related to argument 'appendfsync') - \
+                     argument(s) must be one of the following: everysec, always, no\r\n",
+                ),
+                ("CONFIG SET appendfsync NO", "+OK\r\n"),
+                (
+                    "CONFIG GET appendfsync",
+                    "*2\r\n$11\r\nappendfsync\r\n$2\r\nno\r\n",
+                ),
+                ("CONFIG SET appendfsync always", "+OK\r\n"),
+                (
+                    "CONFIG GET appendfsync",
+                    "*2\r\n$11\r\nappendfsync\r\n$6\r\nalways\r\n",
+                ),
+            ],
+        );
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &["--durability", "never"]);
+    let mut c = m.client();
+    let durable_behind = |c: &mut Client| {
+        let persistence = c.info("persistence");
+        let replication = c.info("replication");
+        let durable: u64 = common::info_field(&persistence, "backlog_durable_offset")
+            .parse()
+            .expect("backlog_durable_offset");
+        let end: u64 = common::info_field(&replication, "master_repl_offset")
+            .parse()
+            .expect("master_repl_offset");
+        end - durable
+    };
+    c.ok(&["SET", "k", "1"]);
+    assert!(durable_behind(&mut c) > 0, "never: nothing commits a write");
+    c.ok(&["CONFIG", "SET", "appendfsync", "always"]);
+    for i in 0..20 {
+        c.ok(&["SET", "k", &i.to_string()]);
+        assert_eq!(
+            durable_behind(&mut c),
+            0,
+            "always: acknowledged means durable"
+        );
+    }
+    let info = c.info("persistence");
+    assert_eq!(common::info_field(&info, "durability"), "always");
 }
