@@ -115,7 +115,7 @@ struct Args {
     /// mode
     #[arg(long, value_name = "MODE", default_value = "everysec", value_parser = durability)]
     durability: Durability,
-    /// Clients must AUTH with this password; replicas need masterauth <PASSWORD>
+    /// Clients must AUTH with this password; replicas need masterauth PASSWORD
     #[arg(long, value_name = "PASSWORD")]
     requirepass: Option<String>,
     /// Most clients connected at once, replicas included; lowered at start to the
@@ -138,12 +138,12 @@ struct Args {
     /// Close a normal client idle for S seconds (0: never)
     #[arg(long, value_name = "S", default_value_t = 0)]
     timeout: u64,
-    /// '<class> <hard> <soft> <s>': close a client whose unsent replies pass <hard> bytes,
-    /// or stay above <soft> for <s> seconds; class normal or pubsub (0 turns a limit off);
+    /// 'CLASS HARD SOFT SECONDS': close a client whose unsent replies pass HARD bytes, or
+    /// stay above SOFT for SECONDS; CLASS normal or pubsub (0 turns a limit off);
     /// may be given once per class [defaults: normal 0 0 0, pubsub 32mb 8mb 60]
     #[arg(long, value_name = "LIMIT", value_parser = output_limit)]
     client_output_buffer_limit: Vec<(OutputClass, OutputLimit)>,
-    /// Start as a replica of that master: <host> <port>, or one argument "<host> <port>";
+    /// Start as a replica of that master: HOST PORT, or one argument "HOST PORT";
     /// REPLICAOF at run time changes it, REPLICAOF NO ONE promotes this server
     #[arg(long, visible_alias = "slaveof", value_name = "HOST PORT", num_args = 1..=2)]
     replicaof: Option<Vec<String>>,
