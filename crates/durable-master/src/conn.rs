@@ -393,8 +393,11 @@ impl Conn {
             if self.blocked.is_some() {
                 return Next::Continue;
             }
-            // Messages published before this command go out before its reply.
-            out.extend(self.subs.subscriber().take());
+            // Messages published before this command go out before its reply (only a
+            // subscribed connection receives any: no lock taken per command otherwise).
+            if self.subs.active() {
+                out.extend(self.subs.subscriber().take());
+            }
             // AUTH may have just succeeded: the next request is parsed with the new limits.
             self.parser.set_unauthenticated(!self.authed);
             let argv = match self.parser.next_command() {

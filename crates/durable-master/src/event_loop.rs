@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::accept::MAX_CLIENTS_REACHED;
@@ -102,6 +102,8 @@ struct Loop {
     next_housekeeping: Instant,
     /// `CLIENT KILL` count last looked at.
     kills_seen: u64,
+    /// Connections blocked in `WAIT` (the only ones whose deadline or ACKs the loop checks).
+    blocked: Vec<usize>,
     buf: Vec<u8>,
 }
 
@@ -124,6 +126,7 @@ pub(crate) fn run(listener: StdListener, server: &Arc<Server>) -> io::Result<()>
         accept_failing: false,
         next_housekeeping: Instant::now() + HOUSEKEEPING,
         kills_seen: 0,
+        blocked: Vec::new(),
         buf: vec![0; 64 * 1024],
     };
     let mut events = Events::with_capacity(1024);
@@ -149,11 +152,9 @@ impl Loop {
         if let Some(t) = self.accept_retry {
             until = until.min(t);
         }
-        if self.server.waiting.load(Ordering::SeqCst) > 0 {
-            for (_, c) in &self.conns {
-                if let Some(d) = c.deadline() {
-                    until = until.min(d);
-                }
+        for &key in &self.blocked {
+            if let Some(d) = self.conns.get(key).and_then(Conn::deadline) {
+                until = until.min(d);
             }
         }
         until.saturating_duration_since(now)
@@ -189,7 +190,11 @@ impl Loop {
             };
             match conn.read_and_run(&mut batch, &mut self.buf) {
                 Next::Continue => {
-                    if conn.unread && conn.blocked.is_none() {
+                    if conn.blocked.is_some() {
+                        if !self.blocked.contains(&key) {
+                            self.blocked.push(key);
+                        }
+                    } else if conn.unread {
                         self.again.push(key);
                     }
                 }
@@ -207,18 +212,15 @@ impl Loop {
             self.hand_over(key, psync);
         }
         let now = Instant::now();
-        if server.waiting.load(Ordering::SeqCst) > 0 {
-            let keys: Vec<usize> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.blocked.is_some())
-                .map(|(k, _)| k)
-                .collect();
-            for key in keys {
-                if self.conns[key].try_unblock(&server, now) {
-                    self.again.push(key);
-                    self.mark_dirty(key);
-                }
+        for key in std::mem::take(&mut self.blocked) {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if c.try_unblock(&server, now) {
+                self.again.push(key);
+                self.mark_dirty(key);
+            } else if c.blocked.is_some() {
+                self.blocked.push(key);
             }
         }
         for token in server.pubsub.take_mail() {
@@ -232,9 +234,9 @@ impl Loop {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.housekeeping(now);
-        } else if self.server.client_table.kills() != self.kills_seen {
+        } else {
             // CLIENT KILL ran this turn: its victims go now, not at the next housekeeping.
-            self.housekeeping_kills_only();
+            self.close_killed();
         }
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key, now);
@@ -338,7 +340,8 @@ impl Loop {
             return;
         }
         let mut c = self.conns.remove(key);
-        let _ = deregister(self.poll.registry(), &mut c.stream);
+        self.blocked.retain(|&k| k != key);
+        let _ = self.poll.registry().deregister(&mut c.stream);
         c.close(&self.server);
         self.server.clients.fetch_sub(1, Ordering::SeqCst);
         self.server
@@ -352,7 +355,7 @@ impl Loop {
             return;
         }
         let mut c = self.conns.remove(key);
-        let _ = deregister(self.poll.registry(), &mut c.stream);
+        let _ = self.poll.registry().deregister(&mut c.stream);
         c.close(&self.server);
         self.server
             .connected_clients
@@ -380,26 +383,22 @@ impl Loop {
         }
     }
 
-    /// Collects a finished snapshot (and retries a failed one), closes idle clients past
-    /// `timeout` and the connections `CLIENT KILL` chose.
+    /// Collects a finished snapshot (and retries a failed one), closes the connections
+    /// `CLIENT KILL` chose and idle clients past `timeout`.
     fn housekeeping(&mut self, now: Instant) {
         self.server.store().get().tick();
-        let kills = self.server.client_table.kills();
-        let look_for_kills = kills != self.kills_seen;
-        self.kills_seen = kills;
+        self.close_killed();
         let idle = self.server.live.timeout();
-        if idle == 0 && !look_for_kills {
+        if idle == 0 {
             return;
         }
         let doomed: Vec<usize> = self
             .conns
             .iter()
             .filter(|(_, c)| {
-                (look_for_kills && c.registration().entry().killed())
-                    || (idle > 0
-                        && c.blocked.is_none()
-                        && !c.subs.active()
-                        && now.duration_since(c.last_read).as_secs() > idle)
+                c.blocked.is_none()
+                    && !c.subs.active()
+                    && now.duration_since(c.last_read).as_secs() > idle
             })
             .map(|(k, _)| k)
             .collect();
@@ -408,9 +407,14 @@ impl Loop {
         }
     }
 
-    /// Closes the connections `CLIENT KILL` chose.
-    fn housekeeping_kills_only(&mut self) {
-        self.kills_seen = self.server.client_table.kills();
+    /// Closes the connections `CLIENT KILL` chose since the last look (nothing to scan when
+    /// it has not run).
+    fn close_killed(&mut self) {
+        let kills = self.server.client_table.kills();
+        if kills == self.kills_seen {
+            return;
+        }
+        self.kills_seen = kills;
         let doomed: Vec<usize> = self
             .conns
             .iter()
@@ -421,10 +425,6 @@ impl Loop {
             self.close(key);
         }
     }
-}
-
-fn deregister(registry: &Registry, stream: &mut TcpStream) -> io::Result<()> {
-    registry.deregister(stream)
 }
 
 /// Tells a client past `maxclients` so and closes it. The socket is non-blocking: the reply
