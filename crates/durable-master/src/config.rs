@@ -61,27 +61,9 @@ pub(crate) struct Config {
 }
 
 impl Default for Config {
+    /// The defaults, from the one place that states them: the option table ([`Args`]).
     fn default() -> Self {
-        Config {
-            port: DEFAULT_PORT,
-            bind: "127.0.0.1".to_owned(),
-            dir: PathBuf::from("data"),
-            backlog_size: 64 * 1024 * 1024,
-            durability: Durability::EverySec,
-            requirepass: None,
-            maxclients: 10_000,
-            min_replicas_to_write: 0,
-            min_replicas_max_lag: 10,
-            repl_timeout: 60,
-            timeout: 0,
-            output_limit_normal: OutputLimit::NORMAL,
-            output_limit_pubsub: OutputLimit::PUBSUB,
-            replicaof: None,
-            masterauth: None,
-            debug_truncate_backlog: None,
-            repair: false,
-            allow_empty_start: false,
-        }
+        parse_args(Vec::new()).expect("the defaults are valid options")
     }
 }
 
@@ -141,7 +123,7 @@ struct Args {
     /// 'CLASS HARD SOFT SECONDS': close a client whose unsent replies pass HARD bytes, or
     /// stay above SOFT for SECONDS; CLASS normal or pubsub (0 turns a limit off);
     /// may be given once per class [defaults: normal 0 0 0, pubsub 32mb 8mb 60]
-    #[arg(long, value_name = "LIMIT", value_parser = output_limit)]
+    #[arg(long, value_name = "LIMIT", value_parser = parse_output_limit)]
     client_output_buffer_limit: Vec<(OutputClass, OutputLimit)>,
     /// Start as a replica of that master: HOST PORT, or one argument "HOST PORT";
     /// REPLICAOF at run time changes it, REPLICAOF NO ONE promotes this server
@@ -183,10 +165,6 @@ fn durability(v: &str) -> Result<Durability, String> {
     }
 }
 
-fn output_limit(v: &str) -> Result<(OutputClass, OutputLimit), String> {
-    parse_output_limit(v)
-}
-
 /// `--replicaof "<host> <port>"` (one argument, as in a Redis config line) or
 /// `--replicaof <host> <port>`.
 fn parse_replicaof(values: &[String]) -> Result<(String, u16), String> {
@@ -202,6 +180,11 @@ fn parse_replicaof(values: &[String]) -> Result<(String, u16), String> {
         .parse()
         .map_err(|_| format!("invalid master port {port:?}"))?;
     Ok((host, port))
+}
+
+/// A password option: empty means none, as in Redis.
+fn password(p: Option<String>) -> Option<Vec<u8>> {
+    p.filter(|p| !p.is_empty()).map(String::into_bytes)
 }
 
 /// Parses the arguments (without the program name). `--help`, `--version` and mistakes come
@@ -221,24 +204,19 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Confi
         dir: a.dir,
         backlog_size: a.backlog_size,
         durability: a.durability,
-        requirepass: a
-            .requirepass
-            .filter(|p| !p.is_empty())
-            .map(String::into_bytes),
+        requirepass: password(a.requirepass),
         maxclients: a.maxclients,
         min_replicas_to_write: a.min_replicas_to_write,
         min_replicas_max_lag: a.min_replicas_max_lag,
         repl_timeout: a.repl_timeout,
         timeout: a.timeout,
         replicaof,
-        masterauth: a
-            .masterauth
-            .filter(|p| !p.is_empty())
-            .map(String::into_bytes),
+        masterauth: password(a.masterauth),
         debug_truncate_backlog: a.debug_truncate_backlog,
         repair: a.repair,
         allow_empty_start: a.allow_empty_start,
-        ..Config::default()
+        output_limit_normal: OutputLimit::NORMAL,
+        output_limit_pubsub: OutputLimit::PUBSUB,
     };
     for (class, limit) in a.client_output_buffer_limit {
         match class {
@@ -339,8 +317,8 @@ mod tests {
         assert_eq!(both.output_limit_pubsub.hard, 1 << 20);
         assert_eq!(both.output_limit_normal.hard, 2 << 20);
         assert_eq!(both.replicaof, Some(("h".to_owned(), 1)));
-        let defaults = parse_args(Vec::new()).unwrap();
-        assert_eq!(defaults.backlog_size, Config::default().backlog_size);
+        let defaults = Config::default();
+        assert_eq!(defaults.backlog_size, 64 << 20);
         assert_eq!(defaults.port, DEFAULT_PORT);
         assert_eq!(defaults.durability, Durability::EverySec);
         assert_eq!(defaults.maxclients, 10_000);
