@@ -21,6 +21,10 @@ const MAX_LEN: u64 = 512;
 /// Records `host port` as the master to follow after a restart. A failure is logged: the
 /// running server follows its master regardless; only the next start would not know it.
 pub(crate) fn save(dir: &Path, host: &str, port: u16) {
+    if load(dir).is_ok_and(|m| m.is_some_and(|(h, p)| h == host && p == port)) {
+        // Already recorded (a restart with the same --replicaof): no write, no sync.
+        return;
+    }
     let path = dir.join(FILE);
     let tmp = dir.join(format!("{FILE}.tmp"));
     let result = (|| {

@@ -217,14 +217,7 @@ impl Store {
             // The ring would overwrite bytes no finished snapshot covers: the writes outran
             // a snapshot (the backlog is too small for the write rate; docs/MASTER.md, "Sizing
             // the backlog"), or this one command is larger than the ring's free part.
-            self.snapshot_waits += 1;
-            let started = std::time::Instant::now();
-            self.reap_snapshot(true);
-            log::warning(format_args!(
-                "A write waited {} ms for a snapshot: the backlog ({cap} bytes) filled before \
-                 the snapshot finished; a larger --backlog-size avoids it",
-                started.elapsed().as_millis()
-            ));
+            self.wait_for_snapshot();
         }
         if end + len - self.snapshot_offset > cap {
             // This append alone would overwrite uncovered bytes: snapshot the state it leads to
@@ -359,6 +352,20 @@ impl Store {
         self.backlog.offset() + need - self.snapshot_offset <= self.backlog.capacity()
     }
 
+    /// Waits for the running snapshot because a write needs the ring room it frees; counted
+    /// in INFO (`backlog_snapshot_waits`) and logged.
+    fn wait_for_snapshot(&mut self) {
+        self.snapshot_waits += 1;
+        let started = Instant::now();
+        self.reap_snapshot(true);
+        log::warning(format_args!(
+            "A write waited {} ms for a snapshot: the backlog ({} bytes) filled before the \
+             snapshot finished; a larger --backlog-size avoids it",
+            started.elapsed().as_millis(),
+            self.backlog.capacity()
+        ));
+    }
+
     /// Makes the ring take `need` more bytes without overwriting a byte no finished snapshot
     /// covers, *before* the write that needs them runs: waits for the running snapshot, or
     /// writes one of the current data now. `false` if a snapshot failed: the write must then
@@ -366,15 +373,7 @@ impl Store {
     /// whole ring is left to [`Store::append`].
     pub(crate) fn make_room(&mut self, need: u64) -> bool {
         if self.running.is_some() && !self.has_room(need) {
-            self.snapshot_waits += 1;
-            let started = Instant::now();
-            self.reap_snapshot(true);
-            log::warning(format_args!(
-                "A write waited {} ms for a snapshot: the backlog ({} bytes) filled before \
-                 the snapshot finished; a larger --backlog-size avoids it",
-                started.elapsed().as_millis(),
-                self.backlog.capacity()
-            ));
+            self.wait_for_snapshot();
         }
         if self.snapshot_failed.is_some() {
             return false;
