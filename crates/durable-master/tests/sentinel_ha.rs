@@ -141,6 +141,15 @@ fn every_sentinel_lists_replica(
     })
 }
 
+/// The durable node served its replica `r` exactly one partial resync and no full one since
+/// its start, and `r` was fully synced only once ever.
+fn assert_one_partial_sync_served(d: &DurableMaster, r: &RedisGuard, logs: &dyn Fn() -> String) {
+    let stats = d.client().info("stats");
+    assert_eq!(field(&stats, "sync_full"), 0, "{stats}\n{}", logs());
+    assert_eq!(field(&stats, "sync_partial_ok"), 1, "{stats}\n{}", logs());
+    assert_eq!(r.log().matches(FULL).count(), 1, "{}", logs());
+}
+
 /// Waits until every replica on `replicas` holds all of the master's stream.
 fn wait_replicas(logs: &dyn Fn() -> String, master: u16, replicas: &[u16]) {
     wait_for("the replicas to sync", Duration::from_mins(1), logs, || {
@@ -449,10 +458,7 @@ fn h4_sentinel_promotes_the_durable_replica_and_its_kill9_keeps_replicas_partial
         &logs,
         || in_sync(d.port, r.port),
     );
-    let stats = d.client().info("stats");
-    assert_eq!(field(&stats, "sync_full"), 0, "{stats}\n{}", logs());
-    assert_eq!(field(&stats, "sync_partial_ok"), 1, "{stats}\n{}", logs());
-    assert_eq!(r.log().matches(FULL).count(), 1, "{}", logs());
+    assert_one_partial_sync_served(&d, &r, &logs);
     write(d.port, "promoted", 30);
     wait_for(
         "the stock replica to sync",
@@ -469,10 +475,7 @@ fn h4_sentinel_promotes_the_durable_replica_and_its_kill9_keeps_replicas_partial
         &logs,
         || in_sync(d.port, r.port),
     );
-    let stats = d.client().info("stats");
-    assert_eq!(field(&stats, "sync_full"), 0, "{stats}\n{}", logs());
-    assert_eq!(field(&stats, "sync_partial_ok"), 1, "{stats}\n{}", logs());
-    assert_eq!(r.log().matches(FULL).count(), 1, "{}", logs());
+    assert_one_partial_sync_served(&d, &r, &logs);
     assert!(
         r.log().matches(PARTIAL).count() > partial_before,
         "{}",
