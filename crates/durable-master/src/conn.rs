@@ -18,7 +18,7 @@ use crate::multi::{self, Step, Transaction};
 use crate::pubsub::Subscriptions;
 use crate::replica::Handshake;
 use crate::server::{GETACK, Server, StoreGuard};
-use crate::store::Store;
+use crate::store::{Room, Store};
 
 /// Redis's `client-query-buffer-limit`: a client with more bytes received and not yet parsed
 /// into arguments is closed. As in Redis, the arguments already parsed do not count (each is
@@ -176,20 +176,19 @@ impl<'s> Batch<'s> {
         self.store().has_room(queued + need)
     }
 
-    /// Whether a write whose stream form takes at most `need` bytes can run now without
-    /// overwriting a byte no finished snapshot covers (see [`Store::make_room`]); `false`:
-    /// refuse it with `-MISCONF`.
-    fn make_room(&mut self, need: u64) -> bool {
-        if self.has_room(need) {
-            return true;
-        }
-        let pending = std::mem::take(&mut self.pending);
-        let store = self.store();
-        store.append(&pending);
-        let ok = store.make_room(need);
+    /// What a write whose stream form takes at most `need` bytes, lacking ring room, does
+    /// (see [`Store::room_for`]); the queued bytes are appended first.
+    fn room_for(&mut self, need: u64) -> Room {
+        self.append_queued();
+        self.store().room_for(need)
+    }
+
+    /// Appends the queued stream bytes now (the lock kept).
+    fn append_queued(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        self.store().append(&pending);
+        pending.clear();
         self.pending = pending;
-        self.pending.clear();
-        ok
     }
 
     /// Appends what was queued and releases the store lock, before anything that takes the
@@ -207,13 +206,21 @@ impl<'s> Batch<'s> {
 /// release.
 const APPEND_CHUNK: usize = 64 * 1024;
 
-/// A client blocked in `WAIT`.
+/// Why a client is blocked: it reads nothing more until unblocked.
 #[derive(Debug)]
-pub(crate) struct Blocked {
-    /// The stream offset the replicas must have acknowledged.
-    target: u64,
-    want: usize,
-    deadline: Option<Instant>,
+pub(crate) enum Blocked {
+    /// In `WAIT`.
+    Wait {
+        /// The stream offset the replicas must have acknowledged.
+        target: u64,
+        want: usize,
+        deadline: Option<Instant>,
+    },
+    /// A write waiting for ring room (the running snapshot) or for a write larger than the
+    /// ring to be in place; it runs again once the snapshot finishes.
+    Room(Vec<Vec<u8>>),
+    /// A write larger than the ring, done once the snapshot at `at` is: then `reply`.
+    Big { at: u64, reply: Vec<u8> },
 }
 
 /// One client connection.
@@ -239,6 +246,8 @@ pub(crate) struct Conn {
     tx: Transaction,
     pub(crate) subs: Subscriptions,
     pub(crate) blocked: Option<Blocked>,
+    /// A command taken from the parser that waited ([`Blocked::Room`]): it runs first.
+    parked: Option<Vec<Vec<u8>>>,
     /// The socket may hold unread bytes (reading stopped at the turn's budget or while
     /// blocked).
     pub(crate) unread: bool,
@@ -280,6 +289,7 @@ impl Conn {
             tx: Transaction::default(),
             subs: Subscriptions::new(token),
             blocked: None,
+            parked: None,
             unread: false,
             last_read: Instant::now(),
             dirty: false,
@@ -387,6 +397,39 @@ impl Conn {
         next
     }
 
+    /// The command that waited for the store, else the parser's next one (counted); `Err`:
+    /// what the connection does when there is none.
+    fn next_command(&mut self, batch: &Batch<'_>, out: &mut Vec<u8>) -> Result<Vec<Vec<u8>>, Next> {
+        if let Some(argv) = self.parked.take() {
+            return Ok(argv);
+        }
+        let argv = match self.parser.next_command() {
+            Ok(Some(argv)) => argv,
+            Ok(None) => return Err(Next::Continue),
+            Err(e) => {
+                out.extend(e.to_reply());
+                return Err(Next::Close);
+            }
+        };
+        batch.server.commands.fetch_add(1, Ordering::Relaxed);
+        self.registration
+            .entry()
+            .touch(&argv, self.db.get(), batch.now);
+        Ok(argv)
+    }
+
+    /// Whether `argv` waits because a write larger than the ring is waiting for its snapshot:
+    /// writes (and an `EXEC`, which may hold some) wait for it, in order; reads go on.
+    fn must_wait(&self, batch: &mut Batch<'_>, argv: &[Vec<u8>]) -> bool {
+        let writes = if self.tx.active() {
+            argv.first()
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"exec"))
+        } else {
+            is_write_command(argv)
+        };
+        writes && batch.store().writes_wait()
+    }
+
     fn run_commands(&mut self, batch: &mut Batch<'_>, out: &mut Vec<u8>) -> Next {
         let server = batch.server;
         loop {
@@ -400,23 +443,19 @@ impl Conn {
             }
             // AUTH may have just succeeded: the next request is parsed with the new limits.
             self.parser.set_unauthenticated(!self.authed);
-            let argv = match self.parser.next_command() {
-                Ok(Some(argv)) => argv,
-                Ok(None) => return Next::Continue,
-                Err(e) => {
-                    out.extend(e.to_reply());
-                    return Next::Close;
-                }
+            let argv = match self.next_command(batch, out) {
+                Ok(argv) => argv,
+                Err(next) => return next,
             };
-            server.commands.fetch_add(1, Ordering::Relaxed);
-            self.registration
-                .entry()
-                .touch(&argv, self.db.get(), batch.now);
             let name = argv.first().map_or(&[][..], Vec::as_slice);
             match self.connection_gate(server, &argv, out) {
                 None => {}
                 Some(Next::Continue) => continue,
                 Some(other) => return other,
+            }
+            if self.must_wait(batch, &argv) {
+                self.blocked = Some(Blocked::Room(argv));
+                return Next::Continue;
             }
             if !self.tx.active()
                 && let Some(reply) = self.subs.step(&server.pubsub, &argv)
@@ -466,9 +505,22 @@ impl Conn {
                 continue;
             }
             let need = stream_size_bound(&argv);
-            if !batch.has_room(need) && is_write_command(&argv) && !batch.make_room(need) {
-                out.extend(resp::error(MISCONF));
-                continue;
+            if !batch.has_room(need) && is_write_command(&argv) {
+                match batch.room_for(need) {
+                    Room::Now => {}
+                    Room::Refuse => {
+                        out.extend(resp::error(MISCONF));
+                        continue;
+                    }
+                    Room::Wait => {
+                        self.blocked = Some(Blocked::Room(argv));
+                        return Next::Continue;
+                    }
+                    Room::Big => {
+                        self.big_write(batch, &argv, out);
+                        continue;
+                    }
+                }
             }
             let store = batch.store();
             match execute(&mut store.ks, &mut self.db, &argv) {
@@ -480,6 +532,32 @@ impl Conn {
                 }
                 Outcome::NotMine => out.extend(resp::error(b"ERR unknown command")),
             }
+        }
+    }
+
+    /// Runs a write whose stream form may be larger than the ring as a [`Store`] big write:
+    /// done on a copy of the keyspace, the client blocked until the snapshot that covers it
+    /// is written (see the store's module docs). A write that changes nothing answers at once.
+    fn big_write(&mut self, batch: &mut Batch<'_>, argv: &[Vec<u8>], out: &mut Vec<u8>) {
+        let store = batch.store();
+        let mut ks = store.ks.clone();
+        let mut feed = store.feed.clone();
+        match execute(&mut ks, &mut self.db, argv) {
+            Outcome::Executed(done) => {
+                let Some(p) = done.propagated(argv) else {
+                    out.extend_from_slice(&done.reply);
+                    return;
+                };
+                let mut stream = Vec::new();
+                feed.encode_into(&mut stream, self.db, p);
+                let at = store.begin_big_write(ks, feed, stream);
+                self.woff = at;
+                self.blocked = Some(Blocked::Big {
+                    at,
+                    reply: done.reply,
+                });
+            }
+            Outcome::NotMine => out.extend(resp::error(b"ERR unknown command")),
         }
     }
 
@@ -753,7 +831,7 @@ impl Conn {
         batch.release();
         let deadline = (timeout > 0)
             .then(|| Instant::now() + Duration::from_millis(u64::try_from(timeout).unwrap_or(0)));
-        self.blocked = Some(Blocked {
+        self.blocked = Some(Blocked::Wait {
             target,
             want,
             deadline,
@@ -763,24 +841,62 @@ impl Conn {
     }
 
     /// Ends a `WAIT` if enough replicas acknowledged or its timeout passed, queueing its
-    /// reply. Whether the client was unblocked.
+    /// reply; ends a wait for the store when its snapshot finished (the parked command runs
+    /// at the connection's next turn). Whether the client was unblocked.
     pub(crate) fn try_unblock(&mut self, server: &Server, now: Instant) -> bool {
-        let Some(b) = &self.blocked else {
-            return false;
-        };
-        let count = server.replicas_acked(b.target);
-        if count < b.want && b.deadline.is_none_or(|d| now < d) {
-            return false;
+        match &self.blocked {
+            None => return false,
+            Some(Blocked::Wait {
+                target,
+                want,
+                deadline,
+            }) => {
+                let count = server.replicas_acked(*target);
+                if count < *want && deadline.is_none_or(|d| now < d) {
+                    return false;
+                }
+                server.waiting.fetch_sub(1, Ordering::SeqCst);
+                self.out.extend(count_reply(count));
+            }
+            Some(Blocked::Room(_)) => {
+                let mut g = server.store();
+                let store = g.get();
+                store.poll_snapshot();
+                if store.writes_wait() || store.snapshot_running() {
+                    return false;
+                }
+                if let Some(Blocked::Room(argv)) = self.blocked.take() {
+                    self.parked = Some(argv);
+                }
+            }
+            Some(Blocked::Big { at, .. }) => {
+                let Some(done) = server.store().get().big_write_done(*at) else {
+                    return false;
+                };
+                if let Some(Blocked::Big { reply, .. }) = self.blocked.take() {
+                    if done {
+                        self.out.extend(reply);
+                    } else {
+                        self.out.extend(resp::error(MISCONF));
+                    }
+                }
+            }
         }
         self.blocked = None;
-        server.waiting.fetch_sub(1, Ordering::SeqCst);
-        self.out.extend(count_reply(count));
         true
     }
 
     /// When the `WAIT` this client is blocked in times out.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.blocked.as_ref().and_then(|b| b.deadline)
+        match &self.blocked {
+            Some(Blocked::Wait { deadline, .. }) => *deadline,
+            _ => None,
+        }
+    }
+
+    /// Whether the client waits for the store (a snapshot): the loop then polls for it.
+    pub(crate) fn waits_for_store(&self) -> bool {
+        matches!(self.blocked, Some(Blocked::Room(_) | Blocked::Big { .. }))
     }
 
     /// `RESET` as Redis 7.0: the transaction discarded, every subscription dropped, the
@@ -797,7 +913,7 @@ impl Conn {
     /// Ends the connection's shared state: subscriptions, a pending `WAIT`.
     pub(crate) fn close(&mut self, server: &Server) {
         self.subs.clear(&server.pubsub);
-        if self.blocked.take().is_some() {
+        if let Some(Blocked::Wait { .. }) = self.blocked.take() {
             server.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }

@@ -107,6 +107,9 @@ struct Loop {
     buf: Vec<u8>,
 }
 
+/// How often the loop looks at the store while a client waits for a snapshot.
+const STORE_POLL: Duration = Duration::from_millis(10);
+
 /// Serves clients on `listener` forever.
 pub(crate) fn run(listener: StdListener, server: &Arc<Server>) -> io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -153,8 +156,15 @@ impl Loop {
             until = until.min(t);
         }
         for &key in &self.blocked {
-            if let Some(d) = self.conns.get(key).and_then(Conn::deadline) {
+            let Some(c) = self.conns.get(key) else {
+                continue;
+            };
+            if let Some(d) = c.deadline() {
                 until = until.min(d);
+            }
+            if c.waits_for_store() {
+                // A snapshot's end wakes no one: look again soon.
+                until = until.min(now + STORE_POLL);
             }
         }
         until.saturating_duration_since(now)

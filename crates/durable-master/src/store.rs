@@ -9,6 +9,14 @@
 //!   `offset - S` passes half the capacity a background snapshot starts (after the backlog is
 //!   flushed, so the backlog on disk reaches the snapshot's offset), and an append that would
 //!   overwrite uncovered bytes first waits for it (or writes one itself).
+//!
+//! The event loop never writes a snapshot itself: a client write that lacks ring room waits
+//! (the connection parked, everyone else served) for a background snapshot, and a write whose
+//! stream form is larger than the ring is a [`BigWrite`]: executed on an O(1) copy of the
+//! keyspace, which a background snapshot at the offset after it writes out; only then does
+//! the copy become the keyspace and its stream bytes go into the ring (the snapshot covers
+//! every byte they overwrite). Until then every other client write waits and a failure
+//! refuses it (`-MISCONF`) having changed nothing.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -33,6 +41,36 @@ const SNAPSHOT_RETRY: Duration = Duration::from_secs(5);
 /// File name of the backlog in the data directory.
 pub(crate) const BACKLOG_FILE: &str = "backlog";
 
+/// A write whose stream form is larger than the ring's room, executed on a copy of the
+/// keyspace and waiting for the background snapshot at [`BigWrite::at`] that covers it.
+#[derive(Debug)]
+struct BigWrite {
+    /// The keyspace with the write done.
+    ks: Keyspace,
+    /// The feed having encoded it (its selected database moves with the stream).
+    feed: ReplicationFeed,
+    /// Its stream form.
+    stream: Vec<u8>,
+    /// The stream offset right after it: the snapshot's offset.
+    at: u64,
+    /// Stream bytes that are not writes (`REPLCONF GETACK`), queued behind it.
+    after: Vec<u8>,
+}
+
+/// What a write that lacks ring room does (see [`Store::room_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// Run it now.
+    Now,
+    /// Refuse it with `-MISCONF`: snapshots fail.
+    Refuse,
+    /// Park it until the running snapshot finishes, then try again.
+    Wait,
+    /// Its stream form may be larger than the whole ring: run it as a
+    /// [`Store::begin_big_write`].
+    Big,
+}
+
 /// Everything the writer owns, behind the server's one lock.
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -49,6 +87,8 @@ pub(crate) struct Store {
     pub(crate) snapshot_waits: u64,
     /// The background snapshot being written, and its offset.
     running: Option<(u64, std::thread::JoinHandle<std::io::Result<()>>)>,
+    /// A write larger than the ring, waiting for the snapshot that covers it.
+    big: Option<BigWrite>,
     /// When the last snapshot failed, if it did (a full disk, an I/O error): until one
     /// succeeds, write commands are refused with `-MISCONF` (Redis's
     /// `stop-writes-on-bgsave-error`) and a snapshot is retried every [`SNAPSHOT_RETRY`].
@@ -177,6 +217,7 @@ impl Store {
             snapshots: 0,
             snapshot_waits: 0,
             running: None,
+            big: None,
             snapshot_failed: None,
             dir,
             commits_elsewhere: cfg.durability != Durability::Never,
@@ -210,6 +251,11 @@ impl Store {
             return self.backlog.offset();
         }
         self.reap_snapshot(false);
+        if let Some(big) = &mut self.big {
+            // Not a write (writes wait for the big one): it follows the big write's bytes.
+            big.after.extend_from_slice(bytes);
+            return self.backlog.offset();
+        }
         let cap = self.backlog.capacity();
         let len = bytes.len() as u64;
         let end = self.backlog.offset();
@@ -254,6 +300,14 @@ impl Store {
 
     /// Starts writing a snapshot of the current keyspace (at `offset`) in the background.
     fn start_snapshot(&mut self, offset: u64) {
+        // O(1): the keyspace's maps are structurally shared; the snapshot thread walks its copy.
+        let ks = self.ks.clone();
+        self.start_snapshot_of(ks, offset, offset);
+    }
+
+    /// Starts writing `ks` as the snapshot at `offset` in the background, put in place once
+    /// the backlog is durable up to `durable_at` (or [`COMMIT_WAIT`] passed).
+    fn start_snapshot_of(&mut self, ks: Keyspace, offset: u64, durable_at: u64) {
         // The snapshot is put in place only once the backlog on disk reaches its offset, so a
         // restart after an OS crash can still replay (and serve) the bytes after it. Where
         // something else commits, the snapshot thread waits for that commit instead of the
@@ -264,8 +318,6 @@ impl Store {
             self.flush();
             None
         };
-        // O(1): the keyspace's maps are structurally shared; the snapshot thread walks its copy.
-        let ks = self.ks.clone();
         let mut opts = self.rdb_options(offset);
         let dir = self.dir.clone();
         let spawned = std::thread::Builder::new()
@@ -274,7 +326,7 @@ impl Store {
                 opts.used_mem = ks.payload_bytes();
                 let durable = || {
                     if let Some(r) = &reader {
-                        wait_durable(r, offset);
+                        wait_durable(r, durable_at);
                     }
                 };
                 write_snapshot_then(&dir, &ks, &opts, durable)
@@ -305,8 +357,107 @@ impl Store {
                 .unwrap_or_else(|_| Err(std::io::Error::other("the snapshot thread panicked")));
             // A failure is recorded (and logged) by finish_snapshot: writes are refused
             // until a retry succeeds.
-            let _ = self.finish_snapshot(offset, result);
+            let ok = self.finish_snapshot(offset, result).is_ok();
+            if self.big.as_ref().is_some_and(|b| b.at == offset) {
+                self.land_big_write(ok);
+            }
         }
+    }
+
+    /// Ends the [`BigWrite`] whose snapshot finished: on success its keyspace becomes the
+    /// keyspace and its bytes go into the ring (the snapshot covers all they overwrite); on
+    /// failure it is dropped, as if refused. Then the bytes queued behind it.
+    fn land_big_write(&mut self, snapshot_ok: bool) {
+        let Some(big) = self.big.take() else {
+            return;
+        };
+        // On failure the feed stays the one from before the write was encoded.
+        if snapshot_ok {
+            self.ks = big.ks;
+            self.feed = big.feed;
+            match self.backlog.append(&big.stream) {
+                Ok(end) => debug_assert_eq!(end, big.at),
+                Err(e) => fatal("appending to the backlog", e),
+            }
+        }
+        self.append(&big.after);
+    }
+
+    /// Collects a finished background snapshot (and lands the [`BigWrite`] it covered).
+    pub(crate) fn poll_snapshot(&mut self) {
+        self.reap_snapshot(false);
+    }
+
+    /// Whether client writes must wait: a [`BigWrite`] is waiting for its snapshot.
+    pub(crate) fn writes_wait(&self) -> bool {
+        self.big.is_some()
+    }
+
+    /// Whether a snapshot is being written.
+    pub(crate) fn snapshot_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// What a client write whose stream form takes at most `need` bytes does when the ring
+    /// lacks room for it (see [`Store::has_room`]). The event loop never waits itself:
+    /// without a snapshot running, one of the current data starts (the write then waits for
+    /// it), unless the write may not fit in the ring at all ([`Room::Big`]).
+    pub(crate) fn room_for(&mut self, need: u64) -> Room {
+        self.reap_snapshot(false);
+        if self.has_room(need) {
+            return Room::Now;
+        }
+        if self.snapshot_failed.is_some() {
+            return Room::Refuse;
+        }
+        if self.running.is_some() {
+            return Room::Wait;
+        }
+        if need > self.backlog.capacity() {
+            return Room::Big;
+        }
+        self.snapshot_waits += 1;
+        let at = self.backlog.offset();
+        self.start_snapshot(at);
+        Room::Wait
+    }
+
+    /// Runs a write larger than the ring's room without writing a snapshot in the caller:
+    /// `ks` is the keyspace with the write done, `feed` the feed that encoded its `stream`.
+    /// The write is in place once [`Store::big_write_done`] answers.
+    /// Requires no snapshot running (see [`Store::room_for`]).
+    pub(crate) fn begin_big_write(
+        &mut self,
+        ks: Keyspace,
+        feed: ReplicationFeed,
+        stream: Vec<u8>,
+    ) -> u64 {
+        debug_assert!(self.running.is_none() && self.big.is_none());
+        self.snapshot_waits += 1;
+        let end = self.backlog.offset();
+        let at = end + stream.len() as u64;
+        let saved = std::mem::replace(&mut self.feed, feed);
+        // The snapshot records the stream's database after the write.
+        self.start_snapshot_of(ks.clone(), at, end);
+        let feed = std::mem::replace(&mut self.feed, saved);
+        self.big = Some(BigWrite {
+            ks,
+            feed,
+            stream,
+            at,
+            after: Vec::new(),
+        });
+        at
+    }
+
+    /// `None` while the big write ending at `at` waits for its snapshot; then whether it
+    /// took effect (`false`: its snapshot failed, the write was dropped).
+    pub(crate) fn big_write_done(&mut self, at: u64) -> Option<bool> {
+        self.reap_snapshot(false);
+        if self.big.as_ref().is_some_and(|b| b.at == at) {
+            return None;
+        }
+        Some(self.snapshot_offset >= at && self.backlog.offset() >= at)
     }
 
     /// Records a snapshot's outcome: on success its offset becomes the snapshot offset and
@@ -364,29 +515,6 @@ impl Store {
             started.elapsed().as_millis(),
             self.backlog.capacity()
         ));
-    }
-
-    /// Makes the ring take `need` more bytes without overwriting a byte no finished snapshot
-    /// covers, *before* the write that needs them runs: waits for the running snapshot, or
-    /// writes one of the current data now. `false` if a snapshot failed: the write must then
-    /// be refused (`-MISCONF`), as nothing can be appended for it. A write larger than the
-    /// whole ring is left to [`Store::append`].
-    pub(crate) fn make_room(&mut self, need: u64) -> bool {
-        if self.running.is_some() && !self.has_room(need) {
-            self.wait_for_snapshot();
-        }
-        if self.snapshot_failed.is_some() {
-            return false;
-        }
-        if !self.has_room(need) {
-            self.snapshot_waits += 1;
-            self.flush();
-            let at = self.backlog.offset();
-            if self.save_now(at).is_err() {
-                return false;
-            }
-        }
-        true
     }
 
     /// Changes the durability while running (`CONFIG SET appendfsync`): the backlog's policy
