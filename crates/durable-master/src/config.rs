@@ -52,6 +52,8 @@ pub(crate) struct Config {
     /// Test hook: at start, cut the recovered backlog back to this offset (simulates an OS
     /// crash that lost an unsynced tail).
     pub(crate) debug_truncate_backlog: Option<u64>,
+    /// Test hook: how long every background snapshot waits before it is written.
+    pub(crate) debug_snapshot_delay: Option<std::time::Duration>,
     /// At start, cut a backlog damaged after the snapshot at the first unusable command
     /// instead of refusing to start (as Redis's `aof-load-truncated`).
     pub(crate) repair: bool,
@@ -136,6 +138,10 @@ struct Args {
     /// lost an unsynced tail would
     #[arg(long, value_name = "OFFSET")]
     debug_truncate_backlog: Option<u64>,
+    /// Test hook: every background snapshot waits MS milliseconds before it is written, so
+    /// tests can see what goes on while one runs
+    #[arg(long, value_name = "MS", hide = true)]
+    debug_snapshot_delay_ms: Option<u64>,
     /// Start even if the backlog is damaged after the snapshot: cut it at the first unusable
     /// command (the writes after it are lost)
     #[arg(long)]
@@ -213,6 +219,9 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Confi
         replicaof,
         masterauth: password(a.masterauth),
         debug_truncate_backlog: a.debug_truncate_backlog,
+        debug_snapshot_delay: a
+            .debug_snapshot_delay_ms
+            .map(std::time::Duration::from_millis),
         repair: a.repair,
         allow_empty_start: a.allow_empty_start,
         output_limit_normal: OutputLimit::NORMAL,

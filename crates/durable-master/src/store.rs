@@ -94,6 +94,8 @@ pub(crate) struct Store {
     /// `stop-writes-on-bgsave-error`) and a snapshot is retried every [`SNAPSHOT_RETRY`].
     snapshot_failed: Option<Instant>,
     dir: PathBuf,
+    /// Test hook: how long a background snapshot waits before it is written.
+    snapshot_delay: Option<Duration>,
     /// Something other than the snapshot commits the backlog: the library's once-a-second
     /// commit (`everysec`) or the event loop's group commit (`always`). Under `never` nothing
     /// does, and a snapshot start commits itself.
@@ -218,6 +220,7 @@ impl Store {
             snapshot_waits: 0,
             running: None,
             big: None,
+            snapshot_delay: cfg.debug_snapshot_delay,
             snapshot_failed: None,
             dir,
             commits_elsewhere: cfg.durability != Durability::Never,
@@ -320,9 +323,13 @@ impl Store {
         };
         let mut opts = self.rdb_options(offset);
         let dir = self.dir.clone();
+        let delay = self.snapshot_delay;
         let spawned = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
+                if let Some(d) = delay {
+                    std::thread::sleep(d);
+                }
                 opts.used_mem = ks.payload_bytes();
                 let durable = || {
                     if let Some(r) = &reader {

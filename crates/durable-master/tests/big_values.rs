@@ -45,5 +45,111 @@ fn a_value_larger_than_the_ring_costs_a_bounded_multiple_of_its_size() {
     m.kill9();
     m.spawn(&[]);
     let mut c = m.client();
-    assert_eq!(c.call(&["GET", "big"]), Reply::Bulk(Some(value)));
+    assert_big(&mut c, &value);
+}
+
+/// `GET big` is `value` (compared without printing megabytes).
+fn assert_big(c: &mut common::Client, value: &[u8]) {
+    match c.call(&["GET", "big"]) {
+        Reply::Bulk(Some(v)) => assert!(v == value, "GET big: {} wrong bytes", v.len()),
+        other => panic!(
+            "GET big: not the value (nil: {})",
+            matches!(other, Reply::Bulk(None))
+        ),
+    }
+}
+
+/// Reads one `+...\r\n` status line from a raw socket.
+fn read_status(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        s.read_exact(&mut b).expect("status reply");
+        line.push(b[0]);
+    }
+    String::from_utf8(line).expect("UTF-8")
+}
+
+/// Whether the server has sent anything on `s` yet.
+fn has_reply(s: &std::net::TcpStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut b = [0u8; 1];
+    let got = match s.peek(&mut b) {
+        Ok(n) => n > 0,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("peek: {e}"),
+    };
+    s.set_nonblocking(false).expect("blocking");
+    got
+}
+
+#[test]
+fn a_write_larger_than_the_ring_stalls_no_read_and_later_writes_follow_it() {
+    use std::io::Write;
+    const MB: usize = 1 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every snapshot takes at least 2 s: long enough to look at the server while one runs.
+    let mut m = DurableMaster::start(
+        BINARY,
+        dir.path(),
+        &["--backlog-size", "1mb", "--debug-snapshot-delay-ms", "2000"],
+    );
+    let mut b = m.client();
+    b.ok(&["SET", "before", "1"]);
+    let waits = |c: &mut common::Client| -> u64 {
+        common::info_field(&c.info("persistence"), "backlog_snapshot_waits")
+            .parse()
+            .expect("backlog_snapshot_waits")
+    };
+    let waits_before = waits(&mut b);
+
+    // A sends a 4 MB SET (the ring holds 1 MB) and does not read.
+    let value = vec![b'v'; 4 * MB];
+    let mut a = m.connect();
+    let mut cmd = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n", value.len()).into_bytes();
+    cmd.extend_from_slice(&value);
+    cmd.extend_from_slice(b"\r\n");
+    a.write_all(&cmd).expect("send the big SET");
+
+    // Once the server has taken it (it waits for its snapshot), B is served at once: reads
+    // and PING answer and do not see the unacknowledged write.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while waits(&mut b) == waits_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the big SET never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(b.call(&["PING"]), Reply::Status("PONG".into()));
+    assert_eq!(b.call(&["GET", "before"]), Reply::Bulk(Some(b"1".to_vec())));
+    assert!(
+        matches!(b.call(&["GET", "big"]), Reply::Bulk(None)),
+        "the big SET was visible to other clients before it was acknowledged (or ran under \
+         the lock)"
+    );
+    assert!(
+        !has_reply(&a),
+        "the big SET was answered before reads of other clients were served: they waited \
+         for its snapshot"
+    );
+
+    // A later write waits for the big one, then applies on top of it.
+    b.ok(&["SET", "after", "2"]);
+    assert!(
+        has_reply(&a),
+        "a later write was answered before the big one"
+    );
+    assert_eq!(read_status(&mut a), "+OK\r\n");
+    assert_eq!(b.call(&["GET", "after"]), Reply::Bulk(Some(b"2".to_vec())));
+    assert_big(&mut b, &value);
+
+    // All of it survives a kill -9.
+    m.kill9();
+    m.spawn(&[]);
+    let mut c = m.client();
+    assert_eq!(c.call(&["GET", "before"]), Reply::Bulk(Some(b"1".to_vec())));
+    assert_eq!(c.call(&["GET", "after"]), Reply::Bulk(Some(b"2".to_vec())));
+    assert_big(&mut c, &value);
 }
