@@ -89,6 +89,8 @@ pub(crate) struct Store {
     running: Option<(u64, std::thread::JoinHandle<std::io::Result<()>>)>,
     /// A write larger than the ring, waiting for the snapshot that covers it.
     big: Option<BigWrite>,
+    /// The offset of the running snapshot whose wait was logged (once a snapshot).
+    wait_logged: Option<u64>,
     /// When the last snapshot failed, if it did (a full disk, an I/O error): until one
     /// succeeds, write commands are refused with `-MISCONF` (Redis's
     /// `stop-writes-on-bgsave-error`) and a snapshot is retried every [`SNAPSHOT_RETRY`].
@@ -220,6 +222,7 @@ impl Store {
             snapshot_waits: 0,
             running: None,
             big: None,
+            wait_logged: None,
             snapshot_delay: cfg.debug_snapshot_delay,
             snapshot_failed: None,
             dir,
@@ -417,15 +420,24 @@ impl Store {
         if self.snapshot_failed.is_some() {
             return Room::Refuse;
         }
-        if self.running.is_some() {
-            return Room::Wait;
-        }
-        if need > self.backlog.capacity() {
-            return Room::Big;
+        if self.running.is_none() {
+            if need > self.backlog.capacity() {
+                return Room::Big;
+            }
+            let at = self.backlog.offset();
+            self.start_snapshot(at);
         }
         self.snapshot_waits += 1;
-        let at = self.backlog.offset();
-        self.start_snapshot(at);
+        if let Some((at, _)) = self.running
+            && self.wait_logged != Some(at)
+        {
+            self.wait_logged = Some(at);
+            log::warning(format_args!(
+                "Writes wait for a snapshot: the backlog ({} bytes) filled before the \
+                 snapshot finished; a larger --backlog-size avoids it",
+                self.backlog.capacity()
+            ));
+        }
         Room::Wait
     }
 

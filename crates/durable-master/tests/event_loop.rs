@@ -136,3 +136,92 @@ fn a_subscriber_that_does_not_read_is_closed_at_its_output_limit() {
         m.log()
     );
 }
+
+/// The `+OK` replies readable on `s` now, without waiting.
+fn oks_ready(s: &mut TcpStream, seen: &mut Vec<u8>) -> usize {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    s.set_nonblocking(false).expect("blocking");
+    seen.windows(5).filter(|w| w == b"+OK\r\n").count()
+}
+
+#[test]
+fn writes_that_outrun_the_snapshot_wait_without_stalling_other_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A 1 MB ring and snapshots that take at least 2 s: 100 KB writes fill the ring's
+    // uncovered part long before the snapshot that starts at its half finishes.
+    let m = DurableMaster::start(
+        BINARY,
+        dir.path(),
+        &["--backlog-size", "1mb", "--debug-snapshot-delay-ms", "2000"],
+    );
+    let mut b = m.client();
+    b.ok(&["SET", "k", "v"]);
+    let waits = |c: &mut common::Client| -> u64 {
+        common::info_field(&c.info("persistence"), "backlog_snapshot_waits")
+            .parse()
+            .expect("backlog_snapshot_waits")
+    };
+    let before = waits(&mut b);
+    const WRITES: usize = 20;
+    let value = vec![b'w'; 100 * 1024];
+    let mut a = m.connect();
+    let mut pipeline = Vec::new();
+    for i in 0..WRITES {
+        let key = format!("w{i:02}");
+        pipeline.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n",
+                key.len(),
+                value.len()
+            )
+            .as_bytes(),
+        );
+        pipeline.extend_from_slice(&value);
+        pipeline.extend_from_slice(b"\r\n");
+    }
+    a.write_all(&pipeline).expect("send the writes");
+
+    // Once a write waits for the snapshot, other clients are still served.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waits(&mut b) == before {
+        assert!(Instant::now() < deadline, "no write ever waited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        b.call(&["GET", "k"]),
+        common::Reply::Bulk(Some(b"v".to_vec()))
+    );
+    assert_eq!(b.call(&["PING"]), common::Reply::Status("PONG".into()));
+    let mut seen = Vec::new();
+    assert!(
+        oks_ready(&mut a, &mut seen) < WRITES,
+        "every write was answered before other clients were: the loop waited for the snapshot"
+    );
+    // Then every write is done, in order.
+    a.set_read_timeout(Some(Duration::from_mins(1)))
+        .expect("timeout");
+    while oks_ready(&mut a, &mut seen) < WRITES {
+        assert!(Instant::now() < deadline, "the writes never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        m.log().contains("Writes wait for a snapshot"),
+        "{}",
+        m.log()
+    );
+    for i in 0..WRITES {
+        match b.call(&["GET", &format!("w{i:02}")]) {
+            common::Reply::Bulk(Some(v)) => assert!(v == value, "w{i:02} wrong"),
+            _ => panic!("w{i:02} missing"),
+        }
+    }
+}
