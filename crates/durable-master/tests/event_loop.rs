@@ -155,6 +155,7 @@ fn oks_ready(s: &mut TcpStream, seen: &mut Vec<u8>) -> usize {
 
 #[test]
 fn writes_that_outrun_the_snapshot_wait_without_stalling_other_clients() {
+    const WRITES: usize = 20;
     let dir = tempfile::tempdir().expect("tempdir");
     // A 1 MB ring and snapshots that take at least 2 s: 100 KB writes fill the ring's
     // uncovered part long before the snapshot that starts at its half finishes.
@@ -171,7 +172,6 @@ fn writes_that_outrun_the_snapshot_wait_without_stalling_other_clients() {
             .expect("backlog_snapshot_waits")
     };
     let before = waits(&mut b);
-    const WRITES: usize = 20;
     let value = vec![b'w'; 100 * 1024];
     let mut a = m.connect();
     let mut pipeline = Vec::new();
