@@ -36,8 +36,12 @@
 //!   `\n` is never answered. Here the line ends at `\n` and the splitter stops at the NUL,
 //!   as `sdssplitargs` does.
 //!
-//! The parser never reserves memory for an announced length: its buffer grows only as bytes
-//! actually arrive.
+//! Memory follows the bytes that arrive, with one exception taken from Redis: once the `$N`
+//! line of a bulk of [`BIG_ARG`] bytes or more is parsed, the argument is received straight
+//! into a buffer of exactly `N + 2` bytes, which becomes the argument without a copy (the
+//! reservation is address space until bytes fill it; if it cannot be had, the bulk is
+//! buffered as any other). A client that must authenticate cannot announce such a bulk
+//! ([`UNAUTHENTICATED_MAX_BULK_LEN`]).
 //!
 //! # Replication stream decoder
 //!
@@ -191,7 +195,13 @@ struct Multibulk {
     bulk_len: Option<usize>,
     /// Bytes of the arguments read so far.
     bytes: usize,
+    /// The bulk being received in place (see [`BIG_ARG`]): its bytes so far, with room for
+    /// all of them and the `\r\n` after.
+    big: Option<Vec<u8>>,
 }
+
+/// Bulks of at least this many bytes are received in place (Redis's `PROTO_MBULK_BIG_ARG`).
+pub const BIG_ARG: usize = 32 * 1024;
 
 /// Capacity a [`RequestParser`] keeps once everything it received is consumed.
 const IDLE_BUFFER_KEPT: usize = 64 * 1024;
@@ -265,7 +275,14 @@ impl RequestParser {
     }
 
     /// Appends bytes received from the connection.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        if let Some(mb) = &mut self.multibulk
+            && let (Some(big), Some(len)) = (&mut mb.big, mb.bulk_len)
+        {
+            let take = (len + 2 - big.len()).min(bytes.len());
+            big.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
         if self.pos > 0 {
             // Drop consumed bytes before growing, so the buffer holds at most one pending
             // request plus what the client pipelined after it.
@@ -278,7 +295,12 @@ impl RequestParser {
     /// Bytes received and not yet consumed by a complete command.
     #[must_use]
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        let big = self
+            .multibulk
+            .as_ref()
+            .and_then(|mb| mb.big.as_ref())
+            .map_or(0, Vec::len);
+        self.buf.len() - self.pos + big
     }
 
     /// Memory held for the command being received: unconsumed bytes plus the arguments of an
@@ -364,6 +386,7 @@ impl RequestParser {
                     argv: Vec::with_capacity(prealloc),
                     bulk_len: None,
                     bytes: 0,
+                    big: None,
                 });
             } else {
                 match self.parse_inline()? {
@@ -459,13 +482,9 @@ impl RequestParser {
                 }
                 len
             };
-            let pending = self.pending();
-            // The payload and the two bytes after it (normally "\r\n", skipped unchecked).
-            let Some(payload) = pending.get(..len).filter(|_| pending.len() >= len + 2) else {
+            let Some(arg) = self.take_bulk(len) else {
                 return Ok(None);
             };
-            let arg = payload.to_vec();
-            self.advance(len + 2);
             if let Some(mb) = &mut self.multibulk {
                 mb.bytes = mb.bytes.saturating_add(arg.len());
                 mb.argv.push(arg);
@@ -473,6 +492,36 @@ impl RequestParser {
                 mb.bulk_len = None;
             }
         }
+    }
+
+    /// The bulk of `len` bytes whose `$N` line was parsed, once it and the two bytes after it
+    /// (normally "\r\n", skipped unchecked) arrived; a big one starts being received in place.
+    fn take_bulk(&mut self, len: usize) -> Option<Vec<u8>> {
+        let mb = self.multibulk.as_mut()?;
+        if let Some(big) = &mb.big {
+            if big.len() < len + 2 {
+                return None;
+            }
+            let mut arg = mb.big.take()?;
+            arg.truncate(len);
+            return Some(arg);
+        }
+        let pending = self.buf.get(self.pos..).unwrap_or_default();
+        if pending.len() >= len + 2 {
+            let arg = pending.get(..len)?.to_vec();
+            self.advance(len + 2);
+            return Some(arg);
+        }
+        if len >= BIG_ARG {
+            let mut big = Vec::new();
+            if big.try_reserve_exact(len + 2).is_ok() {
+                big.extend_from_slice(pending);
+                let n = pending.len();
+                mb.big = Some(big);
+                self.advance(n);
+            }
+        }
+        None
     }
 
     fn parse_inline(&mut self) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
@@ -1078,6 +1127,32 @@ mod tests {
                 args(&["PING"])
             ]
         );
+    }
+
+    #[test]
+    fn a_big_bulk_is_received_in_place_whatever_the_split() {
+        let value: Vec<u8> = (0..BIG_ARG + 1000).map(|i| (i % 251) as u8).collect();
+        let mut stream = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
+        stream.extend_from_slice(&value);
+        stream.extend_from_slice(b"\r\nPING\r\n");
+        for chunk in [1, 7, 4096, 65536, stream.len()] {
+            let mut parser = RequestParser::new();
+            let mut got = Vec::new();
+            for piece in stream.chunks(chunk) {
+                parser.feed(piece);
+                assert!(parser.buffered() <= stream.len());
+                got.extend(drain(&mut parser).0);
+            }
+            assert_eq!(got.len(), 2, "chunks of {chunk}");
+            assert_eq!(got[0][2], value, "chunks of {chunk}");
+            assert_eq!(got[1], args(&["PING"]));
+            if chunk < stream.len() {
+                // Received into its own buffer (room for the "\r\n" after it), not copied out
+                // of the parser's.
+                assert_eq!(got[0][2].capacity(), value.len() + 2, "chunks of {chunk}");
+            }
+            assert_eq!(parser.buffered(), 0);
+        }
     }
 
     #[test]
