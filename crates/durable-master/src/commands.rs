@@ -15,7 +15,7 @@
 //! Expiry is not supported: `SET` with `EX`, `PX`, `EXAT` or `PXAT` replies `ERR syntax error`
 //! (`KEEPTTL` is accepted: with no TTLs it changes nothing).
 
-use crate::keyspace::{DbIndex, Keyspace};
+use crate::keyspace::{DbIndex, Keyspace, Value};
 use durable_resp::{self as resp, PROTO_MAX_BULK_LEN, parse_i64};
 use std::fmt;
 
@@ -58,19 +58,114 @@ pub(crate) struct Execution {
 pub(crate) enum Propagate {
     /// The command as the client sent it (most writes): nothing is copied.
     AsReceived,
+    /// The command as the client sent it, whose argument `index` the command moved into the
+    /// keyspace as `value` (its place in `argv` is left empty): `SET`, so that a stored value
+    /// is the request's own buffer, not a copy.
+    Moved { index: usize, value: Value },
     /// Another form (Redis's rewrites, e.g. `SET ... GET` without `GET`).
     Rewritten(Vec<Vec<u8>>),
 }
 
 impl Execution {
     /// The command to propagate for `argv`, the command that was executed.
-    pub(crate) fn propagated<'a>(&'a self, argv: &'a [Vec<u8>]) -> Option<&'a [Vec<u8>]> {
-        match &self.propagate {
-            None => None,
-            Some(Propagate::AsReceived) => Some(argv),
-            Some(Propagate::Rewritten(p)) => Some(p),
+    pub(crate) fn propagated<'a>(&'a self, argv: &'a [Vec<u8>]) -> Option<Args<'a>> {
+        Some(self.propagate.as_ref()?.args(argv))
+    }
+}
+
+impl Propagate {
+    /// The arguments propagated for `argv`, the command that was executed.
+    pub(crate) fn args<'a>(&'a self, argv: &'a [Vec<u8>]) -> Args<'a> {
+        let (argv, moved) = match self {
+            Propagate::AsReceived => (argv, None),
+            Propagate::Moved { index, value } => (argv, Some((*index, value.as_slice()))),
+            Propagate::Rewritten(p) => (p.as_slice(), None),
+        };
+        Args { argv, moved }
+    }
+}
+
+/// A list of command arguments: what [`ReplicationFeed::encode_into`] encodes.
+pub(crate) trait ArgList {
+    /// How many arguments, the command's name included.
+    fn count(&self) -> usize;
+    /// Argument `i` (empty past the end).
+    fn arg(&self, i: usize) -> &[u8];
+}
+
+impl<A: AsRef<[u8]>> ArgList for [A] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn arg(&self, i: usize) -> &[u8] {
+        self.get(i).map_or(&[][..], AsRef::as_ref)
+    }
+}
+
+impl<T: AsRef<[u8]>> ArgList for Vec<T> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn arg(&self, i: usize) -> &[u8] {
+        self.as_slice().arg(i)
+    }
+}
+
+impl<A: AsRef<[u8]>, const N: usize> ArgList for [A; N] {
+    fn count(&self) -> usize {
+        N
+    }
+    fn arg(&self, i: usize) -> &[u8] {
+        self.as_slice().arg(i)
+    }
+}
+
+/// The arguments of a command to propagate ([`Execution::propagated`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Args<'a> {
+    argv: &'a [Vec<u8>],
+    /// An argument moved into the keyspace, and the value that stands for it.
+    moved: Option<(usize, &'a [u8])>,
+}
+
+impl ArgList for Args<'_> {
+    fn count(&self) -> usize {
+        self.argv.len()
+    }
+    fn arg(&self, i: usize) -> &[u8] {
+        match self.moved {
+            Some((m, value)) if m == i => value,
+            _ => self.argv.arg(i),
         }
     }
+}
+
+impl Args<'_> {
+    /// The arguments, copied.
+    pub(crate) fn to_vec(self) -> Vec<Vec<u8>> {
+        (0..self.count()).map(|i| self.arg(i).to_vec()).collect()
+    }
+}
+
+/// The RESP framing of a command around its arguments, for writing it without copying them:
+/// `frames[i]` goes before argument `i`, the last frame after the last argument.
+pub(crate) fn command_frames<L: ArgList + ?Sized>(argv: &L) -> Vec<Vec<u8>> {
+    let n = argv.count();
+    let mut frames = Vec::with_capacity(n + 1);
+    for i in 0..n {
+        let before = if i == 0 {
+            format!("*{n}\r\n")
+        } else {
+            "\r\n".to_owned()
+        };
+        frames.push(format!("{before}${}\r\n", argv.arg(i).len()).into_bytes());
+    }
+    frames.push(if n == 0 {
+        b"*0\r\n".to_vec()
+    } else {
+        b"\r\n".to_vec()
+    });
+    frames
 }
 
 /// The result of [`execute`].
@@ -268,18 +363,25 @@ enum Source {
 ///
 /// let (mut ks, mut db) = (Keyspace::new(), DbIndex::ZERO);
 /// let cmd = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
-/// let Outcome::Executed(done) = execute(&mut ks, &mut db, &cmd("SET k 1 GET")) else { panic!() };
+/// let Outcome::Executed(done) = execute(&mut ks, &mut db, &mut cmd("SET k 1 GET")) else { panic!() };
 /// assert_eq!(done.reply, b"$-1\r\n");
 /// assert_eq!(done.propagate, Some(cmd("SET k 1")));
-/// let Outcome::Executed(done) = execute(&mut ks, &mut db, &cmd("GET k")) else { panic!() };
+/// let Outcome::Executed(done) = execute(&mut ks, &mut db, &mut cmd("GET k")) else { panic!() };
 /// assert_eq!((done.reply, done.propagate), (b"$1\r\n1\r\n".to_vec(), None));
-/// assert_eq!(execute(&mut ks, &mut db, &cmd("INFO")), Outcome::NotMine);
+/// assert_eq!(execute(&mut ks, &mut db, &mut cmd("INFO")), Outcome::NotMine);
 /// ```
-pub(crate) fn execute(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>]) -> Outcome {
+///
+/// A command that stores an argument may move it out of `argv` (see [`Propagate::Moved`]).
+pub(crate) fn execute(ks: &mut Keyspace, db: &mut DbIndex, argv: &mut [Vec<u8>]) -> Outcome {
     execute_from(ks, db, argv, Source::Client)
 }
 
-fn execute_from(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>], from: Source) -> Outcome {
+fn execute_from(
+    ks: &mut Keyspace,
+    db: &mut DbIndex,
+    argv: &mut [Vec<u8>],
+    from: Source,
+) -> Outcome {
     let Some(name) = argv.first() else {
         return Outcome::Executed(reply_only(Vec::new()));
     };
@@ -290,6 +392,10 @@ fn execute_from(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>], from: Sou
         Ok(spec) => spec,
         Err(refused) => return Outcome::Executed(refused),
     };
+    if spec.name == "set" {
+        return Outcome::Executed(set(ks, *db, argv));
+    }
+    let argv = &*argv;
     let n_args = argv.len();
     let arg = |i: usize| argv.get(i).map_or(&[][..], Vec::as_slice);
     let done = match spec.name {
@@ -299,7 +405,7 @@ fn execute_from(ks: &mut Keyspace, db: &mut DbIndex, argv: &[Vec<u8>], from: Sou
             Some(_) => arity_error("ping"),
         },
         "echo" => reply_only(resp::bulk(arg(1))),
-        "set" => set(ks, *db, argv),
+        "set" => unreachable!("SET runs above, with its arguments to move"),
         "get" => reply_only(ks.get(*db, arg(1)).map_or_else(resp::null_bulk, resp::bulk)),
         "del" => del(ks, *db, argv),
         "exists" => {
@@ -514,7 +620,7 @@ fn select(db: &mut DbIndex, index: &[u8]) -> Execution {
 
 /// `SET key value [NX|XX] [GET] [KEEPTTL]`, parsed like Redis 7.0's
 /// `parseExtendedStringArgumentsOrReply` minus the expiry options.
-fn set(ks: &mut Keyspace, db: DbIndex, argv: &[Vec<u8>]) -> Execution {
+fn set(ks: &mut Keyspace, db: DbIndex, argv: &mut [Vec<u8>]) -> Execution {
     let (mut nx, mut xx, mut get) = (false, false, false);
     for opt in argv.iter().skip(3) {
         if opt.eq_ignore_ascii_case(b"nx") && !xx {
@@ -546,6 +652,16 @@ fn set(ks: &mut Keyspace, db: DbIndex, argv: &[Vec<u8>]) -> Execution {
         return reply_only(old_reply());
     }
     let reply = if get { old_reply() } else { OK.to_vec() };
+    if !get {
+        // The value is the request's buffer, moved (a big value costs its size once).
+        let key = key.clone();
+        let value = Value::new(argv.get_mut(2).map(std::mem::take).unwrap_or_default());
+        ks.set(db, key, Value::clone(&value));
+        return Execution {
+            reply,
+            propagate: Some(Propagate::Moved { index: 2, value }),
+        };
+    }
     ks.set(db, key.clone(), value.clone());
     let propagate = if get {
         // Redis drops every GET option (after the value) from the propagated command.
@@ -642,25 +758,30 @@ impl ReplicationFeed {
 
     /// The stream bytes for `argv` run in `db`: a `SELECT` first if the stream's database is
     /// not `db`.
-    pub(crate) fn encode<A: AsRef<[u8]>>(&mut self, db: DbIndex, argv: &[A]) -> Vec<u8> {
+    pub(crate) fn encode<L: ArgList + ?Sized>(&mut self, db: DbIndex, argv: &L) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_into(&mut out, db, argv);
         out
     }
 
     /// [`encode`](Self::encode) appending to `out`.
-    pub(crate) fn encode_into<A: AsRef<[u8]>>(
+    pub(crate) fn encode_into<L: ArgList + ?Sized>(
         &mut self,
         out: &mut Vec<u8>,
         db: DbIndex,
-        argv: &[A],
+        argv: &L,
     ) {
+        self.select_into(out, db);
+        resp::encode_parts_into(out, argv.count(), |i| argv.arg(i));
+    }
+
+    /// The `SELECT` that must come before a command run in `db`, if any, appended to `out`.
+    pub(crate) fn select_into(&mut self, out: &mut Vec<u8>, db: DbIndex) {
         if self.selected != Some(db) {
             resp::encode_command_into(out, &["SELECT".as_bytes(), db.to_string().as_bytes()]);
             self.selected = Some(db);
             self.stream_db = db;
         }
-        resp::encode_command_into(out, argv);
     }
 
     /// Makes the next [`encode`](Self::encode) write a `SELECT`, as Redis does when a replica
@@ -728,17 +849,17 @@ impl std::error::Error for ApplyError {}
 /// use crate::keyspace::{DbIndex, Keyspace};
 ///
 /// let (mut ks, mut db) = (Keyspace::new(), DbIndex::ZERO);
-/// apply(&mut ks, &mut db, &[b"SELECT".to_vec(), b"3".to_vec()]).unwrap();
-/// apply(&mut ks, &mut db, &[b"INCR".to_vec(), b"n".to_vec()]).unwrap();
+/// apply(&mut ks, &mut db, &mut [b"SELECT".to_vec(), b"3".to_vec()]).unwrap();
+/// apply(&mut ks, &mut db, &mut [b"INCR".to_vec(), b"n".to_vec()]).unwrap();
 /// assert_eq!(ks.get(DbIndex::new(3).unwrap(), b"n"), Some(&b"1"[..]));
-/// assert!(apply(&mut ks, &mut db, &[b"GETX".to_vec()]).is_err());
+/// assert!(apply(&mut ks, &mut db, &mut [b"GETX".to_vec()]).is_err());
 /// ```
 pub(crate) fn apply(
     ks: &mut Keyspace,
     db: &mut DbIndex,
-    argv: &[Vec<u8>],
+    argv: &mut [Vec<u8>],
 ) -> Result<(), ApplyError> {
-    let describe = || {
+    let describe = |argv: &[Vec<u8>]| {
         argv.iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect::<Vec<_>>()
@@ -756,11 +877,11 @@ pub(crate) fn apply(
     }
     match execute_from(ks, db, argv, Source::Replay) {
         Outcome::NotMine => Err(ApplyError {
-            command: describe(),
+            command: describe(argv),
             reason: "not a data command".to_owned(),
         }),
         Outcome::Executed(done) if done.reply.first() == Some(&b'-') => Err(ApplyError {
-            command: describe(),
+            command: describe(argv),
             reason: String::from_utf8_lossy(done.reply.get(1..).unwrap_or_default())
                 .trim_end()
                 .to_owned(),
@@ -774,6 +895,19 @@ pub(crate) fn apply(
 mod tests {
     use super::*;
     use crate::commands_interop::Rng;
+
+    #[test]
+    fn command_frames_around_the_arguments_are_the_encoding() {
+        let big = vec![vec![b'x'; 100_000], Vec::new(), b"k".to_vec()];
+        for argv in [cmd("SET k v"), big, cmd("PING")] {
+            let mut got = Vec::new();
+            for (i, frame) in command_frames(&argv).iter().enumerate() {
+                got.extend_from_slice(frame);
+                got.extend_from_slice(argv.arg(i));
+            }
+            assert_eq!(got, resp::encode_command(&argv));
+        }
+    }
 
     #[test]
     fn glob_matches_like_redis_stringmatch() {
@@ -803,7 +937,7 @@ mod tests {
     }
 
     fn run(ks: &mut Keyspace, db: &mut DbIndex, line: &str) -> Execution {
-        match execute(ks, db, &cmd(line)) {
+        match execute(ks, db, &mut cmd(line)) {
             Outcome::Executed(done) => done,
             Outcome::NotMine => panic!("{line} is not mine"),
         }
@@ -989,8 +1123,8 @@ mod tests {
         let mut parser = RequestParser::new();
         let mut check = |wire: &[u8], expected: &str| {
             parser.feed(wire);
-            let argv = parser.next_command().unwrap().unwrap();
-            let Outcome::Executed(done) = execute(&mut ks, &mut db, &argv) else {
+            let mut argv = parser.next_command().unwrap().unwrap();
+            let Outcome::Executed(done) = execute(&mut ks, &mut db, &mut argv) else {
                 panic!()
             };
             assert_eq!(text(&done.reply), expected);
@@ -1054,7 +1188,7 @@ mod tests {
             "INFO", "role", "Wait", "SHUTDOWN", "AUTH", "REPLCONF", "PSYNC", "SYNC",
         ] {
             assert_eq!(
-                execute(&mut ks, &mut db, &cmd(name)),
+                execute(&mut ks, &mut db, &mut cmd(name)),
                 Outcome::NotMine,
                 "{name}"
             );
@@ -1066,7 +1200,7 @@ mod tests {
     fn empty_argv_replies_nothing() {
         let (mut ks, mut db) = (Keyspace::new(), DbIndex::ZERO);
         assert_eq!(
-            execute(&mut ks, &mut db, &[]),
+            execute(&mut ks, &mut db, &mut []),
             Outcome::Executed(Execution {
                 reply: Vec::new(),
                 propagate: None
@@ -1114,7 +1248,7 @@ mod tests {
             let done = run(&mut ks, &mut db, line);
             let argv = cmd(line);
             assert_eq!(
-                done.propagated(&argv).map(<[Vec<u8>]>::to_vec),
+                done.propagated(&argv).map(Args::to_vec),
                 expected.map(cmd),
                 "{line}"
             );
@@ -1168,7 +1302,7 @@ mod tests {
         let Outcome::Executed(done) = execute(
             &mut ks,
             &mut db,
-            &[b"APPEND".to_vec(), b"big".to_vec(), b"y".to_vec()],
+            &mut [b"APPEND".to_vec(), b"big".to_vec(), b"y".to_vec()],
         ) else {
             panic!()
         };
@@ -1180,7 +1314,7 @@ mod tests {
         apply(
             &mut ks,
             &mut db,
-            &[b"APPEND".to_vec(), b"big".to_vec(), b"y".to_vec()],
+            &mut [b"APPEND".to_vec(), b"big".to_vec(), b"y".to_vec()],
         )
         .unwrap();
         assert_eq!(
@@ -1219,14 +1353,14 @@ mod tests {
     #[test]
     fn apply_rejects_commands_a_master_never_propagates() {
         let (mut ks, mut db) = (Keyspace::new(), DbIndex::ZERO);
-        assert!(apply(&mut ks, &mut db, &cmd("SELECT 99")).is_err());
-        assert!(apply(&mut ks, &mut db, &cmd("INFO")).is_err());
-        assert!(apply(&mut ks, &mut db, &cmd("NOPE x")).is_err());
+        assert!(apply(&mut ks, &mut db, &mut cmd("SELECT 99")).is_err());
+        assert!(apply(&mut ks, &mut db, &mut cmd("INFO")).is_err());
+        assert!(apply(&mut ks, &mut db, &mut cmd("NOPE x")).is_err());
         ks.set(db, b"s".to_vec(), b"x".to_vec());
-        let err = apply(&mut ks, &mut db, &cmd("INCR s")).unwrap_err();
+        let err = apply(&mut ks, &mut db, &mut cmd("INCR s")).unwrap_err();
         assert_eq!(err.reason, "ERR value is not an integer or out of range");
         for ok in ["ping", "REPLCONF GETACK *", "MULTI", "EXEC", "SELECT 2"] {
-            apply(&mut ks, &mut db, &cmd(ok)).unwrap();
+            apply(&mut ks, &mut db, &mut cmd(ok)).unwrap();
         }
         assert_eq!(db.get(), 2);
     }
@@ -1289,13 +1423,13 @@ mod tests {
         apply(
             &mut ks,
             &mut db,
-            &argv(&["PUBLISH", "__sentinel__:hello", "hi"]),
+            &mut argv(&["PUBLISH", "__sentinel__:hello", "hi"]),
         )
         .unwrap();
-        apply(&mut ks, &mut db, &argv(&["publish", "c", ""])).unwrap();
+        apply(&mut ks, &mut db, &mut argv(&["publish", "c", ""])).unwrap();
         assert_eq!(ks.len(), 0);
-        assert!(apply(&mut ks, &mut db, &argv(&["PUBLISH", "c"])).is_err());
-        assert!(apply(&mut ks, &mut db, &argv(&["PUBLISH", "c", "m", "x"])).is_err());
+        assert!(apply(&mut ks, &mut db, &mut argv(&["PUBLISH", "c"])).is_err());
+        assert!(apply(&mut ks, &mut db, &mut argv(&["PUBLISH", "c", "m", "x"])).is_err());
     }
 
     #[test]
@@ -1307,13 +1441,14 @@ mod tests {
             let mut stream = Vec::new();
             let (mut propagated, mut silent) = (0, 0);
             for _ in 0..2_000 {
-                let argv = random_command(&mut rng);
+                let mut argv = random_command(&mut rng);
                 let before = master.clone();
-                let Outcome::Executed(done) = execute(&mut master, &mut master_db, &argv) else {
+                let Outcome::Executed(done) = execute(&mut master, &mut master_db, &mut argv)
+                else {
                     panic!("not mine: {argv:?}")
                 };
                 if let Some(p) = done.propagated(&argv) {
-                    stream.extend(feed.encode(master_db, p));
+                    stream.extend(feed.encode(master_db, &p));
                     propagated += 1;
                 } else {
                     // Whatever propagates nothing must have changed nothing.
@@ -1330,11 +1465,11 @@ mod tests {
             );
             assert!(!master.is_empty(), "seed {seed}");
 
-            let decoded = decode_stream(&stream, 1).unwrap();
+            let mut decoded = decode_stream(&stream, 1).unwrap();
             assert_eq!(decoded.incomplete, None);
             let (mut replica, mut replica_db) = (Keyspace::new(), DbIndex::ZERO);
-            for c in &decoded.commands {
-                apply(&mut replica, &mut replica_db, &c.argv).unwrap();
+            for c in &mut decoded.commands {
+                apply(&mut replica, &mut replica_db, &mut c.argv).unwrap();
             }
             assert_eq!(replica, master, "seed {seed}");
         }

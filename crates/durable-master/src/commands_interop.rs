@@ -29,7 +29,7 @@ fn our_replies(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         match parser.next_command() {
-            Ok(Some(argv)) => match execute(&mut ks, &mut db, &argv) {
+            Ok(Some(mut argv)) => match execute(&mut ks, &mut db, &mut argv) {
                 Outcome::Executed(done) => out.extend(done.reply),
                 Outcome::NotMine => panic!("server command in a protocol test"),
             },
@@ -229,9 +229,9 @@ fn random_commands_give_redis_replies_and_the_identical_replication_stream() {
     let mut rng = Rng::new(0x5EED_CAFE_F00D_0001);
     let mut propagated = 0;
     for step in 0..3_000 {
-        let argv = random_command(&mut rng);
+        let mut argv = random_command(&mut rng);
         let theirs = client.call_raw(&argv);
-        let Outcome::Executed(done) = execute(&mut ks, &mut db, &argv) else {
+        let Outcome::Executed(done) = execute(&mut ks, &mut db, &mut argv) else {
             panic!("not mine: {argv:?}")
         };
         assert_eq!(
@@ -243,7 +243,7 @@ fn random_commands_give_redis_replies_and_the_identical_replication_stream() {
                 .collect::<Vec<_>>()
         );
         if let Some(p) = done.propagated(&argv) {
-            ours_stream.extend(feed.encode(db, p));
+            ours_stream.extend(feed.encode(db, &p));
             propagated += 1;
         }
     }

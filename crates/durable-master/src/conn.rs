@@ -11,7 +11,7 @@ use durable_resp::{self as resp, RequestParser, parse_i64};
 use mio::net::TcpStream;
 
 use crate::client_cmds::{self, After, Registration};
-use crate::commands::{Outcome, execute, is_server_command, is_write_command};
+use crate::commands::{ArgList, Outcome, execute, is_server_command, is_write_command};
 use crate::config_cmd;
 use crate::keyspace::DbIndex;
 use crate::multi::{self, Step, Transaction};
@@ -145,7 +145,13 @@ impl<'s> Batch<'s> {
 
     /// Queues the stream form of `argv` run in `db`, encoded straight into the queue; the
     /// stream offset right after it.
-    fn push_command(&mut self, db: DbIndex, argv: &[Vec<u8>]) -> u64 {
+    fn push_command<L: ArgList + ?Sized>(&mut self, db: DbIndex, argv: &L) -> u64 {
+        let size: usize = (0..argv.count()).map(|i| argv.arg(i).len()).sum();
+        if size >= APPEND_CHUNK {
+            // Big arguments go into the ring from where they are, not through the queue.
+            self.append_queued();
+            return self.store().append_command(db, argv);
+        }
         let server = self.server;
         let store = self.held.get_or_insert_with(|| server.store()).get();
         let base = store.backlog.offset();
@@ -471,9 +477,9 @@ impl Conn {
                     out.extend(reply);
                     continue;
                 }
-                Step::Exec(queued) => {
+                Step::Exec(mut queued) => {
                     batch.release();
-                    if self.exec(batch, &queued, out) {
+                    if self.exec(batch, &mut queued, out) {
                         return Next::Close;
                     }
                     continue;
@@ -517,17 +523,18 @@ impl Conn {
                         return Next::Continue;
                     }
                     Room::Big => {
-                        self.big_write(batch, &argv, out);
+                        self.big_write(batch, argv, out);
                         continue;
                     }
                 }
             }
             let store = batch.store();
-            match execute(&mut store.ks, &mut self.db, &argv) {
+            let mut argv = argv;
+            match execute(&mut store.ks, &mut self.db, &mut argv) {
                 Outcome::Executed(done) => {
                     out.extend_from_slice(&done.reply);
                     if let Some(p) = done.propagated(&argv) {
-                        self.woff = batch.push_command(self.db, p);
+                        self.woff = batch.push_command(self.db, &p);
                     }
                 }
                 Outcome::NotMine => out.extend(resp::error(b"ERR unknown command")),
@@ -538,19 +545,16 @@ impl Conn {
     /// Runs a write whose stream form may be larger than the ring as a [`Store`] big write:
     /// done on a copy of the keyspace, the client blocked until the snapshot that covers it
     /// is written (see the store's module docs). A write that changes nothing answers at once.
-    fn big_write(&mut self, batch: &mut Batch<'_>, argv: &[Vec<u8>], out: &mut Vec<u8>) {
+    fn big_write(&mut self, batch: &mut Batch<'_>, mut argv: Vec<Vec<u8>>, out: &mut Vec<u8>) {
         let store = batch.store();
         let mut ks = store.ks.clone();
-        let mut feed = store.feed.clone();
-        match execute(&mut ks, &mut self.db, argv) {
+        match execute(&mut ks, &mut self.db, &mut argv) {
             Outcome::Executed(done) => {
-                let Some(p) = done.propagated(argv) else {
+                let Some(propagate) = done.propagate else {
                     out.extend_from_slice(&done.reply);
                     return;
                 };
-                let mut stream = Vec::new();
-                feed.encode_into(&mut stream, self.db, p);
-                let at = store.begin_big_write(ks, feed, stream);
+                let at = store.begin_big_write(ks, self.db, argv, propagate);
                 self.woff = at;
                 self.blocked = Some(Blocked::Big {
                     at,
@@ -603,7 +607,12 @@ impl Conn {
     }
 
     /// `EXEC` (see multi.rs); `true` if the connection must close after the reply.
-    fn exec(&mut self, batch: &mut Batch<'_>, queued: &[Vec<Vec<u8>>], out: &mut Vec<u8>) -> bool {
+    fn exec(
+        &mut self,
+        batch: &mut Batch<'_>,
+        queued: &mut [Vec<Vec<u8>>],
+        out: &mut Vec<u8>,
+    ) -> bool {
         let server = batch.server;
         if queued.iter().any(|argv| is_write_command(argv))
             && server.store().get().snapshot_failed()

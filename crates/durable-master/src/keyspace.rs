@@ -45,7 +45,15 @@ impl fmt::Display for DbIndex {
 /// One database: key to value. A structurally shared map (`imbl`'s HAMT): a clone is O(1)
 /// and shares every node until one side changes it, so a snapshot copies the keyspace without
 /// walking it under the server's lock.
-pub(crate) type Db = imbl::HashMap<Vec<u8>, Vec<u8>>;
+///
+/// Values are shared ([`Value`]): copying a node of the map (a write while a snapshot holds
+/// the old one) copies pointers, not value bytes, and a value stored from a request keeps
+/// the request's buffer.
+pub(crate) type Db = imbl::HashMap<Vec<u8>, Value>;
+
+/// A stored value: shared by the keyspace and its snapshots, changed in place (`APPEND`) only
+/// when no snapshot holds it, else copied first.
+pub(crate) type Value = std::sync::Arc<Vec<u8>>;
 
 /// Sixteen databases of string keys and values.
 ///
@@ -96,12 +104,12 @@ impl Keyspace {
     /// The value of `key` in `db`.
     #[must_use]
     pub(crate) fn get(&self, db: DbIndex, key: &[u8]) -> Option<&[u8]> {
-        self.db(db).get(key).map(Vec::as_slice)
+        self.db(db).get(key).map(|v| v.as_slice())
     }
 
-    /// The value of `key` in `db`, to change in place.
+    /// The value of `key` in `db`, to change in place (copied first if a snapshot shares it).
     pub(crate) fn get_mut(&mut self, db: DbIndex, key: &[u8]) -> Option<&mut Vec<u8>> {
-        self.db_mut(db).get_mut(key)
+        self.db_mut(db).get_mut(key).map(std::sync::Arc::make_mut)
     }
 
     /// Whether `key` exists in `db`.
@@ -111,12 +119,17 @@ impl Keyspace {
     }
 
     /// Sets `key` to `value` in `db`, returning the old value.
-    pub(crate) fn set(&mut self, db: DbIndex, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
-        self.db_mut(db).insert(key, value)
+    pub(crate) fn set(
+        &mut self,
+        db: DbIndex,
+        key: Vec<u8>,
+        value: impl Into<Value>,
+    ) -> Option<Value> {
+        self.db_mut(db).insert(key, value.into())
     }
 
     /// Removes `key` from `db`, returning its value.
-    pub(crate) fn remove(&mut self, db: DbIndex, key: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn remove(&mut self, db: DbIndex, key: &[u8]) -> Option<Value> {
         self.db_mut(db).remove(key)
     }
 

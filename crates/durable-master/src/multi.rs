@@ -143,7 +143,7 @@ impl Transaction {
 pub(crate) fn exec(
     server: &Server,
     db: &mut DbIndex,
-    queued: &[Vec<Vec<u8>>],
+    queued: &mut [Vec<Vec<u8>>],
     mut server_command: impl FnMut(&[Vec<u8>], &mut Vec<u8>) -> bool,
 ) -> (Vec<u8>, Option<u64>, bool) {
     let mut replies = Vec::with_capacity(queued.len());

@@ -19,6 +19,7 @@
 //! refuses it (`-MISCONF`) having changed nothing.
 
 use std::fs::{self, File};
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +27,7 @@ use durable_backlog::inspect::{BacklogFile, Holder};
 use durable_backlog::{Backlog, Durability, Options, RecoveryKind, RunId};
 use durable_resp::{StreamDecoder, StreamItem};
 
-use crate::commands::{ReplicationFeed, apply};
+use crate::commands::{ArgList, Propagate, ReplicationFeed, apply, command_frames};
 use crate::config::Config;
 use crate::keyspace::{DbIndex, Keyspace};
 use crate::log;
@@ -47,10 +48,12 @@ pub(crate) const BACKLOG_FILE: &str = "backlog";
 struct BigWrite {
     /// The keyspace with the write done.
     ks: Keyspace,
-    /// The feed having encoded it (its selected database moves with the stream).
+    /// The feed the stream had before it (its stream form starts with a `SELECT` if needed).
     feed: ReplicationFeed,
-    /// Its stream form.
-    stream: Vec<u8>,
+    /// The command, its database and what it propagates (its value moved into `ks`).
+    db: DbIndex,
+    argv: Vec<Vec<u8>>,
+    propagate: Propagate,
     /// The stream offset right after it: the snapshot's offset.
     at: u64,
     /// Stream bytes that are not writes (`REPLCONF GETACK`), queued behind it.
@@ -253,17 +256,45 @@ impl Store {
     /// *finished* snapshot: it waits for the running one, and if that is not enough writes one
     /// itself before appending.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> u64 {
-        if bytes.is_empty() {
+        self.append_parts(&[IoSlice::new(bytes)])
+    }
+
+    /// Appends the stream form of `argv` run in `db` (a `SELECT` first if needed) without
+    /// copying its arguments: for commands with big ones.
+    pub(crate) fn append_command<L: ArgList + ?Sized>(&mut self, db: DbIndex, argv: &L) -> u64 {
+        let mut frames = command_frames(argv);
+        if let Some(first) = frames.first_mut() {
+            let mut select = Vec::new();
+            self.feed.select_into(&mut select, db);
+            select.append(first);
+            *first = select;
+        }
+        let mut parts = Vec::with_capacity(2 * frames.len());
+        for (i, frame) in frames.iter().enumerate() {
+            parts.push(IoSlice::new(frame));
+            if i < argv.count() {
+                parts.push(IoSlice::new(argv.arg(i)));
+            }
+        }
+        self.append_parts(&parts)
+    }
+
+    /// [`Store::append`] of the concatenation of `parts`.
+    fn append_parts(&mut self, parts: &[IoSlice<'_>]) -> u64 {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len == 0 {
             return self.backlog.offset();
         }
         self.reap_snapshot(false);
         if let Some(big) = &mut self.big {
             // Not a write (writes wait for the big one): it follows the big write's bytes.
-            big.after.extend_from_slice(bytes);
+            for p in parts {
+                big.after.extend_from_slice(p);
+            }
             return self.backlog.offset();
         }
         let cap = self.backlog.capacity();
-        let len = bytes.len() as u64;
+        let len = len as u64;
         let end = self.backlog.offset();
         if end + len - self.snapshot_offset > cap {
             // The ring would overwrite bytes no finished snapshot covers: the writes outran
@@ -284,7 +315,7 @@ impl Store {
                 fatal("writing the snapshot a write needs", e);
             }
         }
-        let new_end = match self.backlog.append(bytes) {
+        let new_end = match self.backlog.append_vectored(parts) {
             Ok(e) => e,
             Err(e) => fatal("appending to the backlog", e),
         };
@@ -385,10 +416,8 @@ impl Store {
         if snapshot_ok {
             self.ks = big.ks;
             self.feed = big.feed;
-            match self.backlog.append(&big.stream) {
-                Ok(end) => debug_assert_eq!(end, big.at),
-                Err(e) => fatal("appending to the backlog", e),
-            }
+            let end = self.append_command(big.db, &big.propagate.args(&big.argv));
+            debug_assert_eq!(end, big.at);
         }
         self.append(&big.after);
     }
@@ -428,6 +457,7 @@ impl Store {
             self.start_snapshot(at);
         }
         self.snapshot_waits += 1;
+        self.commit_for_snapshot();
         if let Some((at, _)) = self.running
             && self.wait_logged != Some(at)
         {
@@ -442,31 +472,50 @@ impl Store {
     }
 
     /// Runs a write larger than the ring's room without writing a snapshot in the caller:
-    /// `ks` is the keyspace with the write done, `feed` the feed that encoded its `stream`.
-    /// The write is in place once [`Store::big_write_done`] answers.
+    /// `ks` is the keyspace with `argv` (run in `db`) done, `propagate` what it propagates.
+    /// The write is in place once [`Store::big_write_done`] answers; the offset after it.
     /// Requires no snapshot running (see [`Store::room_for`]).
     pub(crate) fn begin_big_write(
         &mut self,
         ks: Keyspace,
-        feed: ReplicationFeed,
-        stream: Vec<u8>,
+        db: DbIndex,
+        argv: Vec<Vec<u8>>,
+        propagate: Propagate,
     ) -> u64 {
         debug_assert!(self.running.is_none() && self.big.is_none());
         self.snapshot_waits += 1;
         let end = self.backlog.offset();
-        let at = end + stream.len() as u64;
-        let saved = std::mem::replace(&mut self.feed, feed);
+        let stream_args = propagate.args(&argv);
+        let framing: usize = command_frames(&stream_args).iter().map(Vec::len).sum();
+        let payload: usize = (0..stream_args.count())
+            .map(|i| stream_args.arg(i).len())
+            .sum();
         // The snapshot records the stream's database after the write.
+        let mut select = Vec::new();
+        let feed = self.feed.clone();
+        self.feed.select_into(&mut select, db);
+        let at = end + (select.len() + framing + payload) as u64;
         self.start_snapshot_of(ks.clone(), at, end);
-        let feed = std::mem::replace(&mut self.feed, saved);
+        self.commit_for_snapshot();
+        self.feed = feed.clone();
         self.big = Some(BigWrite {
             ks,
             feed,
-            stream,
+            db,
+            argv,
+            propagate,
             at,
             after: Vec::new(),
         });
         at
+    }
+
+    /// Commits now what a running snapshot waits to see durable (where the once-a-second or
+    /// per-turn commit would otherwise make it wait): a write waits for that snapshot.
+    fn commit_for_snapshot(&mut self) {
+        if self.commits_elsewhere && self.backlog.durable_offset() < self.backlog.offset() {
+            self.flush();
+        }
     }
 
     /// `None` while the big write ending at `at` waits for its snapshot; then whether it
@@ -975,8 +1024,8 @@ fn replay(
     let mut cut: Option<(u64, String)> = None;
     for item in StreamDecoder::new(&bytes, from + 1) {
         match item {
-            Ok(StreamItem::Command(cmd)) => {
-                if let Err(e) = apply(ks, db, &cmd.argv) {
+            Ok(StreamItem::Command(mut cmd)) => {
+                if let Err(e) = apply(ks, db, &mut cmd.argv) {
                     cut = Some((cmd.start, e.to_string()));
                     break;
                 }
@@ -1009,13 +1058,13 @@ mod tests {
 
     /// Runs a client command and appends what it propagates, as a connection does.
     fn run(store: &mut Store, db: &mut DbIndex, line: &str) {
-        let argv: Vec<Vec<u8>> = line.split(' ').map(|a| a.as_bytes().to_vec()).collect();
-        let Outcome::Executed(done) = execute(&mut store.ks, db, &argv) else {
+        let mut argv: Vec<Vec<u8>> = line.split(' ').map(|a| a.as_bytes().to_vec()).collect();
+        let Outcome::Executed(done) = execute(&mut store.ks, db, &mut argv) else {
             panic!("{line}")
         };
         assert_ne!(done.reply.first(), Some(&b'-'), "{line}");
         if let Some(p) = done.propagated(&argv) {
-            let bytes = store.feed.encode(*db, p);
+            let bytes = store.feed.encode(*db, &p);
             store.append(&bytes);
         }
     }

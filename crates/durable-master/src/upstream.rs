@@ -881,7 +881,7 @@ fn follow_stream(
     log::notice("MASTER <-> REPLICA link is up: streaming");
     let mut last_ack = Instant::now();
     loop {
-        let units = ready_units(link.pending(), offset + 1)?;
+        let mut units = ready_units(link.pending(), offset + 1)?;
         if !units.is_empty() {
             let mut g = server.store();
             if !current(server, generation) {
@@ -890,15 +890,16 @@ fn follow_stream(
             let store = g.get();
             let (mut applied, mut acks, mut refused) = (0, Vec::new(), None);
             let mut published: Vec<&[Vec<u8>]> = Vec::new();
-            for unit in &units {
+            for unit in &mut units {
                 // A block is applied whole or not at all: a copy to go back to (O(1), the
                 // maps are structurally shared).
                 let before = (unit.commands.len() > 1).then(|| store.ks.clone());
                 let mut unit_db = db;
                 let result = unit
                     .commands
-                    .iter()
+                    .iter_mut()
                     .try_for_each(|argv| apply(&mut store.ks, &mut unit_db, argv));
+                let unit: &Unit = unit;
                 if let Err(e) = result {
                     if let Some(ks) = before {
                         store.ks = ks;

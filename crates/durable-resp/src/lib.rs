@@ -766,13 +766,21 @@ pub fn encode_command<A: AsRef<[u8]>>(argv: &[A]) -> Vec<u8> {
 
 /// [`encode_command`] appending to `out`, without a buffer of its own.
 pub fn encode_command_into<A: AsRef<[u8]>>(out: &mut Vec<u8>, argv: &[A]) {
-    let payload: usize = argv.iter().map(|a| a.as_ref().len() + 16).sum();
+    encode_parts_into(out, argv.len(), |i| {
+        argv.get(i).map_or(&[][..], AsRef::as_ref)
+    });
+}
+
+/// [`encode_command_into`] for the `n` arguments `arg(0)`, `arg(1)`...: for a command whose
+/// arguments are not one slice.
+pub fn encode_parts_into<'a>(out: &mut Vec<u8>, n: usize, arg: impl Fn(usize) -> &'a [u8]) {
+    let payload: usize = (0..n).map(|i| arg(i).len() + 16).sum();
     out.reserve(payload + 16);
     out.push(b'*');
-    out.extend_from_slice(argv.len().to_string().as_bytes());
+    out.extend_from_slice(n.to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
-    for arg in argv {
-        push_bulk(out, arg.as_ref());
+    for i in 0..n {
+        push_bulk(out, arg(i));
     }
 }
 
