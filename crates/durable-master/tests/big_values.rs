@@ -97,11 +97,7 @@ fn a_write_larger_than_the_ring_stalls_no_read_and_later_writes_follow_it() {
     );
     let mut b = m.client();
     b.ok(&["SET", "before", "1"]);
-    let waits = |c: &mut common::Client| -> u64 {
-        common::info_field(&c.info("persistence"), "backlog_snapshot_waits")
-            .parse()
-            .expect("backlog_snapshot_waits")
-    };
+    let waits = |c: &mut common::Client| c.info_number("persistence", "backlog_snapshot_waits");
     let waits_before = waits(&mut b);
 
     // A sends a 4 MB SET (the ring holds 1 MB) and does not read.

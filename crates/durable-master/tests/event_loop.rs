@@ -166,11 +166,7 @@ fn writes_that_outrun_the_snapshot_wait_without_stalling_other_clients() {
     );
     let mut b = m.client();
     b.ok(&["SET", "k", "v"]);
-    let waits = |c: &mut common::Client| -> u64 {
-        common::info_field(&c.info("persistence"), "backlog_snapshot_waits")
-            .parse()
-            .expect("backlog_snapshot_waits")
-    };
+    let waits = |c: &mut common::Client| c.info_number("persistence", "backlog_snapshot_waits");
     let before = waits(&mut b);
     let value = vec![b'w'; 100 * 1024];
     let mut a = m.connect();

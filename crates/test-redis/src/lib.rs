@@ -388,6 +388,14 @@ impl Client {
             other => panic!("INFO: {other:?}"),
         }
     }
+
+    /// The number in field `name` of `INFO section`.
+    pub fn info_number(&mut self, section: &str, name: &str) -> u64 {
+        let info = self.info(section);
+        info_field(&info, name)
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number in INFO:\n{info}"))
+    }
 }
 
 /// The value of field `name` in an INFO reply.
