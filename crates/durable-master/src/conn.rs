@@ -212,6 +212,15 @@ impl<'s> Batch<'s> {
 /// release.
 const APPEND_CHUNK: usize = 64 * 1024;
 
+/// What a client blocked for ring room runs once unblocked.
+#[derive(Debug)]
+pub(crate) enum Parked {
+    /// A command.
+    Command(Vec<Vec<u8>>),
+    /// An `EXEC`, with the commands it runs.
+    Exec(Vec<Vec<Vec<u8>>>),
+}
+
 /// Why a client is blocked: it reads nothing more until unblocked.
 #[derive(Debug)]
 pub(crate) enum Blocked {
@@ -224,7 +233,7 @@ pub(crate) enum Blocked {
     },
     /// A write waiting for ring room (the running snapshot) or for a write larger than the
     /// ring to be in place; it runs again once the snapshot finishes.
-    Room(Vec<Vec<u8>>),
+    Room(Parked),
     /// A write larger than the ring, done once the snapshot at `at` is: then `reply`.
     Big { at: u64, reply: Vec<u8> },
 }
@@ -252,8 +261,8 @@ pub(crate) struct Conn {
     tx: Transaction,
     pub(crate) subs: Subscriptions,
     pub(crate) blocked: Option<Blocked>,
-    /// A command taken from the parser that waited ([`Blocked::Room`]): it runs first.
-    parked: Option<Vec<Vec<u8>>>,
+    /// What waited for ring room ([`Blocked::Room`]): it runs first.
+    parked: Option<Parked>,
     /// The socket may hold unread bytes (reading stopped at the turn's budget or while
     /// blocked).
     pub(crate) unread: bool,
@@ -403,11 +412,24 @@ impl Conn {
         next
     }
 
-    /// The command that waited for the store, else the parser's next one (counted); `Err`:
-    /// what the connection does when there is none.
-    fn next_command(&mut self, batch: &Batch<'_>, out: &mut Vec<u8>) -> Result<Vec<Vec<u8>>, Next> {
-        if let Some(argv) = self.parked.take() {
-            return Ok(argv);
+    /// The command that waited for the store, else the parser's next one (counted); `None`
+    /// if a waiting `EXEC` ran instead; `Err`: what the connection does when there is none.
+    fn next_command(
+        &mut self,
+        batch: &mut Batch<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Vec<Vec<u8>>>, Next> {
+        match self.parked.take() {
+            Some(Parked::Command(argv)) => return Ok(Some(argv)),
+            Some(Parked::Exec(queued)) => {
+                batch.release();
+                return if self.exec(batch, queued, out) {
+                    Err(Next::Close)
+                } else {
+                    Ok(None)
+                };
+            }
+            None => {}
         }
         let argv = match self.parser.next_command() {
             Ok(Some(argv)) => argv,
@@ -421,7 +443,7 @@ impl Conn {
         self.registration
             .entry()
             .touch(&argv, self.db.get(), batch.now);
-        Ok(argv)
+        Ok(Some(argv))
     }
 
     /// Whether `argv` waits because a write larger than the ring is waiting for its snapshot:
@@ -442,6 +464,7 @@ impl Conn {
             if self.blocked.is_some() {
                 return Next::Continue;
             }
+
             // Messages published before this command go out before its reply (only a
             // subscribed connection receives any: no lock taken per command otherwise).
             if self.subs.active() {
@@ -450,7 +473,8 @@ impl Conn {
             // AUTH may have just succeeded: the next request is parsed with the new limits.
             self.parser.set_unauthenticated(!self.authed);
             let argv = match self.next_command(batch, out) {
-                Ok(argv) => argv,
+                Ok(Some(argv)) => argv,
+                Ok(None) => continue,
                 Err(next) => return next,
             };
             let name = argv.first().map_or(&[][..], Vec::as_slice);
@@ -460,7 +484,7 @@ impl Conn {
                 Some(other) => return other,
             }
             if self.must_wait(batch, &argv) {
-                self.blocked = Some(Blocked::Room(argv));
+                self.blocked = Some(Blocked::Room(Parked::Command(argv)));
                 return Next::Continue;
             }
             if !self.tx.active()
@@ -477,9 +501,9 @@ impl Conn {
                     out.extend(reply);
                     continue;
                 }
-                Step::Exec(mut queued) => {
+                Step::Exec(queued) => {
                     batch.release();
-                    if self.exec(batch, &mut queued, out) {
+                    if self.exec(batch, queued, out) {
                         return Next::Close;
                     }
                     continue;
@@ -510,24 +534,9 @@ impl Conn {
                 out.extend(resp::error(MISCONF));
                 continue;
             }
-            let need = stream_size_bound(&argv);
-            if !batch.has_room(need) && is_write_command(&argv) {
-                match batch.room_for(need) {
-                    Room::Now => {}
-                    Room::Refuse => {
-                        out.extend(resp::error(MISCONF));
-                        continue;
-                    }
-                    Room::Wait => {
-                        self.blocked = Some(Blocked::Room(argv));
-                        return Next::Continue;
-                    }
-                    Room::Big => {
-                        self.big_write(batch, argv, out);
-                        continue;
-                    }
-                }
-            }
+            let Some(argv) = self.with_room(batch, argv, out) else {
+                continue;
+            };
             let store = batch.store();
             let mut argv = argv;
             match execute(&mut store.ks, &mut self.db, &mut argv) {
@@ -540,6 +549,28 @@ impl Conn {
                 Outcome::NotMine => out.extend(resp::error(b"ERR unknown command")),
             }
         }
+    }
+
+    /// `argv` if it can run now: not a write, or a write the ring has room for; else `None`,
+    /// having refused it (`-MISCONF`), parked it until the running snapshot finishes, or run
+    /// it as a big write.
+    fn with_room(
+        &mut self,
+        batch: &mut Batch<'_>,
+        argv: Vec<Vec<u8>>,
+        out: &mut Vec<u8>,
+    ) -> Option<Vec<Vec<u8>>> {
+        let need = stream_size_bound(&argv);
+        if batch.has_room(need) || !is_write_command(&argv) {
+            return Some(argv);
+        }
+        match batch.room_for(need) {
+            Room::Now => return Some(argv),
+            Room::Refuse => out.extend(resp::error(MISCONF)),
+            Room::Wait => self.blocked = Some(Blocked::Room(Parked::Command(argv))),
+            Room::Big => self.big_write(batch, argv, out),
+        }
+        None
     }
 
     /// Runs a write whose stream form may be larger than the ring as a [`Store`] big write:
@@ -606,23 +637,47 @@ impl Conn {
         None
     }
 
-    /// `EXEC` (see multi.rs); `true` if the connection must close after the reply.
+    /// `EXEC` (see multi.rs); `true` if the connection must close after the reply. One whose
+    /// writes lack ring room waits for the snapshot as a write does ([`Blocked::Room`]).
     fn exec(
         &mut self,
         batch: &mut Batch<'_>,
-        queued: &mut [Vec<Vec<u8>>],
+        mut queued: Vec<Vec<Vec<u8>>>,
         out: &mut Vec<u8>,
     ) -> bool {
         let server = batch.server;
-        if queued.iter().any(|argv| is_write_command(argv))
-            && server.store().get().snapshot_failed()
-        {
-            // Redis refuses such an EXEC as a whole.
-            out.extend(resp::error(MISCONF));
-            return false;
+        let writes: Vec<&Vec<Vec<u8>>> = queued
+            .iter()
+            .filter(|argv| is_write_command(argv))
+            .collect();
+        if !writes.is_empty() {
+            // The writes, and the MULTI and EXEC around them.
+            let need = writes.iter().map(|a| stream_size_bound(a)).sum::<u64>() + 64;
+            let mut g = server.store();
+            let store = g.get();
+            let room = if store.snapshot_failed() {
+                Room::Refuse
+            } else if store.has_room(need) {
+                Room::Now
+            } else {
+                store.room_for(need)
+            };
+            match room {
+                // Larger than the ring: the store writes the snapshot it needs.
+                Room::Now | Room::Big => {}
+                Room::Refuse => {
+                    // Redis refuses such an EXEC as a whole.
+                    out.extend(resp::error(MISCONF));
+                    return false;
+                }
+                Room::Wait => {
+                    self.blocked = Some(Blocked::Room(Parked::Exec(queued)));
+                    return false;
+                }
+            }
         }
         let mut db = self.db;
-        let (reply, woff, close) = multi::exec(server, &mut db, queued, |argv, o| {
+        let (reply, woff, close) = multi::exec(server, &mut db, &mut queued, |argv, o| {
             if let Some(reply) = self.subs.step(&server.pubsub, argv) {
                 let (sub, psub) = self.subs.counts();
                 self.registration.entry().set_subscriptions(sub, psub);
@@ -874,8 +929,8 @@ impl Conn {
                 if store.writes_wait() || store.snapshot_running() {
                     return false;
                 }
-                if let Some(Blocked::Room(argv)) = self.blocked.take() {
-                    self.parked = Some(argv);
+                if let Some(Blocked::Room(parked)) = self.blocked.take() {
+                    self.parked = Some(parked);
                 }
             }
             Some(Blocked::Big { at, .. }) => {

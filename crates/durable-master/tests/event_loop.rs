@@ -155,7 +155,20 @@ fn oks_ready(s: &mut TcpStream, seen: &mut Vec<u8>) -> usize {
 
 #[test]
 fn writes_that_outrun_the_snapshot_wait_without_stalling_other_clients() {
+    outrun_the_snapshot(false);
+}
+
+#[test]
+fn transactions_that_outrun_the_snapshot_wait_without_stalling_other_clients() {
+    outrun_the_snapshot(true);
+}
+
+/// 20 writes of 100 KB pipelined at once by one client (each in `MULTI`/`EXEC` if
+/// `in_transactions`) outrun the snapshot; another client is served while they wait.
+fn outrun_the_snapshot(in_transactions: bool) {
     const WRITES: usize = 20;
+    // `+OK` of each SET, or of each MULTI and in each EXEC's reply.
+    let oks = if in_transactions { 2 * WRITES } else { WRITES };
     let dir = tempfile::tempdir().expect("tempdir");
     // A 1 MB ring and snapshots that take at least 2 s: 100 KB writes fill the ring's
     // uncovered part long before the snapshot that starts at its half finishes.
@@ -173,6 +186,9 @@ fn writes_that_outrun_the_snapshot_wait_without_stalling_other_clients() {
     let mut pipeline = Vec::new();
     for i in 0..WRITES {
         let key = format!("w{i:02}");
+        if in_transactions {
+            pipeline.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+        }
         pipeline.extend_from_slice(
             format!(
                 "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n",
@@ -183,6 +199,9 @@ fn writes_that_outrun_the_snapshot_wait_without_stalling_other_clients() {
         );
         pipeline.extend_from_slice(&value);
         pipeline.extend_from_slice(b"\r\n");
+        if in_transactions {
+            pipeline.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+        }
     }
     a.write_all(&pipeline).expect("send the writes");
 
@@ -199,13 +218,13 @@ fn writes_that_outrun_the_snapshot_wait_without_stalling_other_clients() {
     assert_eq!(b.call(&["PING"]), common::Reply::Status("PONG".into()));
     let mut seen = Vec::new();
     assert!(
-        oks_ready(&mut a, &mut seen) < WRITES,
+        oks_ready(&mut a, &mut seen) < oks,
         "every write was answered before other clients were: the loop waited for the snapshot"
     );
     // Then every write is done, in order.
     a.set_read_timeout(Some(Duration::from_mins(1)))
         .expect("timeout");
-    while oks_ready(&mut a, &mut seen) < WRITES {
+    while oks_ready(&mut a, &mut seen) < oks {
         assert!(Instant::now() < deadline, "the writes never finished");
         std::thread::sleep(Duration::from_millis(20));
     }
