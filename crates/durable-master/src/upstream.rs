@@ -33,7 +33,7 @@ use crate::keyspace::DbIndex;
 use crate::log;
 use crate::rdb::read_rdb;
 use crate::server::{Server, lock};
-use crate::store::{Store, fatal};
+use crate::store::{Room, Store, fatal};
 
 /// Redis's text for a write sent to a read-only replica (without the dash).
 pub(crate) const READONLY: &[u8] = b"READONLY You can't write against a read only replica.";
@@ -848,6 +848,29 @@ fn ready_units(bytes: &[u8], from: u64) -> Result<Vec<Unit>, String> {
     Ok(units)
 }
 
+/// How many of `units` (their `end`s counted from the store's offset) to apply now: those
+/// the ring has room for without overwriting a byte no finished snapshot covers. When none
+/// fits, a snapshot starts (or runs) and the stream waits for it, the lock released and the
+/// master still read and acknowledged, as a client's write waits; a unit larger than the
+/// whole ring is applied alone (the store writes the snapshot it needs under the lock). While
+/// snapshots fail, nothing is applied: the replica lags until one succeeds.
+fn units_with_room(store: &mut Store, units: &[Unit]) -> usize {
+    let fit = units
+        .iter()
+        .take_while(|u| store.has_room(u.end as u64))
+        .count();
+    if fit > 0 {
+        return fit;
+    }
+    let Some(first) = units.first() else {
+        return 0;
+    };
+    match store.room_for(first.end as u64) {
+        Room::Now | Room::Big => 1,
+        Room::Wait | Room::Refuse => 0,
+    }
+}
+
 /// Applies the master's stream from the store's offset until the link ends: the ready units
 /// are applied and appended to the backlog under one hold of the store lock.
 ///
@@ -888,6 +911,8 @@ fn follow_stream(
                 return Ok(());
             }
             let store = g.get();
+            units.truncate(units_with_room(store, &units));
+            let waiting = units.is_empty();
             let (mut applied, mut acks, mut refused) = (0, Vec::new(), None);
             let mut published: Vec<&[Vec<u8>]> = Vec::new();
             for unit in &mut units {
@@ -923,6 +948,10 @@ fn follow_stream(
                 store.feed.follow(db);
             }
             drop(g);
+            if waiting {
+                // Waiting for a snapshot (see units_with_room): look again soon.
+                std::thread::sleep(Duration::from_millis(5));
+            }
             publish_locally(server, &published);
             link.consume(applied);
             with_state(server, generation, |st| st.applied_offset = Some(offset));

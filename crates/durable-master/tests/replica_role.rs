@@ -794,3 +794,60 @@ fn a_demoted_node_restarts_as_a_replica_and_a_promoted_one_as_a_master() {
     };
     assert_eq!(role.first(), Some(&Reply::Bulk(Some(b"master".to_vec()))));
 }
+
+/// A durable replica whose master writes faster than it snapshots (a 1 MB ring, snapshots
+/// slowed to 2 s) waits for its snapshots without holding its clients: an `INFO` answered
+/// while the stream waits shows the wait counted and the snapshot it waits for unfinished (a
+/// replica that waited under its lock could only answer once that snapshot was done). It
+/// then catches up with the master's exact data.
+#[test]
+fn a_replica_that_outruns_its_snapshot_keeps_serving_its_clients() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = stock_master(&bin, dir.path());
+    master.client().ok(&["SET", "k", "v"]);
+    let replica = durable_replica(
+        &dir.path().join("d"),
+        master.port,
+        &["--debug-snapshot-delay-ms", "2000"],
+    );
+    let logs = log_reader(dir.path(), &["d/master.log", "master/redis.log"]);
+    wait_in_sync(master.port, replica.port, &logs);
+    let mut r = replica.client();
+    let before = r.info("persistence");
+    let (waits_before, saves_before) = (
+        field(&before, "backlog_snapshot_waits"),
+        field(&before, "rdb_saves"),
+    );
+    let mut m = master.client();
+    let value = vec![b'r'; 100 * 1024];
+    for i in 0..20 {
+        m.ok(&[&b"SET"[..], format!("k{i}").as_bytes(), &value]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let info = r.info("persistence");
+        if field(&info, "backlog_snapshot_waits") > waits_before {
+            break info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream never waited; {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        field(&info, "rdb_saves"),
+        saves_before,
+        "the replica answered only after the snapshot it waited for; {}",
+        logs()
+    );
+    assert_eq!(r.call(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+    wait_in_sync(master.port, replica.port, &logs);
+    common::assert_same_dataset(
+        "replica",
+        &common::dump(&mut replica.client()),
+        &common::dump(&mut master.client()),
+    );
+}
