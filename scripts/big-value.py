@@ -3,7 +3,9 @@
 
 For each value size: one client sends a single `SET big <value>`; another client sends `GET z`
 every 20 ms meanwhile. Prints, for each server, the peak RSS growth over the value's size
-(VmHWM), the time until the SET's reply and the worst GET latency of the other client.
+(VmHWM), the time until the SET's reply and the worst GET latency of the other client. Then
+the time 100 SETs of 1 MB take one after the other with a 1mb backlog (each larger than the
+ring).
 
 usage: scripts/big-value.py [DURABLE_MASTER_BINARY] [SIZE_MB[:BACKLOG] ...]
 defaults: target/release/durable-master 128:16mb 512:64mb
@@ -97,6 +99,40 @@ def main():
                 ratio, took, worst = run(cmd(d, port), port, payload, value_len)
                 print(f"| {mb} MB | {backlog} | {name} | {ratio:.2f}x | {took:.2f} s | {worst:.0f} ms |",
                       flush=True)
+    hundred_all(binary, redis)
+
+
+def hundred(cmd, port):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        c = connect(port)
+        value = b"v" * (1 << 20)
+        start = time.time()
+        for i in range(100):
+            key = b"k%d" % i
+            c.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(key), key, len(value))
+                      + value + b"\r\n")
+            assert c.recv(10) == b"+OK\r\n"
+        return time.time() - start
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def hundred_all(binary, redis):
+    servers = [("durable-master", lambda d, p: [binary, "--port", str(p), "--dir", d,
+                                                 "--backlog-size", "1mb"])]
+    if redis:
+        for aof in ("yes", "no"):
+            servers.append((f"redis-server, appendonly {aof}", lambda d, p, aof=aof: [
+                redis, "--port", str(p), "--dir", d, "--save", "", "--appendonly", aof,
+                "--daemonize", "no"]))
+    parts = []
+    for name, cmd in servers:
+        with tempfile.TemporaryDirectory() as d:
+            port = free_port()
+            parts.append(f"{name} {hundred(cmd(d, port), port):.2f} s")
+    print("\n100 SETs of 1 MB, 1mb backlog: " + ", ".join(parts))
 
 
 if __name__ == "__main__":
