@@ -35,6 +35,9 @@ const POLL_MAX: Duration = Duration::from_millis(1);
 ///   truncated (or a reopened backlog cut it in recovery): offsets now name other bytes, so
 ///   that replica needs a full resync too.
 /// - `Err(`[`TailError::NotWritten`]`)`: the cursor was made past the end of the stream.
+/// - `Err(`[`TailError::Moved`]`)`: the backlog was resized ([`Backlog::resize`](crate::Backlog::resize)): the same
+///   history goes on in a new file. No resync needed: make a cursor at the same
+///   [`position`](Cursor::position) on the resized backlog's reader.
 ///
 /// These outcomes are permanent: every later call returns them again. Neither the cursor nor
 /// waiting on it ever blocks the writer.
@@ -86,7 +89,14 @@ pub struct Cursor {
 
 impl Cursor {
     pub(crate) fn new(reader: Reader, next: u64) -> Self {
-        let change = reader.snapshot().change;
+        let snap = reader.snapshot();
+        // Made on a file a resize already replaced: a counter value no snapshot has (odd)
+        // makes the cursor ready at once, and its first read reports `Moved`.
+        let change = if reader.is_moved() {
+            u64::MAX
+        } else {
+            snap.change
+        };
         Cursor {
             reader,
             next,
@@ -115,7 +125,8 @@ impl Cursor {
     /// [`TailError::Overwritten`]: lapped (the next byte is gone);
     /// [`TailError::HistoryChanged`]: the history was reset or truncated;
     /// [`TailError::NotWritten`]: the cursor was created past the end of the stream
-    /// (`offset > Reader::offset() + 1`). All three are permanent.
+    /// (`offset > Reader::offset() + 1`); [`TailError::Moved`]: the backlog was resized
+    /// (re-attach at [`position`](Cursor::position)). All four are permanent.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, TailError> {
         let n = fetch(&self.reader, self.change, self.next, buf)?;
         self.next += n as u64;
@@ -260,7 +271,16 @@ impl Cursor {
 fn fetch(reader: &Reader, change: u64, next: u64, buf: &mut [u8]) -> Result<usize, TailError> {
     let snap = reader.snapshot();
     if snap.change != change {
-        return Err(TailError::HistoryChanged);
+        return Err(if reader.is_moved() {
+            TailError::Moved
+        } else {
+            TailError::HistoryChanged
+        });
     }
-    reader.copy_validated(&snap, next, buf)
+    // A resize marks the replaced file with a history change, which the check above sees;
+    // a cursor that caught up re-checks, so that it never waits on a ring that stopped.
+    match reader.copy_validated(&snap, next, buf) {
+        Ok(0) | Err(TailError::HistoryChanged) if reader.is_moved() => Err(TailError::Moved),
+        r => r,
+    }
 }

@@ -2,7 +2,7 @@
 //! files created beside the backlog and renamed into place, and directory syncs.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -91,6 +91,17 @@ pub(crate) fn lock_file(file: &File, path: &Path) -> Result<()> {
             Err(Error::io("locking the backlog file", Some(path), e))
         }
     }
+}
+
+/// Whether `file` is the file `path` names now. A resize replaces the file at the path while
+/// holding the old one's lock until the new one is in place: an opener that opened the old
+/// file just before that and locked it just after holds a lock on a file no longer at the
+/// path, and must open again.
+pub(crate) fn is_at_path(file: &File, path: &Path) -> Result<bool> {
+    let here = file
+        .metadata()
+        .map_err(|e| Error::io("reading the backlog file's metadata", Some(path), e))?;
+    Ok(std::fs::metadata(path).is_ok_and(|m| m.dev() == here.dev() && m.ino() == here.ino()))
 }
 
 /// A fresh, fully allocated, locked temporary file beside `path`, mapped.

@@ -10,10 +10,10 @@ use parking_lot::Mutex;
 
 use crate::commit::{BlockState, CommitKind, CommitState, Meta};
 use crate::error::{Error, Result};
-use crate::files::{Lock, lock_file, new_file, remove_stale_temps, sync_dir};
+use crate::files::{Lock, is_at_path, lock_file, new_file, remove_stale_temps, sync_dir};
 use crate::flusher::Flusher;
 use crate::format::Geometry;
-use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, LIVE_MAGIC};
+use crate::format::live::{L_BOOT0, L_BOOT1, L_EPOCH, L_MAGIC, L_MOVED, LIVE_MAGIC};
 use crate::format::slot::Slot;
 use crate::options::{DEFAULT_CAPACITY, Durability, Options};
 use crate::recovery::{DataCheck, RecoveryKind, RecoveryReport, map_file, recover};
@@ -86,12 +86,7 @@ impl Backlog {
     /// untouched); [`Error::Io`] if it is missing or unreadable.
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Self> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io("opening the backlog file", Some(path), e))?;
-        lock_file(&file, path)?;
+        let file = open_locked(path)?;
         remove_stale_temps(path);
         let (medium, geo) = map_file(&file, path, Access::ReadWrite)?;
         let sh = Arc::new(Shared::new(medium, geo, path.to_path_buf()));
@@ -198,16 +193,20 @@ impl Backlog {
         meta.shift(rec.end);
         if let (Some(cap), Lock::File(_)) = (opts.capacity.filter(|&c| c != sh.geo.capacity), &lock)
         {
-            return Self::resize(
+            let mut report = rec.report;
+            report.resized_from = Some(sh.geo.capacity);
+            let b = Self::replace_file(
                 &sh,
-                lock,
+                Geometry::for_capacity(cap)?,
                 meta,
                 rec.start,
                 rec.end,
-                cap,
                 opts.durability,
-                rec.report,
-            );
+                report,
+            )?;
+            drop(lock);
+            sync_dir(&sh.path)?;
+            return Ok(b);
         }
         let mut report = rec.report;
         report.resized_from = None;
@@ -225,24 +224,129 @@ impl Backlog {
         )
     }
 
-    /// Writes the current range into a new file of capacity `cap` and atomically replaces
-    /// the old file with it.
-    #[allow(clippy::too_many_arguments)]
-    fn resize(
+    /// Changes the capacity of the open backlog to `capacity` bytes (16 KiB ..= 1 TiB), as
+    /// Redis's `CONFIG SET repl-backlog-size` does, keeping the newest `capacity` bytes held
+    /// (a smaller ring drops the oldest ones, as if it had overwritten them), the offsets,
+    /// the run ID and its past generations, and the [`Durability`] policy.
+    ///
+    /// The bytes are copied into a new, fully allocated file created beside the old one
+    /// under a temporary name, which is committed (one sync) and then renamed over the old
+    /// file, and the directory synced: the same steps as an [`open`](Backlog::open) with
+    /// another capacity. Time and disk space are those of a new file of the larger of the
+    /// two sizes plus the bytes copied; appends wait meanwhile (this takes `&mut self`).
+    ///
+    /// **Crash safety.** Everything appended is committed to the old file first, so a crash
+    /// at any point leaves at the path either the old file or the new one, each a complete,
+    /// committed backlog holding every byte `append` returned (the new one only the newest
+    /// `capacity`): the new file is renamed into place only once its commit is durable, and
+    /// until then the old file is untouched. **One writer throughout:** the old file stays
+    /// locked until the new one, locked since its creation, is in place; an opener that
+    /// locked the old file after that sees it is no longer at the path and tries again.
+    ///
+    /// **Readers.** [`Reader`](crate::Reader)s and [`Cursor`](crate::Cursor)s made before
+    /// keep the old file mapped; once the new one is in place they report
+    /// [`ReadError::Moved`](crate::ReadError::Moved) / [`TailError::Moved`](crate::TailError::Moved)
+    /// (and [`Reader::is_moved`](crate::Reader::is_moved) says so): make new ones from
+    /// [`Backlog::reader`] at the same offsets. Until they do, the old file's disk space
+    /// stays allocated. The old file's background commit is stopped and its lock released;
+    /// it gets no clean mark, as nothing can open it any more (no name).
+    ///
+    /// The same capacity is a no-op. Not available on simulated storage (one simulated file
+    /// has no directory to rename in; the crash behaviour is that of the open-time resize,
+    /// `tests/kill9.rs` kills processes in the middle of both).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a capacity out of range (or on simulated storage);
+    /// [`Error::Poisoned`]; [`Error::Io`] if the old file's commit, creating, allocating or
+    /// committing the new file, or the rename fails — the backlog then goes on unchanged in
+    /// the old file (a failed commit of the old file poisons it, as any failed commit does).
+    /// If only the final directory sync fails, the new file is in place but the rename may
+    /// not survive a power loss: the resized backlog is returned poisoned, with that error.
+    ///
+    /// # Examples
+    /// ```
+    /// use durable_backlog::{Backlog, Options, TailError};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut b = Backlog::create(dir.path().join("b"), Options::new().capacity(64 * 1024)).unwrap();
+    /// b.append(&[b'x'; 40_000]).unwrap();
+    /// let mut tail = b.reader().cursor(30_001);
+    ///
+    /// b.resize(16 * 1024).unwrap(); // keeps the newest 16 KiB: offsets 23617..=40000
+    /// assert_eq!((b.capacity(), b.first_offset(), b.offset()), (16 * 1024, 23_617, 40_000));
+    ///
+    /// // The old cursor is told to re-attach; the new one goes on at the same offset.
+    /// let mut buf = [0u8; 64];
+    /// assert_eq!(tail.read(&mut buf), Err(TailError::Moved));
+    /// let mut tail = b.reader().cursor(tail.position());
+    /// assert_eq!(tail.read(&mut buf), Ok(64));
+    /// ```
+    pub fn resize(&mut self, capacity: u64) -> Result<()> {
+        let geo = Geometry::for_capacity(capacity)?;
+        self.sh.check_poison()?;
+        if capacity == self.capacity() {
+            return Ok(());
+        }
+        if !matches!(self.lock, Some(Lock::File(_))) {
+            return Err(Error::InvalidArgument(
+                "resizing simulated storage is not supported".into(),
+            ));
+        }
+        // Nothing commits the old file while it is copied and replaced; what it holds is
+        // committed first, so a crash before the rename loses nothing either.
+        if let Some(mut f) = self.flusher.take() {
+            f.stop();
+        }
+        let replaced = self.commit_now(CommitKind::Writer).and_then(|_| {
+            Self::replace_file(
+                &self.sh,
+                geo,
+                self.meta.clone(),
+                self.start,
+                self.end,
+                self.durability,
+                self.report.clone(),
+            )
+        });
+        let mut new = match replaced {
+            Ok(b) => b,
+            Err(e) => {
+                if self.durability == Durability::EverySec && self.sh.check_poison().is_ok() {
+                    match Flusher::start(Arc::clone(&self.sh), Arc::clone(&self.commit)) {
+                        Ok(f) => self.flusher = Some(f),
+                        Err(restart) => return Err(self.sh.poison(restart)),
+                    }
+                }
+                return Err(e);
+            }
+        };
+        new.report = self.report.clone();
+        let synced = sync_dir(&new.sh.path).map_err(|e| new.sh.poison(e));
+        let mut old = std::mem::replace(self, new);
+        // The new file is at the path: the old one's readers learn that they must move.
+        old.sh.mark_moved();
+        // Releases the old file's lock; with no lock, dropping the handle commits nothing.
+        old.lock = None;
+        drop(old);
+        synced
+    }
+
+    /// Writes `start..=end` (its newest `geo.capacity` bytes) into a new file of geometry
+    /// `geo`, commits it as a new backlog continuing `meta`, and renames it over the file of
+    /// `old`. The caller holds `old`'s lock until this returns, then releases it and syncs
+    /// the directory. On error the new file is removed and `old` is untouched.
+    fn replace_file(
         old: &Shared,
-        lock: Lock,
+        geo: Geometry,
         meta: Meta,
         start: u64,
         end: u64,
-        cap: u64,
         d: Durability,
         mut report: RecoveryReport,
     ) -> Result<Self> {
-        let geo = Geometry::for_capacity(cap)?;
         let path = old.path.clone();
         let (file, tmp, map) = new_file(&path, &geo)?;
         let sh = Arc::new(Shared::new(Medium::Map(map), geo, path.clone()));
-        let keep_start = start.max((end + 1).saturating_sub(cap));
+        let keep_start = start.max((end + 1).saturating_sub(geo.capacity));
         let mut buf = vec![0u8; 1 << 20];
         let mut o = keep_start;
         while o <= end {
@@ -251,7 +355,6 @@ impl Backlog {
             sh.write_ring(o, &buf[..n]);
             o += n as u64;
         }
-        report.resized_from = Some(old.geo.capacity);
         report.first = keep_start;
         let result = Self::init(
             sh,
@@ -271,10 +374,7 @@ impl Backlog {
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        let b = result?;
-        drop(lock);
-        sync_dir(&path)?;
-        Ok(b)
+        result
     }
 
     /// Commits a brand-new file's first state (create, resize).
@@ -349,6 +449,9 @@ impl Backlog {
         sh.live(L_EPOCH).store(meta.epoch, Ordering::SeqCst);
         // No waiter of this process exists yet; a count left by a dead process is stale.
         sh.waiters().store(0, Ordering::SeqCst);
+        // Only a replaced file is marked moved, and none is opened again; a power loss that
+        // undid a rename could bring one back.
+        sh.live(L_MOVED).store(0, Ordering::SeqCst);
         let boot = sh.medium.boot_id();
         let (b0, b1) = boot.split_at(8);
         sh.live(L_BOOT0).store(
@@ -379,4 +482,24 @@ impl Backlog {
             lock: Some(lock),
         })
     }
+}
+
+/// Opens and locks the backlog file at `path`, making sure the locked file is the one at the
+/// path (a resize may replace it between the open and the lock: see [`is_at_path`]).
+fn open_locked(path: &Path) -> Result<std::fs::File> {
+    for _ in 0..100 {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("opening the backlog file", Some(path), e))?;
+        lock_file(&file, path)?;
+        if is_at_path(&file, path)? {
+            return Ok(file);
+        }
+    }
+    // Replaced a hundred times during this open: a writer is resizing it.
+    Err(Error::AlreadyOpen {
+        path: path.to_path_buf(),
+    })
 }

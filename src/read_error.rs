@@ -28,12 +28,19 @@ pub enum ReadError {
         /// The offset of the last byte written (`master_repl_offset`).
         end: u64,
     },
+    /// The backlog was resized ([`Backlog::resize`](crate::Backlog::resize)): the writer
+    /// continues in a new file at the same path, and this reader's file no longer grows.
+    /// Read on through a reader of the resized backlog
+    /// ([`Backlog::reader`](crate::Backlog::reader), or
+    /// [`Backlog::open_read_only`](crate::Backlog::open_read_only) again in another process):
+    /// it holds the same offsets, except the oldest ones if it shrank.
+    Moved,
 }
 
 /// Why a tailing [`Cursor`](crate::Cursor) (or an
 /// [`inspect::BacklogFile`](crate::inspect::BacklogFile), a snapshot of one history) returned
-/// no bytes. Each is permanent for that cursor, and each means its replica needs a full
-/// resync.
+/// no bytes. Each is permanent for that cursor; each but [`TailError::Moved`] means its
+/// replica needs a full resync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TailError {
     /// **Lapped**: the ring overwrote the byte at `requested` before it was read.
@@ -50,9 +57,17 @@ pub enum TailError {
         /// The offset of the last byte written (`master_repl_offset`).
         end: u64,
     },
-    /// The history changed under the reader (reset, truncation, a reopen or a resize): its
-    /// position means nothing in the new history.
+    /// The history changed under the reader (reset, truncation or a reopen): its position
+    /// means nothing in the new history.
     HistoryChanged,
+    /// The backlog was resized ([`Backlog::resize`](crate::Backlog::resize)): the history
+    /// goes on unchanged, in a new file, and this cursor's file no longer grows. Not a reason
+    /// for a full resync: make a cursor at the same [`position`](crate::Cursor::position) on
+    /// a reader of the resized backlog ([`Backlog::reader`](crate::Backlog::reader), or
+    /// [`Backlog::open_read_only`](crate::Backlog::open_read_only) again in another process).
+    /// That cursor reports [`TailError::Overwritten`] if the position is older than a shrunk
+    /// backlog holds.
+    Moved,
 }
 
 /// Why [`Cursor::write_to`](crate::Cursor::write_to) wrote nothing.
@@ -72,6 +87,7 @@ impl From<ReadError> for TailError {
                 TailError::Overwritten { requested, first }
             }
             ReadError::NotWritten { requested, end } => TailError::NotWritten { requested, end },
+            ReadError::Moved => TailError::Moved,
         }
     }
 }
@@ -96,11 +112,19 @@ fn not_written(f: &mut fmt::Formatter<'_>, requested: u64, end: u64) -> fmt::Res
     )
 }
 
+fn moved(f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_str(
+        "the backlog was resized into a new file: read on at the same offset through a reader \
+         of the resized backlog",
+    )
+}
+
 impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ReadError::Overwritten { requested, first } => overwritten(f, requested, first),
             ReadError::NotWritten { requested, end } => not_written(f, requested, end),
+            ReadError::Moved => moved(f),
         }
     }
 }
@@ -114,6 +138,7 @@ impl fmt::Display for TailError {
                 "the backlog's history was reset, truncated or reopened since the reader's \
                  position was taken",
             ),
+            TailError::Moved => moved(f),
         }
     }
 }

@@ -21,7 +21,8 @@
 //! later append, the fences make that append's `start` visible to the re-load: if `start`
 //! moved past the first byte copied, the copy is discarded and the reader learns that its
 //! offset is gone ([`TailError::Overwritten`], "lapped"). If `change` moved, the history changed
-//! under it ([`TailError::HistoryChanged`]). This is the classic seqlock (as in the Linux kernel
+//! under it ([`TailError::HistoryChanged`]), or, if the live page's `moved` word is set too,
+//! the file was replaced by a resize ([`TailError::Moved`]). This is the classic seqlock (as in the Linux kernel
 //! and crossbeam's `AtomicCell`), with the ring's `start` as the sequence number.
 //!
 //! # Waking tailers
@@ -108,11 +109,15 @@ impl Reader {
     ///
     /// # Errors
     /// [`ReadError::Overwritten`] if the byte at `offset` is older than the oldest held (or
-    /// was overwritten during the copy); [`ReadError::NotWritten`] if `offset > offset() + 1`.
-    /// A history change during the read is not reported: the read is retried in the new
-    /// history.
+    /// was overwritten during the copy); [`ReadError::NotWritten`] if `offset > offset() + 1`;
+    /// [`ReadError::Moved`] if the backlog was resized since this reader was made (read
+    /// through a reader of the resized backlog). A history change during the read is not
+    /// reported: the read is retried in the new history.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
         loop {
+            if self.sh.is_moved() {
+                return Err(ReadError::Moved);
+            }
             let snap = self.snapshot();
             match self.copy_validated(&snap, offset, buf) {
                 Ok(n) => return Ok(n),
@@ -122,7 +127,7 @@ impl Reader {
                 Err(TailError::NotWritten { requested, end }) => {
                     return Err(ReadError::NotWritten { requested, end });
                 }
-                Err(TailError::HistoryChanged) => {}
+                Err(TailError::HistoryChanged | TailError::Moved) => {}
             }
         }
     }
@@ -149,7 +154,18 @@ impl Reader {
         &self.sh
     }
 
-    /// `master_repl_offset` as last published by the writer.
+    /// Whether the backlog was resized since this reader was made
+    /// ([`Backlog::resize`](crate::Backlog::resize)): the writer went on in a new file, so this
+    /// reader's offsets (and [`durable_offset`](Reader::durable_offset)) no longer move and
+    /// its reads report [`ReadError::Moved`]. Take a reader of the resized backlog instead.
+    /// One load from the live page.
+    #[must_use]
+    pub fn is_moved(&self) -> bool {
+        self.sh.is_moved()
+    }
+
+    /// `master_repl_offset` as last published by the writer (frozen once
+    /// [`is_moved`](Reader::is_moved)).
     #[must_use]
     pub fn offset(&self) -> u64 {
         self.snapshot().end
@@ -161,7 +177,8 @@ impl Reader {
         self.snapshot().start
     }
 
-    /// Offset up to which bytes are committed to stable storage.
+    /// Offset up to which bytes are committed to stable storage (frozen once
+    /// [`is_moved`](Reader::is_moved)).
     #[must_use]
     pub fn durable_offset(&self) -> u64 {
         load_acquire(self.sh.durable())

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::format::live::{L_CHANGE, L_DURABLE, L_END, L_START, L_WAITERS};
+use crate::format::live::{L_CHANGE, L_DURABLE, L_END, L_MOVED, L_START, L_WAITERS};
 use crate::format::{Geometry, LIVE_OFFSET};
 use crate::region::{Medium, futex_wait, futex_wake};
 use crate::ring::{spans, spans_at};
@@ -104,6 +104,22 @@ impl Shared {
     #[inline]
     pub(crate) fn waiters(&self) -> &AtomicU64 {
         self.live(L_WAITERS)
+    }
+
+    /// Whether a resize replaced this file (see `L_MOVED`): its ring no longer grows.
+    /// Readable on a read-only mapping (a `Relaxed` load, then an `Acquire` fence).
+    #[inline]
+    pub(crate) fn is_moved(&self) -> bool {
+        load_acquire(self.live(L_MOVED)) != 0
+    }
+
+    /// Writer, once a resize's replacement is durably in place: marks this (replaced) file
+    /// for its readers as a history change, so sleeping tailers wake and see it.
+    pub(crate) fn mark_moved(&self) {
+        seqlock::begin_change(self);
+        self.live(L_MOVED).store(1, Ordering::SeqCst);
+        seqlock::end_change(self);
+        self.wake_waiters();
     }
 
     #[inline]

@@ -167,7 +167,7 @@ impl Backlog {
             .map_err(|e| self.sh.poison(e))
     }
 
-    fn commit_now(&mut self, kind: CommitKind) -> Result<u64> {
+    pub(crate) fn commit_now(&mut self, kind: CommitKind) -> Result<u64> {
         self.sh.check_poison()?;
         let mut st = self.commit.lock();
         st.commit(&self.sh, self.start, self.end, kind)

@@ -2,7 +2,7 @@
 //! stream to a real backlog file under each `Durability` and reports every offset `append`
 //! returned on stdout; the parent SIGKILLs it at random moments, or the child aborts itself
 //! after its Nth append or flush, or from a second thread at a random moment (mid-append,
-//! mid-commit, mid-recovery). After every death the parent reopens the file and checks:
+//! mid-commit, mid-recovery, mid-resize). After every death the parent reopens the file and checks:
 //! nothing acknowledged is lost, every held byte is the stream's, the run-ID chain lets the
 //! child's replicas continue and nobody beyond the end, and a second reopen of the same
 //! image gives the same state.
@@ -28,7 +28,8 @@ use durable_backlog::{Backlog, Durability, Options, RecoveryKind, RunId};
 
 const CAP: u64 = 64 * 1024;
 /// Every seventh child opens with this capacity and the next one with `CAP` again: both
-/// resize the file (a new file renamed over the old one) and may be killed doing it.
+/// resize the file (a new file renamed over the old one) and may be killed doing it. Children
+/// also switch between the two while open (`Backlog::resize`), now and then.
 const CAP_ALT: u64 = 48 * 1024;
 const TAG: u64 = 9;
 const MAX_CHUNK: u64 = 20_000;
@@ -100,6 +101,12 @@ fn child(spec: &str) {
             std::process::abort();
         }
         println!("A {end}");
+        if r % 41 == 5 {
+            // A resize while open (a new file renamed over this one), killed in it at times.
+            let other = if b.capacity() == CAP { CAP_ALT } else { CAP };
+            b.resize(other).unwrap();
+            println!("R {other}");
+        }
         if r.is_multiple_of(17) {
             let durable = b.flush().unwrap();
             flushes += 1;
@@ -118,6 +125,7 @@ struct Reports {
     opened_at: u64,
     acked: Option<u64>,
     flushed: u64,
+    resizes: u64,
     error: Option<String>,
 }
 
@@ -133,6 +141,7 @@ fn parse(lines: &[String]) -> Reports {
             }
             (Some("A"), Some(end), None, None) => r.acked = Some(end.parse().unwrap()),
             (Some("F"), Some(d), None, None) => r.flushed = d.parse().unwrap(),
+            (Some("R"), Some(_), None, None) => r.resizes += 1,
             (Some("E"), ..) => r.error = Some(l.clone()),
             _ => {} // a line cut by the kill
         }
@@ -281,6 +290,7 @@ fn parent() {
     let mut kinds = std::collections::BTreeMap::new();
     let mut done = 0u64;
     let mut acked_total = 0u64;
+    let mut resizes = 0u64;
     let t0 = Instant::now();
     for d in ["always", "everysec", "never"] {
         let path = dir.path().join(d);
@@ -302,6 +312,7 @@ fn parent() {
             let ctx = format!("{d} kill {k} ({death:?}, seed {r})");
             assert!(rep.error.is_none(), "{ctx}: child failed: {:?}", rep.error);
             done += 1;
+            resizes += rep.resizes;
             if !path.exists() {
                 // Killed while creating: the file is linked into place only once complete.
                 assert!(
@@ -318,7 +329,8 @@ fn parent() {
         }
     }
     eprintln!(
-        "kill9: {done} kills checked in {:.1?}, {acked_total} acknowledged bytes, recoveries: {kinds:?}",
+        "kill9: {done} kills checked in {:.1?}, {acked_total} acknowledged bytes, {resizes} \
+         resizes while open, recoveries: {kinds:?}",
         t0.elapsed()
     );
 }

@@ -167,6 +167,7 @@ fn run(ops: &[Op], durability: Durability, cap: u64) {
                     }
                     Err(ReadError::Overwritten { .. }) => assert!(o < m.first),
                     Err(ReadError::NotWritten { .. }) => assert!(o > m.end + 1),
+                    Err(ReadError::Moved) => panic!("the simulated backlog is never resized"),
                 }
             }
             Op::Psync(i, rel) => {

@@ -24,8 +24,13 @@ pub(crate) const L_DURABLE: usize = L_CHANGE + 8;
 /// Futex word of in-process tailers: bit 0 set while one may be asleep, wake-ups counted
 /// above it; the writer wakes nobody when nobody waits (see `seqlock::wake`).
 pub(crate) const L_WAITERS: usize = L_DURABLE + 8;
+/// Non-zero once a resize replaced this file: its writer went on in a new file at the same
+/// path, so this ring no longer grows. Set only on the replaced file (no longer linked at the
+/// path), after the directory sync that made the replacement durable; cleared by every open.
+/// Readers report it as `Moved`.
+pub(crate) const L_MOVED: usize = L_WAITERS + 8;
 /// Encoded length.
-pub(crate) const LIVE_LEN: usize = L_WAITERS + 8;
+pub(crate) const LIVE_LEN: usize = L_MOVED + 8;
 
 /// Magic value of an initialised live page ("DBLIVE01" little-endian).
 pub(crate) const LIVE_MAGIC: u64 = u64::from_le_bytes(*b"DBLIVE01");

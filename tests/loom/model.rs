@@ -120,6 +120,7 @@ fn read_once(m: &Model, offset: u64, len: usize) -> Option<(seqlock::Snapshot, V
         Err(
             TailError::Overwritten { .. }
             | TailError::HistoryChanged
+            | TailError::Moved
             | TailError::NotWritten { .. },
         ) => None,
     }

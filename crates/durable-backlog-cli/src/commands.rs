@@ -399,6 +399,7 @@ fn read_error(e: TailError) -> Fail {
         TailError::HistoryChanged => {
             "a writer reset, truncated or reopened the backlog during the read; run again".into()
         }
+        TailError::Moved => "a writer resized the backlog during the read; run again".into(),
         e @ TailError::NotWritten { .. } => e.to_string(),
     })
 }
