@@ -100,11 +100,13 @@ fn old_readers_and_cursors_report_moved_and_re_attach_at_the_same_offset() {
     let old = b.reader();
     let mut behind = old.cursor(10_001);
     let mut caught_up = old.cursor(30_001);
-    // A tailer asleep on the old file, waiting without a time limit, is woken by the resize.
+    // A tailer asleep on the old file is woken by the resize (well before its time limit).
     let sleeper = {
         let mut c = old.cursor(30_001);
         std::thread::spawn(move || {
-            assert!(c.wait(Duration::MAX));
+            let t0 = Instant::now();
+            assert!(c.wait(Duration::from_secs(10)), "not woken");
+            assert!(t0.elapsed() < Duration::from_secs(5), "woken late");
             let mut buf = [0u8; 16];
             c.read(&mut buf)
         })
