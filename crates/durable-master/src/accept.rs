@@ -1,5 +1,5 @@
-//! `maxclients`, sized against the process's open-files limit at start as Redis does (the
-//! event loop refuses clients past it).
+//! `maxclients`, sized against the process's open-files limit at start and by `CONFIG SET`
+//! as Redis does (the event loop refuses clients past it).
 
 use rlimit::Resource;
 
@@ -17,7 +17,18 @@ pub(crate) const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reach
 /// allows, else lowers `maxclients` to fit, with Redis's log lines
 /// (`adjustOpenFilesLimit`). Exits if the limit leaves no room for a single client.
 pub(crate) fn adjust_open_files_limit(mut cfg: Config) -> Config {
-    let wanted = cfg.maxclients.saturating_add(RESERVED_FDS);
+    match fit_open_files_limit(cfg.maxclients) {
+        Some(clients) => cfg.maxclients = clients,
+        None => std::process::exit(1),
+    }
+    cfg
+}
+
+/// Redis's `adjustOpenFilesLimit` for `maxclients` clients: raises the soft open-files limit
+/// to `maxclients` + [`RESERVED_FDS`] if the hard limit allows. Returns how many clients
+/// fit: `maxclients`, or fewer after Redis's log lines (`None`, logged, if not even one).
+pub(crate) fn fit_open_files_limit(maxclients: u64) -> Option<u64> {
+    let wanted = maxclients.saturating_add(RESERVED_FDS);
     let (soft, hard) = match rlimit::getrlimit(Resource::NOFILE) {
         Ok(l) => l,
         Err(e) => {
@@ -25,12 +36,11 @@ pub(crate) fn adjust_open_files_limit(mut cfg: Config) -> Config {
                 "Unable to obtain the current NOFILE limit ({e}), assuming 1024 and setting \
                  the max clients configuration accordingly."
             ));
-            cfg.maxclients = cfg.maxclients.min(1024 - RESERVED_FDS);
-            return cfg;
+            return Some(maxclients.min(1024 - RESERVED_FDS));
         }
     };
     if soft >= wanted {
-        return cfg;
+        return Some(maxclients);
     }
     let target = wanted.min(hard);
     let raised = rlimit::setrlimit(Resource::NOFILE, target, hard);
@@ -42,7 +52,7 @@ pub(crate) fn adjust_open_files_limit(mut cfg: Config) -> Config {
         log::notice(format_args!(
             "Increased maximum number of open files to {wanted} (it was originally set to {soft})."
         ));
-        return cfg;
+        return Some(maxclients);
     }
     let Some(clients) = clients_within(best) else {
         log::warning(format_args!(
@@ -50,11 +60,11 @@ pub(crate) fn adjust_open_files_limit(mut cfg: Config) -> Config {
              increase your open file limit to at least {}. Exiting.",
             RESERVED_FDS + 1
         ));
-        std::process::exit(1);
+        return None;
     };
     log::warning(format_args!(
-        "You requested maxclients of {} requiring at least {wanted} max file descriptors.",
-        cfg.maxclients
+        "You requested maxclients of {maxclients} requiring at least {wanted} max file \
+         descriptors."
     ));
     match raised {
         Ok(()) => log::warning(format_args!(
@@ -68,8 +78,29 @@ pub(crate) fn adjust_open_files_limit(mut cfg: Config) -> Config {
         "Current maximum open files is {best}. maxclients has been reduced to {clients} to \
          compensate for low ulimit. If you need higher maxclients increase 'ulimit -n'."
     ));
-    cfg.maxclients = clients;
-    cfg
+    Some(clients)
+}
+
+/// `CONFIG SET maxclients` (Redis's `updateMaxclients`): a larger value needs the open-files
+/// limit to fit it. `Err` carries Redis's reason, naming how many clients would fit.
+pub(crate) fn check_new_maxclients(new: u64, current: u64) -> Result<(), String> {
+    if new <= current {
+        return Ok(());
+    }
+    match fit_open_files_limit(new) {
+        Some(n) if n == new => Ok(()),
+        fits => {
+            log::warning(
+                "Failed applying new configuration. Possibly related to new maxclients \
+                 setting. Restoring previous settings.",
+            );
+            Err(format!(
+                "The operating system is not able to handle the specified number of clients, \
+                 try with {}",
+                fits.unwrap_or(current)
+            ))
+        }
+    }
 }
 
 /// How many clients an open-files limit of `fds` leaves room for, if any.

@@ -3,14 +3,17 @@
 //! 7.0.15).
 //!
 //! `CONFIG SET` changes the settings of [`crate::settings`] (`requirepass`, `masterauth`,
-//! `replica-priority`, `min-replicas-to-write`, `min-replicas-max-lag`, `timeout`) with
+//! `replica-priority`, `min-replicas-to-write`, `min-replicas-max-lag`, `timeout`,
+//! `appendfsync`, `maxclients`) and the backlog's capacity (`repl-backlog-size`) with
 //! Redis's checks in Redis's order: every name is looked up first (an unknown name, then an
 //! immutable one, then a repeated one fails the whole command), then every value is parsed
-//! (Redis's integer rules and bounds), and only then is anything changed, so a command
-//! either sets every pair or none. The other settings are fixed at start and refused as
-//! Redis refuses an immutable setting.
+//! (Redis's integer and memory rules and bounds; a larger `maxclients` must fit the
+//! open-files limit), and only then is anything changed, so a command either sets every pair
+//! or none — except that a resize of the backlog, done first, can still fail on the disk
+//! (then nothing else is set). `port`, `bind`, `dir` and `replicaof` are refused as Redis
+//! refuses an immutable setting.
 
-use durable_backlog::Durability;
+use durable_backlog::{Durability, MAX_CAPACITY, MIN_CAPACITY};
 use durable_resp::{self as resp, parse_i64};
 
 use crate::commands::glob_match;
@@ -35,6 +38,11 @@ enum Setter {
     Text(fn(&Settings, Option<Vec<u8>>)),
     /// `appendfsync`: `always`, `everysec` or `no`, any case.
     Durability,
+    /// `repl-backlog-size`: a memory value (see [`memtoull`]).
+    BacklogSize,
+    /// `maxclients`: 1 ..= 4294967295 (Redis's `createUIntConfig`), within the open-files
+    /// limit.
+    MaxClients,
 }
 
 /// A value parsed by [`Setter`], applied once every pair parsed.
@@ -42,6 +50,57 @@ enum Parsed {
     Int(fn(&Settings, u64), u64),
     Text(fn(&Settings, Option<Vec<u8>>), Vec<u8>),
     Durability(Durability),
+    BacklogSize(Vec<u8>, u64),
+    MaxClients(u64),
+}
+
+/// Redis 7.0's `memtoull`, as `CONFIG SET` reads a memory value: decimal digits (fewer than
+/// 128) and an optional unit, case-insensitive: `b` (1), `k` (1000), `kb` (1024), `m`, `mb`,
+/// `g`, `gb`. No digits read as 0, a number past 2^64 - 1 as 2^64 - 1, and the product wraps,
+/// as in C. `None` where Redis answers "argument must be a memory value" (a sign, another
+/// unit, spaces).
+fn memtoull(v: &[u8]) -> Option<u64> {
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits >= 128 {
+        return None;
+    }
+    let (num, unit) = v.split_at(digits);
+    let mul: u64 = match unit.to_ascii_lowercase().as_slice() {
+        b"" | b"b" => 1,
+        b"k" => 1000,
+        b"kb" => 1024,
+        b"m" => 1000 * 1000,
+        b"mb" => 1024 * 1024,
+        b"g" => 1000 * 1000 * 1000,
+        b"gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    let n = num.iter().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    });
+    Some(n.wrapping_mul(mul))
+}
+
+/// `CONFIG SET repl-backlog-size`'s value: Redis's bounds (1 ..= 2^63 - 1, its text), then
+/// this server's largest capacity (the same text with [`MAX_CAPACITY`]); below
+/// [`MIN_CAPACITY`] it is raised to it, as Redis raises it to its 16 KiB minimum.
+fn backlog_size(v: &[u8]) -> Result<u64, String> {
+    let size = memtoull(v).ok_or("argument must be a memory value")?;
+    for max in [i64::MAX as u64, MAX_CAPACITY] {
+        if size == 0 || size > max {
+            return Err(format!("argument must be between 1 and {max} inclusive"));
+        }
+    }
+    Ok(size.max(MIN_CAPACITY))
+}
+
+/// Applies `CONFIG SET repl-backlog-size` (the backlog keeps its size if it fails).
+fn set_backlog_size(server: &Server, size: u64) -> Result<(), String> {
+    server.resize_backlog(size).inspect_err(|e| {
+        crate::log::warning(format_args!(
+            "CONFIG SET repl-backlog-size {size} failed: {e}"
+        ));
+    })
 }
 
 /// Applies `CONFIG SET appendfsync`: the backlog's policy under the store lock, then the
@@ -95,14 +154,14 @@ const PARAMS: &[Param] = &[
     Param {
         name: "maxclients",
         alias: None,
-        value: |s| s.cfg.maxclients.to_string(),
-        set: None,
+        value: |s| s.live.maxclients().to_string(),
+        set: Some(Setter::MaxClients),
     },
     Param {
         name: "repl-backlog-size",
         alias: None,
-        value: |s| s.cfg.backlog_size.to_string(),
-        set: None,
+        value: |s| s.reader().capacity().to_string(),
+        set: Some(Setter::BacklogSize),
     },
     Param {
         name: "appendfsync",
@@ -295,7 +354,35 @@ fn set(server: &Server, pairs: &[Vec<u8>]) -> Vec<u8> {
                     );
                 }
             },
+            Some(Setter::BacklogSize) => match backlog_size(value) {
+                Ok(size) => parsed.push(Parsed::BacklogSize(name.clone(), size)),
+                Err(why) => return failed(name, &why),
+            },
+            Some(Setter::MaxClients) => match parse_i64(value) {
+                None => return failed(name, "argument couldn't be parsed into an integer"),
+                Some(v) => match u64::try_from(v) {
+                    Ok(v) if (1..=u64::from(u32::MAX)).contains(&v) => {
+                        if let Err(why) =
+                            crate::accept::check_new_maxclients(v, server.live.maxclients())
+                        {
+                            return failed(name, &why);
+                        }
+                        parsed.push(Parsed::MaxClients(v));
+                    }
+                    _ => {
+                        return failed(name, "argument must be between 1 and 4294967295 inclusive");
+                    }
+                },
+            },
             None => {}
+        }
+    }
+    // The one change that can fail (on the disk) goes first: if it does, nothing is set.
+    for p in &parsed {
+        if let Parsed::BacklogSize(name, size) = p
+            && let Err(why) = set_backlog_size(server, *size)
+        {
+            return failed(name, &why);
         }
     }
     for p in parsed {
@@ -303,6 +390,8 @@ fn set(server: &Server, pairs: &[Vec<u8>]) -> Vec<u8> {
             Parsed::Int(apply, v) => apply(&server.live, v),
             Parsed::Text(apply, v) => apply(&server.live, Some(v)),
             Parsed::Durability(d) => set_durability(server, d),
+            Parsed::MaxClients(v) => server.live.set_maxclients(v),
+            Parsed::BacklogSize(..) => {}
         }
     }
     resp::simple_string(b"OK")

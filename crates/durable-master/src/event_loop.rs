@@ -313,7 +313,7 @@ impl Loop {
                 }
             };
             let server = &self.server;
-            if server.clients.load(Ordering::SeqCst) >= server.cfg.maxclients {
+            if server.clients.load(Ordering::SeqCst) >= server.live.maxclients() {
                 refuse(stream);
                 server.rejected_connections.fetch_add(1, Ordering::Relaxed);
                 continue;

@@ -15,7 +15,7 @@ pub(crate) fn role(server: &Server) -> Vec<u8> {
     if let Some(reply) = crate::upstream::role(server) {
         return reply;
     }
-    let offset = server.reader.offset();
+    let offset = server.reader().offset();
     let replicas: Vec<Vec<u8>> = lock(&server.replicas)
         .iter()
         .filter(|r| r.online.load(Ordering::SeqCst))

@@ -323,9 +323,10 @@ impl<W: Write> Write for Exact<W> {
 /// Streams the backlog to the replica from offset `from` until the link ends, through the
 /// library's tailing cursor: bytes are copied and validated before they reach the socket, the
 /// sender sleeps on the backlog's futex while caught up, and a lapped cursor (or a history
-/// change under it) ends the link so the replica comes back for a full resync.
+/// change under it) ends the link so the replica comes back for a full resync. A resize of the
+/// backlog moves the cursor to the new file at the same offset: the replica notices nothing.
 fn stream_to(server: &Server, stream: &mut TcpStream, from: u64, info: &ReplicaInfo, name: &str) {
-    let mut cursor = server.reader.cursor(from);
+    let mut cursor = server.reader().cursor(from);
     let timeout_ms = server.cfg.repl_timeout.saturating_mul(1000);
     while !info.closed.load(Ordering::SeqCst) {
         let silent_ms = server
@@ -342,6 +343,16 @@ fn stream_to(server: &Server, stream: &mut TcpStream, from: u64, info: &ReplicaI
                 cursor.wait(Duration::from_secs(1));
             }
             Ok(_) => {}
+            Err(WriteToError::Tail(TailError::Moved)) => {
+                // The resize holds the store lock until the server's reader is the new
+                // file's: taking the lock waits for it.
+                let reader = server.store().get().backlog.reader();
+                log::notice(format_args!(
+                    "The backlog was resized: streaming to replica {name} goes on from offset {}",
+                    cursor.position()
+                ));
+                cursor = reader.cursor(cursor.position());
+            }
             Err(WriteToError::Tail(TailError::Overwritten { first, .. })) => {
                 log::warning(format_args!(
                     "Replica {name} lagged beyond the backlog: its next byte {} was \

@@ -65,8 +65,9 @@ pub(crate) struct Server {
     pub(crate) live: Settings,
     /// The one writer lock. `None` only while the server shuts down (it then never unlocks).
     store: Mutex<Option<Store>>,
-    /// A reader of the backlog for replica senders.
-    pub(crate) reader: Reader,
+    /// A reader of the backlog for replica senders and the event loop (see
+    /// [`Server::reader`]); replaced, under the store lock, when the backlog is resized.
+    reader: Mutex<Reader>,
     /// Wakes the event loop (set once it runs).
     waker: OnceLock<mio::Waker>,
     /// Clients blocked in `WAIT`: while any is, an ACK wakes the event loop.
@@ -105,7 +106,7 @@ impl Server {
             live: Settings::new(&cfg),
             cfg,
             store: Mutex::new(Some(store)),
-            reader,
+            reader: Mutex::new(reader),
             waker: OnceLock::new(),
             waiting: AtomicUsize::new(0),
             flush_lock: Mutex::new(()),
@@ -139,6 +140,26 @@ impl Server {
         }
     }
 
+    /// A reader of the backlog. After a resize, one taken before reports
+    /// `TailError::Moved`; a sender then takes a new one under the store lock, which the
+    /// resize holds until this one is replaced ([`Server::resize_backlog`]).
+    pub(crate) fn reader(&self) -> Reader {
+        lock(&self.reader).clone()
+    }
+
+    /// `CONFIG SET repl-backlog-size`: resizes the backlog under the store lock and
+    /// replaces the shared reader before the lock is released.
+    ///
+    /// # Errors
+    /// As [`Store::resize_backlog`].
+    pub(crate) fn resize_backlog(&self, capacity: u64) -> Result<(), String> {
+        let mut g = self.store();
+        let store = g.get();
+        let result = store.resize_backlog(capacity);
+        *lock(&self.reader) = store.backlog.reader();
+        result
+    }
+
     /// Under `--durability always`, returns once the backlog is committed up to `offset`.
     ///
     /// Group commit: appends run without a sync (the backlog is opened with
@@ -148,9 +169,9 @@ impl Server {
         if self.live.durability() != Durability::Always {
             return;
         }
-        while self.reader.durable_offset() < offset {
+        while self.reader().durable_offset() < offset {
             let _leader = lock(&self.flush_lock);
-            if self.reader.durable_offset() >= offset {
+            if self.reader().durable_offset() >= offset {
                 return;
             }
             self.store().get().flush();

@@ -7,8 +7,12 @@
 //! `appendfsync` (the durability) changes the backlog's policy under the store lock
 //! (`config_cmd.rs`) and is mirrored here for the event loop's commit.
 //!
-//! The other settings (port, bind, dir, the backlog's size, maxclients) are fixed at start:
-//! the backlog is opened with its capacity, and the listener is bound once.
+//! `maxclients` is read by the event loop at every accept; a larger value first raises the
+//! open-files limit (`accept.rs`). The backlog's size is the backlog's own capacity, changed
+//! under the store lock (`Server::resize_backlog`).
+//!
+//! The other settings (port, bind, dir) are fixed at start: the listener is bound once and the
+//! data directory opened once.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -32,6 +36,8 @@ pub(crate) struct Settings {
     timeout: AtomicU64,
     /// `appendfsync`, as [`durability_code`].
     durability: AtomicU8,
+    /// `maxclients`, checked at every accept.
+    maxclients: AtomicU64,
 }
 
 fn durability_code(d: Durability) -> u8 {
@@ -53,10 +59,20 @@ impl Settings {
             min_replicas_max_lag: AtomicU64::new(cfg.min_replicas_max_lag),
             timeout: AtomicU64::new(cfg.timeout),
             durability: AtomicU8::new(durability_code(cfg.durability)),
+            maxclients: AtomicU64::new(cfg.maxclients),
         }
     }
 
     /// The durability in force (`appendfsync`).
+    /// Most clients (replicas included) connected at once.
+    pub(crate) fn maxclients(&self) -> u64 {
+        self.maxclients.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_maxclients(&self, v: u64) {
+        self.maxclients.store(v, Ordering::Relaxed);
+    }
+
     pub(crate) fn durability(&self) -> Durability {
         match self.durability.load(Ordering::SeqCst) {
             0 => Durability::Always,

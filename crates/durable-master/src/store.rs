@@ -8,7 +8,9 @@
 //! - the ring never overwrites a byte after the last finished snapshot's offset: once
 //!   `offset - S` passes half the capacity a background snapshot starts (after the backlog is
 //!   flushed, so the backlog on disk reaches the snapshot's offset), and an append that would
-//!   overwrite uncovered bytes first waits for it (or writes one itself).
+//!   overwrite uncovered bytes first waits for it (or writes one itself). A smaller capacity
+//!   set at run time ([`Store::resize_backlog`]) or at start likewise finishes a snapshot
+//!   first when the smaller ring could not hold every byte after the last one.
 //!
 //! The event loop never writes a snapshot itself: a client write that lacks ring room waits
 //! (the connection parked, everyone else served) for a background snapshot, and a write whose
@@ -596,6 +598,44 @@ impl Store {
             self.flush();
         }
         self.commits_elsewhere = d != Durability::Never;
+    }
+
+    /// Changes the backlog's capacity while running (`CONFIG SET repl-backlog-size`), keeping
+    /// the invariant: a smaller ring must still hold every byte after the last finished
+    /// snapshot, so when `offset - snapshot_offset` exceeds the new capacity a snapshot is
+    /// finished first (the running one, else one written now). Replica senders re-attach to
+    /// the new file at their offsets (`replica.rs`).
+    ///
+    /// # Errors
+    /// A message if the snapshot a shrink needs or the resize fails; the backlog is then
+    /// unchanged (or poisoned, and the next append exits, as after any failed commit).
+    pub(crate) fn resize_backlog(&mut self, capacity: u64) -> Result<(), String> {
+        let old = self.backlog.capacity();
+        if capacity == old {
+            return Ok(());
+        }
+        self.reap_snapshot(false);
+        let uncovered = |s: &Store| s.backlog.offset() - s.snapshot_offset > capacity;
+        if uncovered(self) && self.running.is_some() {
+            self.reap_snapshot(true);
+        }
+        if uncovered(self) {
+            self.flush();
+            let at = self.backlog.offset();
+            self.save_now(at)
+                .map_err(|e| format!("writing the snapshot a smaller backlog needs: {e}"))?;
+        }
+        let started = Instant::now();
+        self.backlog
+            .resize(capacity)
+            .map_err(|e| format!("resizing the backlog: {e}"))?;
+        log::notice(format_args!(
+            "Backlog resized from {old} to {capacity} bytes in {} ms: offsets {}..={} held",
+            started.elapsed().as_millis(),
+            self.backlog.first_offset(),
+            self.backlog.offset()
+        ));
+        Ok(())
     }
 
     /// Whether write commands are refused because the last snapshot failed.

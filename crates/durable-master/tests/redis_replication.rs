@@ -490,3 +490,96 @@ fn master_pings_replicas_through_the_stream() {
     wait_in_sync(&master, &replica);
     assert_same(&master, &replica, &model);
 }
+
+/// Scenario 10: `CONFIG SET repl-backlog-size` grows and shrinks the backlog under write load
+/// while a replica streams: its sender moves to the new file at its offset, so the replica
+/// sees one unbroken stream (no resync of any kind), and `CONFIG GET`, `INFO replication` and
+/// `ROLE` follow the new backlog.
+#[test]
+fn s10_backlog_resized_under_write_load_keeps_the_replica_streaming() {
+    let Some((_dir, master, replica, mut model)) = master_with_replica("1mb", 1000) else {
+        return;
+    };
+    wait_in_sync(&master, &replica);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (port, stop) = (master.port, std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (mut c, mut model) = (Client::open(port), Model::new());
+            let mut round = 0;
+            while round < 10 || !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                set_many(&mut c, &mut model, 0, keys(&format!("w{round}"), 0..200));
+                round += 1;
+            }
+            model
+        })
+    };
+    let mut admin = master.client();
+    for (size, bytes) in [
+        ("4mb", 4u64 << 20),
+        ("256kb", 256 << 10),
+        ("2mb", 2 << 20),
+        ("300000", 300_000),
+        ("1mb", 1 << 20),
+    ] {
+        std::thread::sleep(Duration::from_millis(100));
+        admin.ok(&["CONFIG", "SET", "repl-backlog-size", size]);
+        let got = admin.call(&["CONFIG", "GET", "repl-backlog-size"]);
+        let want = Reply::Array(vec![
+            Reply::Bulk(Some(b"repl-backlog-size".to_vec())),
+            Reply::Bulk(Some(bytes.to_string().into_bytes())),
+        ]);
+        assert_eq!(got, want, "{size}");
+        let info = admin.info("replication");
+        assert_eq!(field(&info, "repl_backlog_size"), bytes, "{info}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    model.extend(writer.join().expect("writer"));
+    wait_in_sync(&master, &replica);
+    assert_same(&master, &replica, &model);
+    let Reply::Array(role) = admin.call(&["ROLE"]) else {
+        panic!("ROLE")
+    };
+    let offset = i64::try_from(master.offset()).expect("offset");
+    assert_eq!(role.get(1), Some(&Reply::Integer(offset)), "{role:?}");
+    assert_eq!(
+        count(&master.log(), "goes on from offset"),
+        5,
+        "{}",
+        master.log()
+    );
+    assert_eq!(master.stat("sync_full"), 1, "{}", master.log());
+    assert_eq!(master.stat("sync_partial_ok"), 0, "{}", master.log());
+    assert_eq!(count(&replica.log(), FULL), 1, "{}", replica.log());
+    assert_eq!(count(&replica.log(), PARTIAL), 0, "{}", replica.log());
+}
+
+/// Scenario 11: a shrink below the bytes written since the last snapshot writes a snapshot
+/// first (the smaller ring could not hold them for a replay): `kill -9` right after it
+/// restarts with every acknowledged key, and the replica continues partially.
+#[test]
+fn s11_kill9_right_after_a_shrink_loses_nothing_and_the_replica_continues_partially() {
+    let Some((_dir, mut master, replica, mut model)) = master_with_replica("8mb", 3000) else {
+        return;
+    };
+    wait_in_sync(&master, &replica);
+    let snapshot_offset =
+        |m: &DurableMaster| field(&m.client().info("persistence"), "snapshot_repl_offset");
+    assert!(
+        master.offset() - snapshot_offset(&master) > 64 * 1024,
+        "the shrink must need a snapshot"
+    );
+    master
+        .client()
+        .ok(&["CONFIG", "SET", "repl-backlog-size", "64kb"]);
+    assert_eq!(snapshot_offset(&master), master.offset());
+    master.restart(&["--backlog-size", "64kb"]);
+    common::assert_same_dataset(
+        "master after kill -9",
+        &common::dump(&mut master.client()),
+        &model,
+    );
+    set_many(&mut master.client(), &mut model, 0, keys("b", 0..300));
+    wait_in_sync(&master, &replica);
+    assert_continued_partially(&master, &replica, &model);
+}

@@ -851,3 +851,59 @@ fn a_replica_that_outruns_its_snapshot_keeps_serving_its_clients() {
         &common::dump(&mut master.client()),
     );
 }
+
+/// Stock master → durable replica → stock sub-replica, under write load, while the durable
+/// node's backlog is resized (`CONFIG SET repl-backlog-size`, larger then smaller): the durable
+/// node goes on appending its master's stream at the master's offsets, its sender moves to
+/// the new file without the sub-replica noticing, and nobody resyncs. Guards against a resize
+/// that moves the replica's offsets or drops its sub-replica's link.
+#[test]
+fn a_durable_replicas_backlog_resized_under_load_keeps_every_link_streaming() {
+    let Some(bin) = redis_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let master = stock_master(&bin, dir.path());
+    let middle = durable_replica(&dir.path().join("d"), master.port, &[]);
+    let sub = stock_replica(&bin, dir.path(), "sub", middle.port);
+    let logs = log_reader(
+        dir.path(),
+        &["d/master.log", "sub/redis.log", "master/redis.log"],
+    );
+    write_mix(&mut master.client(), "r", 20);
+    wait_in_sync(master.port, middle.port, &logs);
+    wait_in_sync(middle.port, sub.port, &logs);
+
+    let writer = Writer::start(master.port);
+    let mut admin = middle.client();
+    for (size, bytes) in [("4mb", 4 << 20), ("256kb", 256 << 10), ("2mb", 2 << 20)] {
+        writer.wait_batches(10);
+        admin.ok(&["CONFIG", "SET", "repl-backlog-size", size]);
+        let info = admin.info("replication");
+        assert_eq!(field(&info, "repl_backlog_size"), bytes, "{info}");
+    }
+    writer.wait_batches(10);
+    writer.stop();
+    wait_in_sync(master.port, middle.port, &logs);
+    wait_in_sync(middle.port, sub.port, &logs);
+    // The durable node's ROLE reports its master's offset too.
+    let role = admin.call(&["ROLE"]);
+    let Reply::Array(parts) = role else {
+        panic!("{role:?}")
+    };
+    assert_eq!(
+        parts.get(4),
+        Some(&Reply::Integer(
+            i64::try_from(offset(master.port)).expect("offset")
+        )),
+        "{parts:?}"
+    );
+    assert_eq!(count(&middle.log(), "goes on from offset"), 3, "{}", logs());
+    let (master_stats, middle_stats) = (master.client().info("stats"), admin.info("stats"));
+    assert_eq!(field(&master_stats, "sync_full"), 1, "{}", logs());
+    assert_eq!(field(&master_stats, "sync_partial_ok"), 0, "{}", logs());
+    assert_eq!(field(&middle_stats, "sync_full"), 1, "{}", logs());
+    assert_eq!(field(&middle_stats, "sync_partial_ok"), 0, "{}", logs());
+    assert_eq!(count(&sub.log(), FULL), 1, "{}", logs());
+    let want = common::dump(&mut master.client());
+    common::assert_same_dataset("middle", &common::dump(&mut admin), &want);
+    common::assert_same_dataset("sub-replica", &common::dump(&mut sub.client()), &want);
+}

@@ -557,7 +557,7 @@ fn config_set_min_replicas_and_timeout_take_effect() {
 }
 
 /// The settings fixed at start (Redis can change some of them at run time; this server
-/// cannot: the listener is bound once, the backlog opened with its size)
+/// cannot: the listener is bound once, the data directory opened once)
 /// are refused as immutable, and a refused `CONFIG SET` changes nothing.
 #[test]
 fn config_set_refuses_the_settings_fixed_at_start_and_changes_nothing() {
@@ -570,15 +570,7 @@ fn config_set_refuses_the_settings_fixed_at_start_and_changes_nothing() {
              immutable config\r\n"
         )
     };
-    for name in [
-        "port",
-        "bind",
-        "dir",
-        "maxclients",
-        "repl-backlog-size",
-        "replicaof",
-        "slaveof",
-    ] {
+    for name in ["port", "bind", "dir", "replicaof", "slaveof"] {
         let want = immutable(name);
         check(
             &mut c,
@@ -1047,4 +1039,133 @@ fn config_set_appendfsync_answers_as_redis_and_changes_the_durability() {
     }
     let info = c.info("persistence");
     assert_eq!(common::info_field(&info, "durability"), "always");
+}
+
+/// The open-files hard limit of this process (which the servers it starts inherit), if finite.
+fn open_files_hard_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// `CONFIG SET repl-backlog-size` and `CONFIG SET maxclients` answer as Redis 7.0 does, byte
+/// for byte: memory values with their units, a size below the 16 KiB minimum raised to it,
+/// Redis's texts for a malformed, negative, zero or out-of-range value, `maxclients` bounded
+/// by the open-files limit (with the number that fits), all-or-nothing with another pair;
+/// `CONFIG GET` follows; a lower `maxclients` refuses the next connection at once.
+#[test]
+#[allow(clippy::too_many_lines)] // one table of cases
+fn config_set_backlog_size_and_maxclients_answer_as_redis() {
+    let failed = |name: &str, why: &str| {
+        format!("-ERR CONFIG SET failed (possibly related to argument '{name}') - {why}\r\n")
+    };
+    let size = |bytes: &str| {
+        format!(
+            "*2\r\n$17\r\nrepl-backlog-size\r\n${}\r\n{bytes}\r\n",
+            bytes.len()
+        )
+    };
+    let clients = |n: &str| format!("*2\r\n$10\r\nmaxclients\r\n${}\r\n{n}\r\n", n.len());
+    let memory = failed("repl-backlog-size", "argument must be a memory value");
+    let range = failed(
+        "repl-backlog-size",
+        "argument must be between 1 and 9223372036854775807 inclusive",
+    );
+    let (m_parse, m_range) = (
+        failed("maxclients", "argument couldn't be parsed into an integer"),
+        failed(
+            "maxclients",
+            "argument must be between 1 and 4294967295 inclusive",
+        ),
+    );
+    let cases: Vec<(String, String)> = [
+        ("CONFIG SET repl-backlog-size abc", memory.as_str()),
+        ("CONFIG SET repl-backlog-size -1", &memory),
+        ("CONFIG SET repl-backlog-size -1mb", &memory),
+        ("CONFIG SET repl-backlog-size 1.5mb", &memory),
+        ("CONFIG SET repl-backlog-size 1tb", &memory),
+        ("CONFIG SET repl-backlog-size 0x10", &memory),
+        ("CONFIG SET repl-backlog-size 0", &range),
+        ("CONFIG SET repl-backlog-size ", &range),
+        ("CONFIG SET repl-backlog-size mb", &range),
+        ("CONFIG SET repl-backlog-size 99999999999999999999", &range),
+        (
+            "CONFIG SET repl-backlog-size 18446744073709551615kb",
+            &range,
+        ),
+        ("CONFIG GET repl-backlog-size", &size("1048576")),
+        ("CONFIG SET repl-backlog-size 100", "+OK\r\n"),
+        ("CONFIG GET repl-backlog-size", &size("16384")),
+        ("CONFIG SET repl-backlog-size 2MB", "+OK\r\n"),
+        ("CONFIG GET repl-backlog-size", &size("2097152")),
+        ("CONFIG SET repl-backlog-size 3m", "+OK\r\n"),
+        ("CONFIG GET repl-backlog-size", &size("3000000")),
+        ("CONFIG SET repl-backlog-size 00016kb", "+OK\r\n"),
+        ("CONFIG GET repl-backlog-size", &size("16384")),
+        (
+            "CONFIG SET repl-backlog-size 1mb REPL-BACKLOG-SIZE 2mb",
+            &failed("REPL-BACKLOG-SIZE", "duplicate parameter"),
+        ),
+        ("CONFIG SET repl-backlog-size 1mb maxclients 0", &m_range),
+        ("CONFIG GET repl-backlog-size", &size("16384")),
+        ("CONFIG SET maxclients abc", &m_parse),
+        ("CONFIG SET maxclients 1.5", &m_parse),
+        ("CONFIG SET maxclients -1", &m_range),
+        ("CONFIG SET maxclients 0", &m_range),
+        ("CONFIG SET maxclients 4294967296", &m_range),
+        ("CONFIG SET maxclients 100 repl-backlog-size 1mb", "+OK\r\n"),
+        ("CONFIG GET maxclients", &clients("100")),
+        ("CONFIG GET repl-backlog-size", &size("1048576")),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    let too_many = open_files_hard_limit()
+        .filter(|&h| h < u64::from(u32::MAX) - 64)
+        .map(|hard| {
+            (
+                format!("CONFIG SET maxclients {}", hard + 1),
+                failed(
+                    "maxclients",
+                    &format!(
+                        "The operating system is not able to handle the specified number of \
+                         clients, try with {}",
+                        hard - 32
+                    ),
+                ),
+            )
+        });
+    on_both(|port, server| {
+        let mut c = Client::open(port);
+        for (line, want) in cases.iter().chain(&too_many) {
+            let got = c.call_raw(&argv(line));
+            assert_eq!(String::from_utf8_lossy(&got), *want, "{server}: {line}");
+        }
+        check(
+            &mut c,
+            server,
+            &[("CONFIG GET maxclients", &clients("100"))],
+        );
+        // One client connected (this one): with maxclients 1 the next is refused at once.
+        check(&mut c, server, &[("CONFIG SET maxclients 1", "+OK\r\n")]);
+        let mut refused = common::connect(port);
+        refused
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = Vec::new();
+        let _ = refused.read_to_end(&mut buf);
+        assert_eq!(
+            String::from_utf8_lossy(&buf),
+            "-ERR max number of clients reached\r\n",
+            "{server}"
+        );
+        check(
+            &mut c,
+            server,
+            &[("CONFIG SET maxclients 10000", "+OK\r\n")],
+        );
+        check(&mut c, server, &[("PING", "+PONG\r\n")]);
+        let mut admitted = Client::open(port);
+        assert_eq!(admitted.call_raw(&argv("PING")), b"+PONG\r\n", "{server}");
+    });
 }
