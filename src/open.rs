@@ -232,8 +232,9 @@ impl Backlog {
     /// The bytes are copied into a new, fully allocated file created beside the old one
     /// under a temporary name, which is committed (one sync) and then renamed over the old
     /// file, and the directory synced: the same steps as an [`open`](Backlog::open) with
-    /// another capacity. Time and disk space are those of a new file of the larger of the
-    /// two sizes plus the bytes copied; appends wait meanwhile (this takes `&mut self`).
+    /// another capacity (docs/FORMAT.md, "Resizing"). It takes the allocation of the new
+    /// file, a copy of the bytes kept and three syncs; appends wait meanwhile (this takes
+    /// `&mut self`). Both files take disk space until the old one is released.
     ///
     /// **Crash safety.** Everything appended is committed to the old file first, so a crash
     /// at any point leaves at the path either the old file or the new one, each a complete,

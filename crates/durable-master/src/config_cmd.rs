@@ -279,6 +279,46 @@ fn names(p: &Param) -> impl Iterator<Item = &'static str> {
     std::iter::once(p.name).chain(p.alias)
 }
 
+/// Parses one `CONFIG SET` value with Redis's rules for its setting (a larger `maxclients`
+/// must also fit the open-files limit); `Err` is the reason after Redis's
+/// `CONFIG SET failed (possibly related to argument ...) - `.
+fn parse_value(
+    server: &Server,
+    name: &[u8],
+    p: &Param,
+    value: &[u8],
+) -> Result<Option<Parsed>, std::borrow::Cow<'static, str>> {
+    const NOT_AN_INTEGER: &str = "argument couldn't be parsed into an integer";
+    Ok(Some(match p.set {
+        Some(Setter::Int(apply)) => match parse_i64(value).map(u64::try_from) {
+            None => return Err(NOT_AN_INTEGER.into()),
+            Some(Ok(v)) if i32::try_from(v).is_ok() => Parsed::Int(apply, v),
+            Some(_) => return Err("argument must be between 0 and 2147483647 inclusive".into()),
+        },
+        Some(Setter::Text(apply)) => Parsed::Text(apply, value.to_vec()),
+        Some(Setter::Durability) => match value.to_ascii_lowercase().as_slice() {
+            b"always" => Parsed::Durability(Durability::Always),
+            b"everysec" => Parsed::Durability(Durability::EverySec),
+            b"no" => Parsed::Durability(Durability::Never),
+            _ => {
+                return Err(
+                    "argument(s) must be one of the following: everysec, always, no".into(),
+                );
+            }
+        },
+        Some(Setter::BacklogSize) => Parsed::BacklogSize(name.to_vec(), backlog_size(value)?),
+        Some(Setter::MaxClients) => match parse_i64(value).map(u64::try_from) {
+            None => return Err(NOT_AN_INTEGER.into()),
+            Some(Ok(v)) if (1..=u64::from(u32::MAX)).contains(&v) => {
+                crate::accept::check_new_maxclients(v, server.live.maxclients())?;
+                Parsed::MaxClients(v)
+            }
+            Some(_) => return Err("argument must be between 1 and 4294967295 inclusive".into()),
+        },
+        None => return Ok(None),
+    }))
+}
+
 /// `CONFIG SET name value ...`: Redis 7.0's `configSetCommand`. Every name is looked up
 /// first: the first unknown name fails the command, else the first immutable one, else the
 /// first repeated one; then every value is parsed; only when all parse is anything set.
@@ -332,49 +372,10 @@ fn set(server: &Server, pairs: &[Vec<u8>]) -> Vec<u8> {
     }
     let mut parsed = Vec::with_capacity(found.len());
     for (name, p, value) in found {
-        match p.set {
-            Some(Setter::Int(apply)) => match parse_i64(value) {
-                None => return failed(name, "argument couldn't be parsed into an integer"),
-                Some(v) => match u64::try_from(v) {
-                    Ok(v) if i32::try_from(v).is_ok() => parsed.push(Parsed::Int(apply, v)),
-                    _ => {
-                        return failed(name, "argument must be between 0 and 2147483647 inclusive");
-                    }
-                },
-            },
-            Some(Setter::Text(apply)) => parsed.push(Parsed::Text(apply, value.clone())),
-            Some(Setter::Durability) => match value.to_ascii_lowercase().as_slice() {
-                b"always" => parsed.push(Parsed::Durability(Durability::Always)),
-                b"everysec" => parsed.push(Parsed::Durability(Durability::EverySec)),
-                b"no" => parsed.push(Parsed::Durability(Durability::Never)),
-                _ => {
-                    return failed(
-                        name,
-                        "argument(s) must be one of the following: everysec, always, no",
-                    );
-                }
-            },
-            Some(Setter::BacklogSize) => match backlog_size(value) {
-                Ok(size) => parsed.push(Parsed::BacklogSize(name.clone(), size)),
-                Err(why) => return failed(name, &why),
-            },
-            Some(Setter::MaxClients) => match parse_i64(value) {
-                None => return failed(name, "argument couldn't be parsed into an integer"),
-                Some(v) => match u64::try_from(v) {
-                    Ok(v) if (1..=u64::from(u32::MAX)).contains(&v) => {
-                        if let Err(why) =
-                            crate::accept::check_new_maxclients(v, server.live.maxclients())
-                        {
-                            return failed(name, &why);
-                        }
-                        parsed.push(Parsed::MaxClients(v));
-                    }
-                    _ => {
-                        return failed(name, "argument must be between 1 and 4294967295 inclusive");
-                    }
-                },
-            },
-            None => {}
+        match parse_value(server, name, p, value) {
+            Ok(Some(v)) => parsed.push(v),
+            Ok(None) => {}
+            Err(why) => return failed(name, why.as_ref()),
         }
     }
     // The one change that can fail (on the disk) goes first: if it does, nothing is set.
