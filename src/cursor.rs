@@ -35,9 +35,10 @@ const POLL_MAX: Duration = Duration::from_millis(1);
 ///   truncated (or a reopened backlog cut it in recovery): offsets now name other bytes, so
 ///   that replica needs a full resync too.
 /// - `Err(`[`TailError::NotWritten`]`)`: the cursor was made past the end of the stream.
-/// - `Err(`[`TailError::Moved`]`)`: the backlog was resized ([`Backlog::resize`](crate::Backlog::resize)): the same
-///   history goes on in a new file. No resync needed: make a cursor at the same
-///   [`position`](Cursor::position) on the resized backlog's reader.
+/// - `Err(`[`TailError::Moved`]`)`: the backlog was resized
+///   ([`Backlog::resize`](crate::Backlog::resize)): the same history goes on in a new file.
+///   No resync needed: make a cursor at the same [`position`](Cursor::position) on the
+///   resized backlog's reader.
 ///
 /// These outcomes are permanent: every later call returns them again. Neither the cursor nor
 /// waiting on it ever blocks the writer.

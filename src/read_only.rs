@@ -28,8 +28,9 @@ impl Backlog {
     /// another process without a syscall per append).
     ///
     /// The view follows the file the path named at open: if a writer later resizes the
-    /// backlog (which replaces the file), this reader keeps reading the old file, which no
-    /// longer grows. A writer that reopens the file starts a new generation: existing
+    /// backlog (which replaces the file), reads report
+    /// [`ReadError::Moved`](crate::ReadError::Moved) / [`TailError::Moved`](crate::TailError::Moved):
+    /// call this again for a view of the new file, at the same offsets. A writer that reopens the file starts a new generation: existing
     /// cursors report [`TailError::HistoryChanged`](crate::TailError::HistoryChanged); make
     /// new ones. A writer that dies in the middle of a reset or truncation leaves the
     /// history-change counter odd: the view's reads then wait until a writer reopens the file

@@ -295,3 +295,31 @@ fn no_second_writer_gets_in_while_resizes_replace_the_file() {
     assert!(refused > 0);
     check_bytes(&b, |o| stream(o, TAG)).unwrap();
 }
+
+#[test]
+fn a_read_only_view_in_another_process_is_told_and_reopens_at_the_same_offset() {
+    let dir = tempdir();
+    let path = dir.path().join("backlog");
+    let mut b = create(&dir, 64 * 1024, Durability::Never);
+    append(&mut b, 20_000);
+    // A view as another process opens it: a read-only mapping, no lock, polling.
+    let view = Backlog::open_read_only(&path).unwrap();
+    let mut tail = view.cursor(15_001);
+    let mut buf = vec![0u8; 64 * 1024];
+    assert_eq!(tail.read(&mut buf), Ok(5_000));
+    b.resize(32 * 1024).unwrap();
+    assert!(tail.wait(Duration::from_secs(5)));
+    assert_eq!(tail.read(&mut buf), Err(TailError::Moved));
+    assert_eq!(view.read_at(15_001, &mut buf), Err(ReadError::Moved));
+    append(&mut b, 1_000);
+    let view = Backlog::open_read_only(&path).unwrap();
+    assert!(!view.is_moved());
+    let mut tail = view.cursor(tail.position());
+    assert_eq!(tail.read(&mut buf), Ok(1_000));
+    assert!(
+        buf[..1_000]
+            .iter()
+            .zip(20_001..)
+            .all(|(&x, o)| x == stream(o, TAG))
+    );
+}

@@ -225,3 +225,55 @@ fn a_write_larger_than_the_ring_whose_snapshot_fails_is_refused_and_changes_noth
     assert_eq!(c.call(&["GET", "later"]), Reply::Bulk(Some(b"2".to_vec())));
     assert!(matches!(c.call(&["GET", "big"]), Reply::Bulk(None)));
 }
+
+/// `CONFIG SET repl-backlog-size` larger than the free space fails with the reason, leaves no
+/// temporary file and changes nothing: the backlog keeps its size and its bytes, writes go on,
+/// and a restart finds every acknowledged write.
+#[test]
+fn a_backlog_resize_that_does_not_fit_fails_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(fs) = Tmpfs::mount(dir.path(), "8m") else {
+        return;
+    };
+    let mut m = DurableMaster::start(BINARY, &fs.path, &["--backlog-size", "1mb"]);
+    let mut c = m.client();
+    let value = vec![b'v'; 1000];
+    assert_eq!(set(&mut c, "a", &value), Reply::Status("OK".into()));
+    let reply = String::from_utf8(c.call_raw(&["CONFIG", "SET", "repl-backlog-size", "64mb"]))
+        .expect("utf-8");
+    assert!(
+        reply.starts_with(
+            "-ERR CONFIG SET failed (possibly related to argument 'repl-backlog-size') - \
+             resizing the backlog: "
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(
+        c.call(&["CONFIG", "GET", "repl-backlog-size"]),
+        Reply::Array(vec![
+            Reply::Bulk(Some(b"repl-backlog-size".to_vec())),
+            Reply::Bulk(Some(b"1048576".to_vec())),
+        ])
+    );
+    let mut files: Vec<String> = std::fs::read_dir(fs.path.join("data"))
+        .expect("data dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "dump.rdb")
+        .collect();
+    files.sort();
+    assert_eq!(files, ["backlog"], "a temporary file was left behind");
+    assert_eq!(set(&mut c, "b", &value), Reply::Status("OK".into()));
+    // A size that fits still works after the failure.
+    c.ok(&["CONFIG", "SET", "repl-backlog-size", "2mb"]);
+    assert_eq!(set(&mut c, "c", &value), Reply::Status("OK".into()));
+    m.kill9();
+    m.spawn(&[]);
+    let mut c = m.client();
+    for key in ["a", "b", "c"] {
+        assert_eq!(
+            c.call(&["GET", key]),
+            Reply::Bulk(Some(value.clone())),
+            "{key}"
+        );
+    }
+}
