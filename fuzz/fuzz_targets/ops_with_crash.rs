@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                     Err(ReadError::Overwritten { .. }) => assert!(o < b.first_offset()),
                     Err(ReadError::NotWritten { .. }) => assert!(o > b.offset() + 1),
+                    Err(ReadError::Moved) => panic!("the simulated backlog is never resized"),
                 }
             }
             4 => {
