@@ -542,16 +542,16 @@ fn s10_backlog_resized_under_write_load_keeps_the_replica_streaming() {
     };
     let offset = i64::try_from(master.offset()).expect("offset");
     assert_eq!(role.get(1), Some(&Reply::Integer(offset)), "{role:?}");
+    assert_eq!(master.stat("sync_full"), 1, "{}", master.log());
+    assert_eq!(master.stat("sync_partial_ok"), 0, "{}", master.log());
+    assert_eq!(count(&replica.log(), FULL), 1, "{}", replica.log());
+    assert_eq!(count(&replica.log(), PARTIAL), 0, "{}", replica.log());
     assert_eq!(
         count(&master.log(), "goes on from offset"),
         5,
         "{}",
         master.log()
     );
-    assert_eq!(master.stat("sync_full"), 1, "{}", master.log());
-    assert_eq!(master.stat("sync_partial_ok"), 0, "{}", master.log());
-    assert_eq!(count(&replica.log(), FULL), 1, "{}", replica.log());
-    assert_eq!(count(&replica.log(), PARTIAL), 0, "{}", replica.log());
 }
 
 /// Scenario 11: a shrink below the bytes written since the last snapshot writes a snapshot
