@@ -615,7 +615,7 @@ impl Store {
             return Ok(());
         }
         self.reap_snapshot(false);
-        let uncovered = |s: &Store| s.backlog.offset() - s.snapshot_offset > capacity;
+        let uncovered = |s: &Store| s.backlog.offset().saturating_sub(s.snapshot_offset) > capacity;
         if uncovered(self) && self.running.is_some() {
             self.reap_snapshot(true);
         }
