@@ -203,7 +203,10 @@ fn outrun_the_snapshot(in_transactions: bool) {
             pipeline.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
         }
     }
-    a.write_all(&pipeline).expect("send the writes");
+    // Sent from a thread: the server stops reading from a client whose write waits, so the
+    // send may not finish before the snapshot does.
+    let mut sender = a.try_clone().expect("clone");
+    let sending = std::thread::spawn(move || sender.write_all(&pipeline).expect("send the writes"));
 
     // Once a write waits for the snapshot, other clients are still served.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -222,6 +225,7 @@ fn outrun_the_snapshot(in_transactions: bool) {
         "every write was answered before other clients were: the loop waited for the snapshot"
     );
     // Then every write is done, in order.
+    sending.join().expect("sender");
     a.set_read_timeout(Some(Duration::from_mins(1)))
         .expect("timeout");
     while oks_ready(&mut a, &mut seen) < oks {
