@@ -298,7 +298,7 @@ fn main() {
             &gbs(bytes, b),
             &gbs(bytes, m),
             m / b,
-            None,
+            Some(0.9),
         );
         t.row(
             &format!(
@@ -406,7 +406,7 @@ fn main() {
             &us(a),
             &us(floor),
             floor / a,
-            Some(0.9),
+            Some(0.95),
         );
         t.row(
             "bytes dirtied per `Always` 1 KiB append vs `pwrite`+`fdatasync` (/proc/self/io)",

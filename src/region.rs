@@ -141,6 +141,58 @@ impl Medium {
         }
     }
 
+    /// Copies the concatenation of `parts`, without its first `skip` bytes, to the `len`
+    /// bytes at `pos`: one bounds check for the whole range, then one copy per part. Panics
+    /// (before copying anything past it) if the parts hold more than `skip + len` bytes.
+    /// Only the single writer calls this.
+    #[inline]
+    #[allow(irrefutable_let_patterns)] // `Map` is the only variant without feature `sim`
+    pub(crate) fn write_parts<B: std::ops::Deref<Target = [u8]>>(
+        &self,
+        pos: u64,
+        len: u64,
+        parts: &[B],
+        mut skip: u64,
+    ) {
+        if len == 0 {
+            return;
+        }
+        let n = usize::try_from(len).unwrap_or(usize::MAX);
+        self.check(pos, n);
+        if let Medium::Map(m) = self
+            && m.access == Access::ReadOnly
+        {
+            read_only_write();
+        }
+        let mut at = pos as usize;
+        let mut room = n;
+        for part in parts {
+            let part: &[u8] = part;
+            let drop = skip.min(part.len() as u64);
+            skip -= drop;
+            let keep = &part[drop as usize..];
+            let Some(left) = room.checked_sub(keep.len()) else {
+                outside(at as u64, keep.len(), pos + len);
+            };
+            // SAFETY: `check` proved `pos..pos + n` lies inside the live mapping/buffer,
+            // which outlives `self`, and `at..at + keep.len()` lies inside it: `at - pos` is
+            // what earlier parts took and `keep.len() <= room = n - (at - pos)` (checked just
+            // above). `keep` is caller memory, so the ranges cannot overlap. Racing readers:
+            // as in `write`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(keep.as_ptr(), self.base().add(at), keep.len());
+            }
+            #[cfg(feature = "sim")]
+            if let Medium::Sim(s) = self
+                && !keep.is_empty()
+            {
+                s.record_write(at as u64, keep);
+            }
+            at += keep.len();
+            room = left;
+        }
+    }
+
     /// Copies bytes at `pos` into `dst`. The bytes may be changing: callers validate.
     #[inline]
     pub(crate) fn read(&self, pos: u64, dst: &mut [u8]) {

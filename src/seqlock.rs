@@ -44,6 +44,21 @@ pub trait Memory {
     fn capacity(&self) -> u64;
     /// Stores the stream bytes starting at offset `first` (`src.len() <= capacity`).
     fn copy_in(&self, first: u64, src: &[u8]);
+    /// Stores the concatenation of `parts`, without its first `skip` bytes, as the `len`
+    /// stream bytes starting at offset `first` (`len <= capacity`, and `len` plus `skip` is
+    /// the parts' total length). The default stores part by part ([`copy_in_each`]).
+    fn copy_in_parts<B: std::ops::Deref<Target = [u8]>>(
+        &self,
+        first: u64,
+        len: u64,
+        parts: &[B],
+        skip: u64,
+    ) where
+        Self: Sized,
+    {
+        let _ = len;
+        copy_in_each(self, first, parts, skip);
+    }
     /// Copies the stream bytes starting at offset `first` into `dst`; they may be changing
     /// while they are copied (`dst.len() <= capacity`).
     fn copy_out(&self, first: u64, dst: &mut [u8]);
@@ -124,21 +139,15 @@ pub fn fill<M: Memory + ?Sized>(m: &M, end: u64, data: &[u8]) -> u64 {
     new_end
 }
 
-/// Writer, second half of a batch append: as [`fill`] for the concatenation of `parts`,
-/// copied part by part (only its last `capacity` bytes), with one publication of the new end
-/// after the last. Returns it.
+/// Stores the concatenation of `parts`, without its first `skip` bytes, from stream offset
+/// `first` on, one [`Memory::copy_in`] per part.
 #[cfg_attr(loom, allow(dead_code))]
-pub fn fill_parts<M: Memory + ?Sized, B: std::ops::Deref<Target = [u8]>>(
+pub fn copy_in_each<M: Memory, B: std::ops::Deref<Target = [u8]>>(
     m: &M,
-    end: u64,
+    mut first: u64,
     parts: &[B],
-) -> u64 {
-    let cap = m.capacity();
-    let n: u64 = parts.iter().map(|p| p.len() as u64).sum();
-    let new_end = end + n;
-    // Bytes of the concatenation that an append of it would not keep.
-    let mut skip = n.saturating_sub(cap);
-    let mut first = new_end - n.min(cap) + 1;
+    mut skip: u64,
+) {
     for part in parts {
         let part: &[u8] = part;
         let drop = skip.min(part.len() as u64);
@@ -149,6 +158,24 @@ pub fn fill_parts<M: Memory + ?Sized, B: std::ops::Deref<Target = [u8]>>(
             first += keep.len() as u64;
         }
     }
+}
+
+/// Writer, second half of a batch append: as [`fill`] for the concatenation of `parts`
+/// (`n` bytes in all), copied part by part (only its last `capacity` bytes), with one
+/// publication of the new end after the last. Returns it.
+#[cfg_attr(loom, allow(dead_code))]
+pub fn fill_parts<M: Memory, B: std::ops::Deref<Target = [u8]>>(
+    m: &M,
+    end: u64,
+    n: u64,
+    parts: &[B],
+) -> u64 {
+    let cap = m.capacity();
+    let new_end = end + n;
+    // Bytes of the concatenation that an append of it would not keep.
+    let skip = n.saturating_sub(cap);
+    let len = n - skip;
+    m.copy_in_parts(new_end - len + 1, len, parts, skip);
     // Every byte up to `new_end` is in place before readers can learn of it.
     m.store(Word::End, new_end, Ordering::Release);
     new_end

@@ -138,22 +138,64 @@ impl Shared {
     #[inline]
     pub(crate) fn write_ring(&self, first: u64, bytes: &[u8]) {
         let cap = self.geo.capacity;
-        let WriterLines(memo_first, memo_pos) = &self.next_write;
-        let pos = if memo_first.load(Ordering::Relaxed) == first {
-            memo_pos.load(Ordering::Relaxed)
-        } else {
-            first % cap
-        };
+        let pos = self.ring_pos(first);
         let len = bytes.len() as u64;
-        debug_assert!(pos == first % cap);
         let (a, b) = spans_at(cap, pos, len);
         let (head, tail) = bytes.split_at(a.len as usize);
         self.medium.write(self.geo.data_offset + a.pos, head);
         self.medium.write(self.geo.data_offset + b.pos, tail);
-        let next = pos + len;
-        memo_first.store(first + len, Ordering::Relaxed);
+        self.remember(first + len, pos + len);
+    }
+
+    /// Writes the concatenation of `parts` without its first `skip` bytes as the `len` stream
+    /// bytes starting at `first` (`len <= capacity`). Only the writer calls this. A batch that
+    /// does not cross the ring's end (the usual case) is bounds-checked once and copied part
+    /// after part; one that does goes part by part through [`Shared::write_ring`].
+    #[inline]
+    pub(crate) fn write_ring_parts<B: std::ops::Deref<Target = [u8]>>(
+        &self,
+        first: u64,
+        len: u64,
+        parts: &[B],
+        skip: u64,
+    ) {
+        let pos = self.ring_pos(first);
+        if len <= self.geo.capacity - pos {
+            self.medium
+                .write_parts(self.geo.data_offset + pos, len, parts, skip);
+            self.remember(first + len, pos + len);
+        } else {
+            seqlock::copy_in_each(self, first, parts, skip);
+        }
+    }
+
+    /// The ring position of stream offset `first`, from the writer's memo when `first` is
+    /// where the last write ended (no `u64` division per append).
+    #[inline]
+    fn ring_pos(&self, first: u64) -> u64 {
+        let WriterLines(memo_first, memo_pos) = &self.next_write;
+        let pos = if memo_first.load(Ordering::Relaxed) == first {
+            memo_pos.load(Ordering::Relaxed)
+        } else {
+            first % self.geo.capacity
+        };
+        debug_assert!(pos == first % self.geo.capacity);
+        pos
+    }
+
+    /// Records that the next write starts at stream offset `next`, ring position `next_pos`
+    /// (at most the capacity: a write that ended at the ring's end continues at 0).
+    #[inline]
+    fn remember(&self, next: u64, next_pos: u64) {
+        let cap = self.geo.capacity;
+        let WriterLines(memo_first, memo_pos) = &self.next_write;
+        memo_first.store(next, Ordering::Relaxed);
         memo_pos.store(
-            if next >= cap { next - cap } else { next },
+            if next_pos >= cap {
+                next_pos - cap
+            } else {
+                next_pos
+            },
             Ordering::Relaxed,
         );
     }
@@ -291,6 +333,17 @@ impl seqlock::Memory for Shared {
     #[inline]
     fn copy_in(&self, first: u64, src: &[u8]) {
         self.write_ring(first, src);
+    }
+
+    #[inline]
+    fn copy_in_parts<B: std::ops::Deref<Target = [u8]>>(
+        &self,
+        first: u64,
+        len: u64,
+        parts: &[B],
+        skip: u64,
+    ) {
+        self.write_ring_parts(first, len, parts, skip);
     }
 
     #[inline]

@@ -115,7 +115,7 @@ impl Backlog {
             return Ok(self.end);
         }
         let new_end = self.before_fill(n)?;
-        self.end = seqlock::fill_parts(&*self.sh, self.end, bufs);
+        self.end = seqlock::fill_parts(&*self.sh, self.end, n, bufs);
         debug_assert_eq!(self.end, new_end);
         self.after_fill()?;
         Ok(new_end)
