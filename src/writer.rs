@@ -78,6 +78,7 @@ impl Backlog {
         self.end = seqlock::fill(&*self.sh, self.end, data);
         debug_assert_eq!(self.end, new_end);
         self.after_fill()?;
+        self.sh.wake_waiters();
         Ok(new_end)
     }
 
@@ -106,6 +107,34 @@ impl Backlog {
     /// assert_eq!(&buf, b"*1\r\n$4\r\nPING\r\n");
     /// ```
     pub fn append_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> Result<u64> {
+        let end = self.append_vectored_quiet(bufs)?;
+        self.sh.wake_waiters();
+        Ok(end)
+    }
+
+    /// Appends as [`append_vectored`](Backlog::append_vectored) does, except that cursors
+    /// asleep in [`Cursor::wait`](crate::Cursor::wait) are not woken: they learn of the bytes
+    /// at the next [`wake_cursors`](Backlog::wake_cursors) or when their current sleep ends
+    /// (at most 50 ms later). Readers, and cursors that are not asleep, see the bytes at once.
+    ///
+    /// For a server that acknowledges its clients before it feeds its replicas: waking a
+    /// sleeping sender thread is a syscall on whose return the sender may take this thread's
+    /// CPU before the acknowledgements are written. Call `wake_cursors` once they are.
+    ///
+    /// # Errors
+    /// As [`append`](Backlog::append).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::io::IoSlice;
+    /// use durable_backlog::{Backlog, Options};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut b = Backlog::create(dir.path().join("b"), Options::new()).unwrap();
+    /// b.append_vectored_quiet(&[IoSlice::new(b"*1\r\n$4\r\nPING\r\n")]).unwrap();
+    /// // ... answer the clients whose writes these were ...
+    /// b.wake_cursors();
+    /// ```
+    pub fn append_vectored_quiet(&mut self, bufs: &[std::io::IoSlice<'_>]) -> Result<u64> {
         let n = bufs
             .iter()
             .try_fold(0u64, |acc, b| acc.checked_add(b.len() as u64))
@@ -119,6 +148,14 @@ impl Backlog {
         debug_assert_eq!(self.end, new_end);
         self.after_fill()?;
         Ok(new_end)
+    }
+
+    /// Wakes the cursors asleep in [`Cursor::wait`](crate::Cursor::wait) after
+    /// [`append_vectored_quiet`](Backlog::append_vectored_quiet). Costs a load when none is
+    /// asleep, one syscall otherwise.
+    #[inline]
+    pub fn wake_cursors(&self) {
+        self.sh.wake_waiters();
     }
 
     /// The part of an append of `n > 0` bytes before they are copied: checks, retires the
@@ -144,14 +181,13 @@ impl Backlog {
         Ok(new_end)
     }
 
-    /// The part of an append after the bytes are published: the durability policy, then
-    /// waking tailers.
+    /// The part of an append after the bytes are published: the durability policy. Waking
+    /// tailers is the caller's.
     #[inline]
     fn after_fill(&mut self) -> Result<()> {
         if self.durability == Durability::Always {
             self.commit_now(CommitKind::Writer)?;
         }
-        self.sh.wake_waiters();
         Ok(())
     }
 

@@ -133,14 +133,40 @@ fn wait_times_out_when_nothing_is_appended() {
     assert!(!ro.cursor(11).wait(Duration::from_millis(20)));
 }
 
-/// Ping-pong, one byte at a time: every append must wake the sleeping tailer. A sleeping
+#[test]
+fn every_append_wakes_a_sleeping_tailer() {
+    each_append_wakes_a_sleeping_tailer(|b| {
+        append_stream(b, 1);
+    });
+}
+
+/// `append_vectored_quiet` leaves the sleeping tailer alone; the `wake_cursors` after it wakes it. Its
+/// bytes are visible at once to a reader that does not sleep.
+#[test]
+fn a_quiet_append_is_readable_at_once_and_wake_cursors_wakes_the_tailer() {
+    each_append_wakes_a_sleeping_tailer(|b| {
+        let o = b.offset() + 1;
+        let part = [stream(o)];
+        assert_eq!(
+            b.append_vectored_quiet(&[std::io::IoSlice::new(&part)])
+                .unwrap(),
+            o
+        );
+        let mut byte = [0u8; 1];
+        assert_eq!(b.reader().read_at(o, &mut byte).unwrap(), 1);
+        assert_eq!(byte[0], stream(o));
+        assert!(b.reader().cursor(o).is_ready());
+        b.wake_cursors();
+    });
+}
+
+/// Ping-pong, one byte at a time: every `append` must wake the sleeping tailer. A sleeping
 /// tailer also wakes on its own when its sleep slice (50 ms) runs out, so a lost wake-up
 /// does not hang `wait`: it shows as a wait that returned only when the slice ran out. Each
 /// round appends only once the tailer is asleep (or about to be), and a round whose wait
 /// took 40 ms or more counts as a lost wake-up; a few are tolerated for scheduling hiccups
 /// on a loaded machine.
-#[test]
-fn every_append_wakes_a_sleeping_tailer() {
+fn each_append_wakes_a_sleeping_tailer(mut append: impl FnMut(&mut Backlog)) {
     let dir = tempfile::tempdir().unwrap();
     let mut b = backlog(&dir, 1 << 20);
     let mut c = b.reader().cursor(1);
@@ -173,7 +199,7 @@ fn every_append_wakes_a_sleeping_tailer() {
         }
         // Past the tailer's spinning and yielding (50 µs), so that it is asleep.
         std::thread::sleep(Duration::from_micros(300));
-        append_stream(&mut b, 1);
+        append(&mut b);
     }
     tailer.join().unwrap();
 }

@@ -105,6 +105,9 @@ pub(crate) struct Batch<'s> {
     pub(crate) seen: u64,
     /// When the turn started: the time of its commands (one clock read per turn).
     now: Instant,
+    /// Bytes were appended this turn: the replica senders are woken once its replies are
+    /// written ([`Batch::wake_senders`]).
+    appended: bool,
 }
 
 impl std::fmt::Debug for Batch<'_> {
@@ -125,6 +128,7 @@ impl<'s> Batch<'s> {
             pending: Vec::new(),
             seen: 0,
             now: Instant::now(),
+            appended: false,
         }
     }
 
@@ -169,7 +173,8 @@ impl<'s> Batch<'s> {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        self.store().append(&pending);
+        self.store().append_quiet(&pending);
+        self.appended = true;
         pending.clear();
         if pending.capacity() <= 4 * APPEND_CHUNK {
             self.pending = pending;
@@ -192,18 +197,32 @@ impl<'s> Batch<'s> {
     /// Appends the queued stream bytes now (the lock kept).
     fn append_queued(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
-        self.store().append(&pending);
+        self.appended |= !pending.is_empty();
+        self.store().append_quiet(&pending);
         pending.clear();
         self.pending = pending;
     }
 
     /// Appends what was queued and releases the store lock, before anything that takes the
-    /// lock by itself runs.
+    /// lock by itself runs. The replica senders are not woken yet: see
+    /// [`Batch::wake_senders`].
     pub(crate) fn release(&mut self) {
         if let Some(mut g) = self.held.take() {
-            let end = g.append(&self.pending);
+            self.appended |= !self.pending.is_empty();
+            let end = g.get().append_quiet(&self.pending);
             self.pending.clear();
             self.seen = self.seen.max(end);
+        }
+    }
+
+    /// Wakes the replica senders asleep on the backlog if this turn appended anything. The
+    /// event loop calls it after writing the turn's replies: the wake-up is a syscall on
+    /// whose return a woken sender can take the loop's CPU (measured: the loop preempted
+    /// there while the turn's replies waited), and a sender that is not asleep saw the bytes
+    /// at the append anyway.
+    pub(crate) fn wake_senders(&mut self) {
+        if std::mem::take(&mut self.appended) {
+            self.server.store().get().wake_senders();
         }
     }
 }

@@ -11,7 +11,9 @@
 //!    (group commit);
 //! 4. end the `WAIT`s that are satisfied or timed out, move published messages behind their
 //!    subscribers' replies;
-//! 5. write every connection's replies; what the socket does not take waits for writability.
+//! 5. write every connection's replies; what the socket does not take waits for writability;
+//! 6. wake the replica senders asleep on the backlog (the turn's append did not: a woken
+//!    sender could take this thread's CPU before the replies were out).
 //!
 //! Replica links (`PSYNC` / `SYNC`) leave the loop: their socket is handed to a sender thread
 //! (replica.rs) that streams the snapshot and then tails the backlog. The loop sleeps in
@@ -251,6 +253,7 @@ impl Loop {
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key, now);
         }
+        batch.wake_senders();
     }
 
     fn mark_dirty(&mut self, key: usize) {

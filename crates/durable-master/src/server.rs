@@ -271,7 +271,7 @@ impl Server {
     }
 }
 
-/// The locked store; wakes the senders when dropped after an append.
+/// The locked store.
 pub(crate) struct StoreGuard<'a> {
     guard: MutexGuard<'a, Option<Store>>,
 }

@@ -76,6 +76,14 @@ pub(crate) enum Room {
     Big,
 }
 
+/// Whether an append wakes the replica senders asleep on the backlog at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    Now,
+    /// The caller wakes them with [`Store::wake_senders`].
+    Later,
+}
+
 /// Everything the writer owns, behind the server's one lock.
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -258,7 +266,20 @@ impl Store {
     /// *finished* snapshot: it waits for the running one, and if that is not enough writes one
     /// itself before appending.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> u64 {
-        self.append_parts(&[IoSlice::new(bytes)])
+        self.append_parts(&[IoSlice::new(bytes)], Wake::Now)
+    }
+
+    /// As [`Store::append`], but the replica senders asleep on the backlog are not woken
+    /// (see `Backlog::append_vectored_quiet`): the event loop writes its clients' replies
+    /// first and then calls [`Store::wake_senders`], so a woken sender cannot take the loop's
+    /// CPU between a turn's append and its replies.
+    pub(crate) fn append_quiet(&mut self, bytes: &[u8]) -> u64 {
+        self.append_parts(&[IoSlice::new(bytes)], Wake::Later)
+    }
+
+    /// Wakes the replica senders asleep on the backlog after [`Store::append_quiet`].
+    pub(crate) fn wake_senders(&self) {
+        self.backlog.wake_cursors();
     }
 
     /// Appends the stream form of `argv` run in `db` (a `SELECT` first if needed) without
@@ -278,11 +299,12 @@ impl Store {
                 parts.push(IoSlice::new(argv.arg(i)));
             }
         }
-        self.append_parts(&parts)
+        self.append_parts(&parts, Wake::Now)
     }
 
-    /// [`Store::append`] of the concatenation of `parts`.
-    fn append_parts(&mut self, parts: &[IoSlice<'_>]) -> u64 {
+    /// [`Store::append`] of the concatenation of `parts`, waking the replica senders now or
+    /// leaving that to [`Store::wake_senders`].
+    fn append_parts(&mut self, parts: &[IoSlice<'_>], wake: Wake) -> u64 {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len == 0 {
             return self.backlog.offset();
@@ -317,7 +339,11 @@ impl Store {
                 fatal("writing the snapshot a write needs", e);
             }
         }
-        let new_end = match self.backlog.append_vectored(parts) {
+        let appended = match wake {
+            Wake::Now => self.backlog.append_vectored(parts),
+            Wake::Later => self.backlog.append_vectored_quiet(parts),
+        };
+        let new_end = match appended {
             Ok(e) => e,
             Err(e) => fatal("appending to the backlog", e),
         };
