@@ -18,7 +18,7 @@ N=${1:-200000}
 shift || true
 WORKLOADS=${*:-small keyspace bigvalue}
 cargo build --release --bin durable-master >/dev/null 2>&1
-BIN=target/release/durable-master
+BIN=${CARGO_TARGET_DIR:-target}/release/durable-master
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }

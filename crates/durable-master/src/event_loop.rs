@@ -182,6 +182,11 @@ impl Loop {
                 WAKER => {}
                 Token(t) => {
                     let key = t - FIRST_CONN;
+                    if (ev.is_read_closed() || ev.is_error())
+                        && let Some(c) = self.conns.get_mut(key)
+                    {
+                        c.hung_up = true;
+                    }
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         ready.push(key);
                     }

@@ -66,6 +66,36 @@ fn idle_clients_cost_no_thread_each() {
     assert_eq!(common::info_field(&info, "connected_clients"), "2001");
 }
 
+/// A client that sends its commands and hangs up at once (data and FIN in one readiness
+/// event) is served and then closed: the loop stops reading a connection at a short read,
+/// except after a hang-up, whose end only a further read shows.
+#[test]
+fn a_client_that_writes_and_hangs_up_at_once_is_served_and_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = DurableMaster::start(BINARY, dir.path(), &[]);
+    let mut conns: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = m.connect();
+            s.write_all(format!("SET k{i} v{i}\r\n").as_bytes())
+                .expect("send");
+            s.shutdown(std::net::Shutdown::Write).expect("half-close");
+            s
+        })
+        .collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply)
+            .unwrap_or_else(|e| panic!("client {i} was not closed: {e}"));
+        assert_eq!(reply, b"+OK\r\n", "client {i}");
+    }
+    let mut c = m.client();
+    assert_eq!(c.integer(&["DBSIZE"]), 200);
+    let info = c.info("clients");
+    assert_eq!(common::info_field(&info, "connected_clients"), "1");
+}
+
 #[test]
 fn a_client_that_does_not_read_stalls_nobody_else() {
     let dir = tempfile::tempdir().expect("tempdir");
