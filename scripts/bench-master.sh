@@ -67,9 +67,18 @@ csv() {
     awk -F, '{gsub(/ /, "_", $1); print $1, $2, $5, $7, $8}'
 }
 # compare label redis_port master_port args...
+# The two benchmarks run one after the other, never at once (they would compete for the same
+# cores), in alternating order from one call to the next, so that neither server always runs
+# while the other's replica is still applying its stream.
+FLIP=0
 compare() {
   local label=$1 rp=$2 mp=$3; shift 3
-  paste -d' ' <(csv "$rp" "$@") <(csv "$mp" "$@") |
+  if (( FLIP ^= 1 )); then
+    csv "$rp" "$@" >"$WORK/redis.csv"; csv "$mp" "$@" >"$WORK/durable.csv"
+  else
+    csv "$mp" "$@" >"$WORK/durable.csv"; csv "$rp" "$@" >"$WORK/redis.csv"
+  fi
+  paste -d' ' "$WORK/redis.csv" "$WORK/durable.csv" |
     awk -v label="$label" '{
       printf "%-18s %-14s %10.0f %10.0f %6.2fx   p50 %6.3f/%6.3f  p99 %7.3f/%7.3f  max %8.3f/%8.3f\n",
         label, $1, $2, $7, $7 / $2, $3, $8, $4, $9, $5, $10 }'
