@@ -163,6 +163,21 @@ const PARAMS: &[Param] = &[
         value: |s| s.reader().capacity().to_string(),
         set: Some(Setter::BacklogSize),
     },
+    // What redis-benchmark asks for before it runs (it warns it could not fetch CONFIG
+    // otherwise): no save points (snapshots follow the backlog, see docs/MASTER.md), and
+    // an append-only log, the backlog, always on.
+    Param {
+        name: "save",
+        alias: None,
+        value: |_| String::new(),
+        set: None,
+    },
+    Param {
+        name: "appendonly",
+        alias: None,
+        value: |_| "yes".to_owned(),
+        set: None,
+    },
     Param {
         name: "appendfsync",
         alias: None,

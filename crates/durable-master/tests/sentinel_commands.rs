@@ -36,7 +36,8 @@ fn on_both(scenario: impl Fn(u16, &str)) {
     scenario(m.port, "durable-master");
     if let Some(redis) = common::redis_server() {
         let rdir = tempfile::tempdir().expect("tempdir");
-        let r = RedisGuard::start(&redis, rdir.path());
+        // With its append-only file on, as durable-master's backlog always is.
+        let r = RedisGuard::start_with(&redis, rdir.path(), &["--appendonly", "yes"]);
         scenario(r.port, "redis-server");
     }
 }
@@ -179,7 +180,8 @@ fn client_list_shows_each_connection_like_redis() {
     assert_eq!(only, format!("${}\r\n{mine}\n\r\n", mine.len() + 1));
     if let Some(redis) = common::redis_server() {
         let rdir = tempfile::tempdir().expect("tempdir");
-        let r = RedisGuard::start(&redis, rdir.path());
+        // With its append-only file on, as durable-master's backlog always is.
+        let r = RedisGuard::start_with(&redis, rdir.path(), &["--appendonly", "yes"]);
         let (rbody, rid, _) = lines(r.port);
         let rmine = rbody
             .lines()
@@ -288,6 +290,12 @@ fn config_answers_as_redis() {
             "*2\r\n$11\r\nrequirepass\r\n$0\r\n\r\n",
         ),
         ("CONFIG GET bind", "*2\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n"),
+        // redis-benchmark reads these two before it runs.
+        ("CONFIG GET save", "*2\r\n$4\r\nsave\r\n$0\r\n\r\n"),
+        (
+            "CONFIG GET appendonly",
+            "*2\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n",
+        ),
         ("CONFIG GET timeout", "*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n"),
         (
             "CONFIG GET replica-priority",
@@ -775,7 +783,8 @@ fn exec_propagates_like_redis() {
     assert_eq!(String::from_utf8_lossy(&got), want, "durable-master");
     if let Some(redis) = common::redis_server() {
         let rdir = tempfile::tempdir().expect("tempdir");
-        let r = RedisGuard::start(&redis, rdir.path());
+        // With its append-only file on, as durable-master's backlog always is.
+        let r = RedisGuard::start_with(&redis, rdir.path(), &["--appendonly", "yes"]);
         assert_eq!(
             String::from_utf8_lossy(&stream(r.port)),
             want,
