@@ -123,6 +123,5 @@ pub(crate) fn new_file(path: &Path, geo: &Geometry) -> Result<(File, PathBuf, Ma
         .map_err(|e| cleanup(Error::io("allocating the backlog file", Some(&tmp), e)))?;
     let map = MapMedium::map(&file, geo.file_len, Access::ReadWrite)
         .map_err(|e| cleanup(Error::io("mapping the backlog file", Some(&tmp), e)))?;
-    map.prefault();
     Ok((file, tmp, map))
 }

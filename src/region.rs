@@ -83,6 +83,16 @@ fn read_only_write() -> ! {
 }
 
 impl Medium {
+    /// Faults every page of a mapped file in now (see [`MapMedium::prefault`]); nothing for
+    /// simulated storage. Changes no byte, so it may run beside the writer.
+    pub(crate) fn prefault(&self) {
+        match self {
+            Medium::Map(m) => m.prefault(),
+            #[cfg(feature = "sim")]
+            Medium::Sim(_) => {}
+        }
+    }
+
     /// Length in bytes.
     #[inline]
     pub(crate) fn len(&self) -> u64 {
