@@ -247,17 +247,23 @@ def stop(procs):
             p.wait()
 
 
+def restart_cost(x, r, what):
+    """kill -9 and restart the master X; the sync kind its stock replica R gets, and the
+    bytes R reads meanwhile."""
+    before, mark = net_in(r), len(x.logtext())
+    x.kill9()
+    x.start()
+    wait(what, lambda: in_sync(x, r))
+    return kind_in(x.logtext(), r.port, mark), net_in(r) - before
+
+
 def master_restart(kind):
     """X is the master; kill -9 and restart it; a stock replica reconnects."""
     x = under_test(kind, f"{kind}-restart-x")
     r = stock(f"{kind}-restart-r", x)
     load(x.port, KEYS, "a")
     wait("sync", lambda: in_sync(x, r))
-    before, mark = net_in(r), len(x.logtext())
-    x.kill9()
-    x.start()
-    wait("resync", lambda: in_sync(x, r))
-    return kind_in(x.logtext(), r.port, mark if kind == "redis" else mark), net_in(r) - before
+    return restart_cost(x, r, "resync")
 
 
 def failover_and_demotion(kind):
@@ -302,11 +308,7 @@ def promote_then_kill(kind):
     promoted = (kind_in(x.logtext(), r.port, mark), net_in(r) - before)
     load(x.port, WRITES, "b")
     wait("sync", lambda: in_sync(x, r))
-    before, mark = net_in(r), len(x.logtext())
-    x.kill9()
-    x.start()
-    wait("rejoin after restart", lambda: in_sync(x, r))
-    restarted = (kind_in(x.logtext(), r.port, mark), net_in(r) - before)
+    restarted = restart_cost(x, r, "rejoin after restart")
     stop([p for _, p in sents])
     return promoted, restarted
 

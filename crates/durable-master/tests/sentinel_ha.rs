@@ -157,6 +157,23 @@ fn wait_replicas(logs: &dyn Fn() -> String, master: u16, replicas: &[u16]) {
     });
 }
 
+/// Waits until every replica on `replicas` holds all of the stream of the master on `master`
+/// and every Sentinel knows that master, those replicas and the other two Sentinels.
+fn wait_settled(
+    logs: &dyn Fn() -> String,
+    sentinels: &[SentinelGuard],
+    master: u16,
+    replicas: &[u16],
+) {
+    wait_replicas(logs, master, replicas);
+    wait_for(
+        "the Sentinels to settle",
+        Duration::from_mins(1),
+        logs,
+        || sentinels_settled(sentinels, master, replicas.len()),
+    );
+}
+
 /// Every Sentinel knows the master on `port`, its replicas and the other two Sentinels.
 fn sentinels_settled(sentinels: &[SentinelGuard], port: u16, replicas: usize) -> bool {
     sentinels.iter().all(|s| {
@@ -194,13 +211,7 @@ fn h1_sentinels_monitor_durable_master_and_see_its_restart() {
         )
     };
     write(m.port, "h1", 20);
-    wait_replicas(&logs, m.port, &[r1.port, r2.port]);
-    wait_for(
-        "the Sentinels to settle",
-        Duration::from_mins(1),
-        &logs,
-        || sentinels_settled(&sentinels, m.port, 2),
-    );
+    wait_settled(&logs, &sentinels, m.port, &[r1.port, r2.port]);
     let first = run_id(m.port);
     for (i, s) in sentinels.iter().enumerate() {
         let master = s.master();
@@ -294,13 +305,7 @@ fn h2_sentinel_fails_over_to_a_stock_replica_and_demotes_the_restarted_durable_m
             r2.log()
         )
     };
-    wait_replicas(&logs, m.port, &[r1.port, r2.port]);
-    wait_for(
-        "the Sentinels to settle",
-        Duration::from_mins(1),
-        &logs,
-        || sentinels_settled(&sentinels, m.port, 2),
-    );
+    wait_settled(&logs, &sentinels, m.port, &[r1.port, r2.port]);
     write(m.port, "before", 50);
     wait_replicas(&logs, m.port, &[r1.port, r2.port]);
 
@@ -420,13 +425,7 @@ fn h4_sentinel_promotes_the_durable_replica_and_its_kill9_keeps_replicas_partial
         )
     };
     write(s.port, "stock", 50);
-    wait_replicas(&logs, s.port, &[d.port, r.port]);
-    wait_for(
-        "the Sentinels to settle",
-        Duration::from_mins(1),
-        &logs,
-        || sentinels_settled(&sentinels, s.port, 2),
-    );
+    wait_settled(&logs, &sentinels, s.port, &[d.port, r.port]);
     // Every Sentinel reads the durable replica's INFO as a stock replica's: its link, its
     // priority and its offset.
     wait_for(
