@@ -172,12 +172,9 @@ impl<'s> Batch<'s> {
         if self.pending.len() < APPEND_CHUNK {
             return;
         }
-        let mut pending = std::mem::take(&mut self.pending);
-        self.store().append_quiet(&pending);
-        self.appended = true;
-        pending.clear();
-        if pending.capacity() <= 4 * APPEND_CHUNK {
-            self.pending = pending;
+        self.append_queued();
+        if self.pending.capacity() > 4 * APPEND_CHUNK {
+            self.pending = Vec::new();
         }
     }
 
@@ -677,19 +674,18 @@ impl Conn {
         out: &mut Vec<u8>,
     ) -> bool {
         let server = batch.server;
-        let writes: Vec<&Vec<Vec<u8>>> = queued
+        let writes: u64 = queued
             .iter()
             .filter(|argv| is_write_command(argv))
-            .collect();
-        if !writes.is_empty() {
+            .map(|argv| stream_size_bound(argv))
+            .sum();
+        if writes > 0 {
             // The writes, and the MULTI and EXEC around them.
-            let need = writes.iter().map(|a| stream_size_bound(a)).sum::<u64>() + 64;
+            let need = writes + 64;
             let mut g = server.store();
             let store = g.get();
             let room = if store.snapshot_failed() {
                 Room::Refuse
-            } else if store.has_room(need) {
-                Room::Now
             } else {
                 store.room_for(need)
             };

@@ -51,6 +51,8 @@ struct BigWrite {
     /// The keyspace with the write done.
     ks: Keyspace,
     /// The feed the stream had before it (its stream form starts with a `SELECT` if needed).
+    /// Kept apart from the store's: a full sync meanwhile forces a `SELECT` on that one,
+    /// which would make the write's bytes longer than the offset its snapshot records.
     feed: ReplicationFeed,
     /// The command, its database and what it propagates (its value moved into `ks`).
     db: DbIndex,
